@@ -1,0 +1,169 @@
+/*
+ * libaggvm-dsm: coherent guest memory across hosts.
+ *
+ * C API for QEMU and other C callers.  One AggvmDsm is one node of a
+ * cluster of N nodes (one per host).  Each node registers the same memory
+ * regions (guest RAM blocks) at the same guest-physical addresses; the
+ * library keeps them sequentially consistent with a directory protocol
+ * (Invalid / Shared / Modified per page and node) driven by userfaultfd.
+ *
+ * Threading: every function may be called from any thread.  Callbacks
+ * (on_failure, on_page_change, service handlers) run on the library's own
+ * service thread: they must not block and must never wait for a lock that a
+ * thread touching guest memory may hold (QEMU's BQL, for instance).
+ *
+ * Errors: functions returning int return 0 on success or a negative errno;
+ * when errmsg is non-NULL it then receives a message to release with
+ * aggvm_dsm_free_error().
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef AGGVM_DSM_H
+#define AGGVM_DSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AGGVM_DSM_MAX_NODES 64
+#define AGGVM_DSM_PAGE_SIZE 4096u
+
+typedef struct AggvmDsm AggvmDsm;
+
+/* Pages with guest-physical address in [gpa_start, gpa_end) are homed on node. */
+typedef struct AggvmDsmHomeRange {
+    uint64_t gpa_start;
+    uint64_t gpa_end;
+    uint16_t node;
+} AggvmDsmHomeRange;
+
+typedef struct AggvmDsmOptions {
+    uint16_t self;                 /* this node's id, < n_nodes */
+    uint16_t n_nodes;              /* 1 .. AGGVM_DSM_MAX_NODES */
+    /* "host:port" of each node, indexed by node id; this node listens on its own. */
+    const char *const *addresses;
+    const uint8_t *secret;         /* cluster secret; at least 16 bytes */
+    size_t secret_len;
+    const char *cluster_name;      /* bound into authentication; may be NULL */
+    /* Home map; pages outside every range are homed on node 0. */
+    const AggvmDsmHomeRange *home_ranges;
+    size_t n_home_ranges;
+    uint64_t resident_cap_bytes;   /* 0: no cap */
+    uint32_t timeout_ms;           /* peer answer / connect timeout; 0: 5000 */
+    const char *ucx_transports;    /* UCX_TLS; NULL: "tcp" */
+
+    /*
+     * Called once, on the service thread, when the node can no longer keep
+     * memory coherent (a peer died or stopped answering, a protocol
+     * violation by an authenticated peer).  Faulting threads stay blocked:
+     * they are never handed a page whose content is unknown.
+     */
+    void (*on_failure)(void *opaque, int err, const char *message);
+    /*
+     * Called on the service thread after the content of guest pages
+     * [gpa, gpa + len) changed underneath this node (a page was dropped or
+     * installed): TCG must drop translated code for them.
+     */
+    void (*on_page_change)(void *opaque, uint64_t gpa, uint64_t len);
+    void *opaque;
+} AggvmDsmOptions;
+
+/* Validates the options and creates the node; it does not touch the network yet. */
+AggvmDsm *aggvm_dsm_new(const AggvmDsmOptions *opts, char **errmsg);
+
+/*
+ * Adds a region before aggvm_dsm_start().  host must be page aligned,
+ * anonymous private memory, size a multiple of the page size, and every
+ * node must add the same regions.  The region's content is discarded.
+ */
+int aggvm_dsm_add_region(AggvmDsm *dsm, const char *name, uint64_t gpa,
+                         void *host, uint64_t size, char **errmsg);
+
+/*
+ * Listens, connects to every peer, authenticates them and checks that they
+ * agree on the configuration, then arms userfaultfd on every region.
+ * Blocks at most timeout_ms per peer.
+ */
+int aggvm_dsm_start(AggvmDsm *dsm, char **errmsg);
+
+/*
+ * Synchronises with every peer (all nodes must call it), then disarms
+ * userfaultfd and stops the service.  After it, region contents are
+ * undefined.  Safe to call on a failed node: it then skips the barrier.
+ */
+int aggvm_dsm_stop(AggvmDsm *dsm, char **errmsg);
+
+/* Stops (without barrier if needed) and frees.  NULL is ignored. */
+void aggvm_dsm_free(AggvmDsm *dsm);
+
+/*
+ * Waits up to timeout_ms for the node to fail.  Returns 0 if it is still
+ * healthy, or the failure's negative errno with its message.
+ */
+int aggvm_dsm_wait_failure(AggvmDsm *dsm, uint32_t timeout_ms, char **errmsg);
+
+void aggvm_dsm_free_error(char *errmsg);
+
+/* ---- statistics ------------------------------------------------------- */
+
+#define AGGVM_DSM_LATENCY_BUCKETS 24  /* bucket i: [2^i, 2^(i+1)) microseconds */
+
+typedef struct AggvmDsmFaultStats {
+    uint64_t read_faults;          /* resolved read (MISSING) faults */
+    uint64_t write_faults;         /* resolved write faults (MISSING or WP) */
+    uint64_t local_faults;         /* resolved without the network */
+    uint64_t faults_by_home[AGGVM_DSM_MAX_NODES];
+    uint64_t latency_us_hist[AGGVM_DSM_LATENCY_BUCKETS];
+    uint64_t latency_us_total;
+} AggvmDsmFaultStats;
+
+typedef struct AggvmDsmNodeStats {
+    AggvmDsmFaultStats faults;
+    uint64_t bytes_sent;           /* page payload bytes */
+    uint64_t bytes_received;
+    uint64_t messages_sent;
+    uint64_t messages_received;
+    uint64_t messages_rejected;    /* malformed, out of range, unauthenticated */
+    uint64_t invalidations_received;
+    uint64_t evictions;            /* shared copies dropped for the cap */
+    uint64_t writebacks;           /* modified pages written home for the cap */
+    uint64_t resident_pages;       /* pages of guest memory held now */
+    uint64_t resident_peak_pages;
+} AggvmDsmNodeStats;
+
+int aggvm_dsm_node_stats(AggvmDsm *dsm, AggvmDsmNodeStats *out);
+
+/* Statistics of the faults taken by one thread (Linux tid). -ENOENT if none. */
+int aggvm_dsm_thread_stats(AggvmDsm *dsm, int tid, AggvmDsmFaultStats *out);
+
+/* Fills up to max tids of threads that faulted; returns how many exist. */
+size_t aggvm_dsm_fault_threads(AggvmDsm *dsm, int *tids, size_t max);
+
+/* ---- service messages -------------------------------------------------- */
+
+/*
+ * Other subsystems (I/O forwarding, interrupts, vCPU hand-off) share the
+ * node's authenticated fabric.  A channel is a small integer; payloads are
+ * at most AGGVM_DSM_SERVICE_MAX bytes and are delivered in order per
+ * (sender, channel).
+ */
+#define AGGVM_DSM_SERVICE_MAX 65536u
+
+typedef void (*AggvmDsmServiceHandler)(void *opaque, uint16_t from,
+                                       const void *data, size_t len);
+
+int aggvm_dsm_register_service(AggvmDsm *dsm, uint16_t channel,
+                               AggvmDsmServiceHandler handler, void *opaque,
+                               char **errmsg);
+
+int aggvm_dsm_send_service(AggvmDsm *dsm, uint16_t to, uint16_t channel,
+                           const void *data, size_t len, char **errmsg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AGGVM_DSM_H */
