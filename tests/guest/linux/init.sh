@@ -1,0 +1,49 @@
+#!/bin/sh
+# /init of aggvm's Linux test guest (busybox sh, PID 1).
+#
+# Runs the workloads named on the kernel command line and powers off, so QEMU
+# (started with -no-reboot) exits once the result lines are on ttyS0.
+#
+#   aggvm.run=topology,atomics,stream   workloads, in order (default: all three)
+#   aggvm.atomics=ARGS                  arguments for aggvm-atomics, commas for spaces
+#   aggvm.stream=ARGS                   arguments for aggvm-stream, commas for spaces
+#   aggvm.shell=1                       drop to a shell instead of powering off
+export PATH=/bin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+run=topology,atomics,stream
+atomics_args=
+stream_args=
+shell=0
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+    aggvm.run=*) run=${arg#aggvm.run=} ;;
+    aggvm.atomics=*) atomics_args=$(echo "${arg#aggvm.atomics=}" | tr , ' ') ;;
+    aggvm.stream=*) stream_args=$(echo "${arg#aggvm.stream=}" | tr , ' ') ;;
+    aggvm.shell=1) shell=1 ;;
+    esac
+done
+
+read -r uptime _ </proc/uptime
+echo "aggvm-guest: start uptime_s=$uptime run=$run"
+status=pass
+for w in $(echo "$run" | tr , ' '); do
+    case "$w" in
+    topology) /bin/aggvm-topology || status=fail ;;
+    atomics) /bin/aggvm-atomics $atomics_args || status=fail ;;
+    stream) /bin/aggvm-stream $stream_args || status=fail ;;
+    *) echo "aggvm-guest: unknown workload '$w'"; status=fail ;;
+    esac
+done
+read -r uptime _ </proc/uptime
+echo "aggvm-guest: done uptime_s=$uptime status=$status"
+
+if [ "$shell" = 1 ]; then
+    exec setsid cttyhack sh
+fi
+poweroff -f
+# Only reached if ACPI power-off failed: a reboot also ends QEMU (-no-reboot).
+reboot -f
