@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Smoke test of the patched QEMU: QMP, firmware, KVM, the aggregated-mode options.
+
+Usage: smoke-test.py QEMU_BINARY
+Exits 0 when every check passed, 1 on a failure, 77 (meson's skip) when the
+binary has not been built (`meson test --no-rebuild` without `make qemu`).
+"""
+
+import json
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+
+TIMEOUT_S = 60
+SECRET = "0123456789abcdef0123456789abcdef"
+
+
+class Qmp:
+    """QEMU with its QMP monitor on stdio; every read is bounded."""
+
+    def __init__(self, binary, args):
+        self.proc = subprocess.Popen([binary, "-qmp", "stdio", *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.buf = b""
+        greeting = self._read()
+        if "QMP" not in greeting:
+            raise AssertionError(f"no QMP greeting: {greeting}")
+        self.cmd("qmp_capabilities")
+
+    def _read(self):
+        deadline = time.monotonic() + TIMEOUT_S
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("QMP: no answer within %d s" % TIMEOUT_S)
+            ready, _, _ = select.select([self.proc.stdout], [], [], left)
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    err = self.proc.stderr.read().decode(errors="replace")
+                    raise AssertionError(f"QEMU exited (rc {self.proc.wait()}): {err}")
+                self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+        self.proc.stdin.flush()
+        while True:
+            resp = self._read()
+            if "event" in resp:
+                continue
+            return resp
+
+    def quit(self):
+        self.cmd("quit")
+        rc = self.proc.wait(timeout=TIMEOUT_S)
+        if rc != 0:
+            raise AssertionError(f"QEMU exited with {rc} after quit")
+
+
+def expect_ok(resp, what):
+    if "return" not in resp:
+        raise AssertionError(f"{what}: {resp}")
+    return resp["return"]
+
+
+def check_qmp_tcg(binary):
+    q = Qmp(binary, ["-accel", "tcg", "-machine", "pc", "-display", "none", "-nodefaults", "-S"])
+    ver = expect_ok(q.cmd("query-version"), "query-version")["qemu"]
+    if (ver["major"], ver["minor"], ver["micro"]) != (10, 0, 2):
+        raise AssertionError(f"expected QEMU 10.0.2, got {ver}")
+    q.quit()
+    return "QMP under TCG: qmp_capabilities, query-version 10.0.2, quit"
+
+
+def boot_seabios(binary, accel_args):
+    """Runs the pc machine without a kernel; SeaBIOS prints its banner on port 0x402."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = os.path.join(tmp, "debugcon.log")
+        proc = subprocess.Popen([binary, *accel_args, "-machine", "pc", "-m", "128",
+                                 "-display", "none", "-nodefaults", "-serial", "none",
+                                 "-chardev", f"file,id=dbg,path={log}",
+                                 "-device", "isa-debugcon,iobase=0x402,chardev=dbg"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + TIMEOUT_S
+        try:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise AssertionError(f"QEMU exited with {proc.returncode}: "
+                                         f"{proc.stderr.read().decode(errors='replace')}")
+                if os.path.exists(log):
+                    with open(log, errors="replace") as f:
+                        text = f.read()
+                    if "SeaBIOS (version" in text:
+                        return text.split("SeaBIOS (version", 1)[1].split(")", 1)[0].strip()
+                time.sleep(0.2)
+            raise AssertionError(f"no SeaBIOS banner within {TIMEOUT_S} s")
+        finally:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT_S)
+
+
+def check_seabios_tcg(binary):
+    return f"SeaBIOS {boot_seabios(binary, ['-accel', 'tcg'])} under TCG"
+
+
+def check_seabios_kvm(binary):
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return None
+    return f"SeaBIOS {boot_seabios(binary, ['-accel', 'kvm', '-cpu', 'qemu64'])} under KVM"
+
+
+def has_type(binary, name):
+    q = Qmp(binary, ["-accel", "tcg", "-machine", "none", "-display", "none", "-nodefaults"])
+    types = expect_ok(q.cmd("qom-list-types"), "qom-list-types")
+    q.quit()
+    return any(t["name"] == name for t in types)
+
+
+def cluster_args(node, accel="tcg", extra="", accel_extra=""):
+    return ["-object", f"secret,id=sec0,data={SECRET}",
+            "-object", f"aggvm-cluster,id=agg0,node={node},secret=sec0,"
+                       f"addresses.0=127.0.0.1:7000,addresses.1=127.0.0.1:7001{extra}",
+            "-accel", f"{accel},aggregate=agg0{accel_extra}"]
+
+
+def expect_startup_error(binary, args, needle):
+    res = subprocess.run([binary, "-machine", "pc", "-display", "none", "-nodefaults", "-S",
+                          *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=TIMEOUT_S)
+    if res.returncode == 0 or needle not in res.stderr:
+        raise AssertionError(f"expected exit != 0 with '{needle}', got rc {res.returncode}: "
+                             f"{res.stderr.strip()}")
+
+
+def check_cluster_options(binary):
+    if not has_type(binary, "aggvm-cluster"):
+        raise AssertionError("type aggvm-cluster missing: is 0002 in the series?")
+    expect_startup_error(binary, cluster_args(2), "node id 2 out of range")
+    expect_startup_error(binary, cluster_args(1, extra=",placement.0.vcpu=9,placement.0.node=1"),
+                         "placement names vCPU 9")
+    expect_startup_error(binary, ["-smp", "2", "-numa", "node,cpus=0", "-numa", "node,cpus=1",
+                                  *cluster_args(0, extra=",numa-node-hosts.0=0,"
+                                                         "numa-node-hosts.1=5")],
+                         "NUMA node 1 on node 5")
+    expect_startup_error(binary, cluster_args(0, extra=",secret=nosuch"), "nosuch")
+    return "aggvm-cluster: node, placement, numa-node-hosts and secret errors are caught"
+
+
+CHECKS = [check_qmp_tcg, check_seabios_tcg, check_seabios_kvm, check_cluster_options]
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    binary = sys.argv[1]
+    if not os.access(binary, os.X_OK):
+        print(f"SKIP: {binary} is not built (run `make qemu` or build-qemu.py)")
+        return 77
+    failed = 0
+    for check in CHECKS:
+        start = time.monotonic()
+        try:
+            msg = check(binary)
+        except (AssertionError, subprocess.TimeoutExpired) as e:
+            print(f"FAIL {check.__name__}: {e}")
+            failed += 1
+            continue
+        took = time.monotonic() - start
+        print(f"ok   {check.__name__}: {msg} ({took:.1f} s)" if msg
+              else f"skip {check.__name__}: /dev/kvm not usable")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
