@@ -1,0 +1,297 @@
+#include "protocol/cache.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "error.h"
+
+namespace aggvm::dsm {
+
+Cache::Cache(EngineContext& ctx, uint64_t cap_pages) : ctx_(ctx), cap_pages_(cap_pages) {
+  for (const auto& r : ctx_.space->regions()) entries_.emplace_back(r.pages);
+}
+
+void Cache::expect_from_home(const Message& m) const {
+  if (m.src != home(m.page))
+    throw Rejected(fmt::format("{} for page {:#x} from node {}, which is not its home (node {})",
+                               to_string(m.type), ctx_.space->gpa(m.page), m.src, home(m.page)));
+}
+
+void Cache::on_fault(PageKey page, Access access, int tid) {
+  Entry& e = entry(page);
+  const bool satisfied = access == Access::kRead ? e.state != PageState::kInvalid
+                                                 : e.state == PageState::kModified;
+  if (satisfied) {
+    // Raced with a grant that already mapped the page: the thread only needs waking.
+    ++ctx_.counters.spurious_faults;
+    ctx_.env->wake(page);
+    return;
+  }
+  Op& op = ops_[page];
+  const bool known = std::any_of(op.waiters.begin(), op.waiters.end(), [&](const Waiter& w) {
+    return w.tid == tid && w.access == access;
+  });
+  if (!known) op.waiters.push_back(Waiter{tid, ctx_.now_ns, access});
+  // With a request in flight, the waiter is served when it completes.
+  if (e.pending == Pending::kNone) request(page, e, op, access);
+}
+
+void Cache::request(PageKey page, Entry& e, Op& op, Access access) {
+  op.counts_install = e.state == PageState::kInvalid;
+  if (op.counts_install) {
+    make_room();
+    ++installs_in_flight_;
+  }
+  e.pending = access == Access::kRead ? Pending::kRead : Pending::kWrite;
+  op.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
+  Message m;
+  m.type = access == Access::kRead ? MsgType::kReadReq : MsgType::kWriteReq;
+  m.src = ctx_.self;
+  m.dst = home(page);
+  m.page = page;
+  ctx_.send(m);
+}
+
+void Cache::mapped(PageKey page, Entry& e, PageState state) {
+  e.state = state;
+  ++resident_;
+  resident_peak_ = std::max(resident_peak_, resident_);
+  if (home(page) != ctx_.self) victims_.push_back(page);
+}
+
+void Cache::unmapped(PageKey page, Entry& e) {
+  ctx_.env->drop(page);
+  e.state = PageState::kInvalid;
+  --resident_;
+}
+
+void Cache::on_grant(const Message& m) {
+  expect_from_home(m);
+  Entry& e = entry(m.page);
+  const bool write = m.has(kFlagWrite);
+  const Pending expected = write ? Pending::kWrite : Pending::kRead;
+  if (e.pending != expected)
+    throw Rejected(fmt::format("{} grant for page {:#x} that was not requested",
+                               write ? "write" : "read", ctx_.space->gpa(m.page)));
+  const bool was_invalid = e.state == PageState::kInvalid;
+  Op& op = ops_[m.page];
+  if (op.counts_install) {
+    op.counts_install = false;
+    --installs_in_flight_;
+  }
+  const PageState target = write ? PageState::kModified : PageState::kShared;
+
+  if (m.has(kFlagData) || m.has(kFlagZero)) {
+    if (!was_invalid)
+      fail(EPROTO, "node {} granted page {:#x} with data while this node holds it {}", m.src,
+           ctx_.space->gpa(m.page), to_string(e.state));
+    ctx_.env->install(m.page, m.has(kFlagData) ? m.payload : std::span<const std::byte>{}, write);
+    mapped(m.page, e, target);
+  } else if (was_invalid) {
+    fail(EPROTO, "node {} granted page {:#x} without data but this node holds no copy", m.src,
+         ctx_.space->gpa(m.page));
+  } else if (write && e.state == PageState::kShared) {
+    ctx_.env->set_writable(m.page);
+    e.state = PageState::kModified;
+  } else {
+    ctx_.env->wake(m.page);  // the home installed its copy here already
+  }
+
+  Message unblock;
+  unblock.type = MsgType::kUnblock;
+  unblock.src = ctx_.self;
+  unblock.dst = m.src;
+  unblock.page = m.page;
+  unblock.txn = m.txn;
+  ctx_.send(unblock);
+
+  e.pending = Pending::kNone;
+  const NodeId h = home(m.page);
+  std::erase_if(op.waiters, [&](const Waiter& w) {
+    const bool served = write || w.access == Access::kRead;
+    if (served) ctx_.env->resolved(m.page, w, h, ctx_.now_ns);
+    return served;
+  });
+  request_for_waiters(m.page, e);
+}
+
+// Issues the request the remaining waiters need, or forgets the page.
+void Cache::request_for_waiters(PageKey page, Entry& e) {
+  auto it = ops_.find(page);
+  if (it == ops_.end()) return;
+  Op& op = it->second;
+  op.writeback.reset();
+  if (op.waiters.empty()) {
+    ops_.erase(it);
+    return;
+  }
+  const bool writer = std::any_of(op.waiters.begin(), op.waiters.end(),
+                                  [](const Waiter& w) { return w.access == Access::kWrite; });
+  request(page, e, op, writer ? Access::kWrite : Access::kRead);
+}
+
+void Cache::on_invalidate(const Message& m) {
+  expect_from_home(m);
+  Entry& e = entry(m.page);
+  if (e.state == PageState::kModified)
+    throw Rejected(fmt::format("invalidate for page {:#x}, which this node owns modified",
+                               ctx_.space->gpa(m.page)));
+  ++ctx_.counters.invalidations_received;
+  if (e.state == PageState::kShared) {
+    unmapped(m.page, e);
+    if (e.pending == Pending::kWrite) {
+      // The upgrade in flight will now map the page: count it against the cap.
+      Op& op = ops_[m.page];
+      op.counts_install = true;
+      ++installs_in_flight_;
+    }
+  }
+  Message ack;
+  ack.type = MsgType::kInvAck;
+  ack.src = ctx_.self;
+  ack.dst = m.src;
+  ack.page = m.page;
+  ack.txn = m.txn;
+  ctx_.send(ack);
+}
+
+void Cache::on_fetch(const Message& m) {
+  expect_from_home(m);
+  Entry& e = entry(m.page);
+  const bool invalidate = m.has(kFlagWrite);
+  std::array<std::byte, kPageSize> data;
+  Message resp;
+  resp.type = MsgType::kFetchResp;
+  resp.src = ctx_.self;
+  resp.dst = m.src;
+  resp.page = m.page;
+  resp.txn = m.txn;
+  resp.flags = kFlagData;
+  if (e.state == PageState::kModified) {
+    ctx_.env->write_protect(m.page);
+    ctx_.env->read(m.page, data);
+    if (invalidate) {
+      unmapped(m.page, e);
+    } else {
+      e.state = PageState::kShared;
+      resp.flags |= kFlagRetained;
+    }
+  } else if (e.pending == Pending::kWriteback) {
+    // Our writeback crossed this fetch: answer from the copy in flight.
+    std::memcpy(data.data(), ops_.at(m.page).writeback->data(), kPageSize);
+  } else {
+    throw Rejected(fmt::format("fetch for page {:#x}, which this node does not own ({})",
+                               ctx_.space->gpa(m.page), to_string(e.state)));
+  }
+  resp.payload = data;
+  ctx_.send(resp);
+}
+
+void Cache::on_evict_ack(const Message& m) {
+  expect_from_home(m);
+  Entry& e = entry(m.page);
+  if (e.pending != Pending::kEvict)
+    throw Rejected(fmt::format("evict ack for page {:#x} with no eviction in flight",
+                               ctx_.space->gpa(m.page)));
+  e.pending = Pending::kNone;
+  request_for_waiters(m.page, e);
+}
+
+void Cache::on_writeback_ack(const Message& m) {
+  expect_from_home(m);
+  Entry& e = entry(m.page);
+  if (e.pending != Pending::kWriteback)
+    throw Rejected(fmt::format("writeback ack for page {:#x} with no writeback in flight",
+                               ctx_.space->gpa(m.page)));
+  e.pending = Pending::kNone;
+  request_for_waiters(m.page, e);
+}
+
+void Cache::install_home_copy(PageKey page, PageView data) {
+  Entry& e = entry(page);
+  if (e.state != PageState::kInvalid)
+    fail(EPROTO, "home copy of page {:#x} installed over a {} copy", ctx_.space->gpa(page),
+         to_string(e.state));
+  make_room();
+  ctx_.env->install(page, data, false);
+  mapped(page, e, PageState::kShared);
+}
+
+void Cache::read_page(PageKey page, PageBuffer out) {
+  if (entry(page).state == PageState::kInvalid)
+    fail(EPROTO, "home copy of page {:#x} is missing", ctx_.space->gpa(page));
+  ctx_.env->read(page, out);
+}
+
+// Evicts until one more page fits under the cap, with the pages already
+// requested counted as present.
+void Cache::make_room() {
+  if (cap_pages_ == 0) return;
+  while (resident_ + installs_in_flight_ + 1 > cap_pages_)
+    if (!evict_one()) return;  // only home pages left: start-up checked the cap covers them
+}
+
+bool Cache::evict_one() {
+  auto evictable = [&](PageKey p) {
+    const Entry& e = entry(p);
+    return e.state != PageState::kInvalid && e.pending == Pending::kNone;
+  };
+  // Prefer a shared copy among the oldest: dropping it costs no data transfer.
+  const size_t scan = std::min<size_t>(victims_.size(), 64);
+  for (size_t i = 0; i < scan; ++i) {
+    const PageKey p = victims_[i];
+    if (evictable(p) && entry(p).state == PageState::kShared) {
+      victims_.erase(victims_.begin() + static_cast<std::ptrdiff_t>(i));
+      evict(p, entry(p));
+      return true;
+    }
+  }
+  while (!victims_.empty()) {
+    const PageKey p = victims_.front();
+    victims_.pop_front();
+    if (evictable(p)) {
+      evict(p, entry(p));
+      return true;
+    }
+  }
+  return false;
+}
+
+void Cache::evict(PageKey page, Entry& e) {
+  Op& op = ops_[page];
+  op.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
+  Message m;
+  m.src = ctx_.self;
+  m.dst = home(page);
+  m.page = page;
+  if (e.state == PageState::kShared) {
+    ++ctx_.counters.evictions;
+    unmapped(page, e);
+    e.pending = Pending::kEvict;
+    m.type = MsgType::kEvict;
+  } else {
+    ++ctx_.counters.writebacks;
+    op.writeback = std::make_unique<std::array<std::byte, kPageSize>>();
+    ctx_.env->write_protect(page);
+    ctx_.env->read(page, *op.writeback);
+    unmapped(page, e);
+    e.pending = Pending::kWriteback;
+    m.type = MsgType::kWriteback;
+    m.flags = kFlagData;
+    m.payload = *op.writeback;
+  }
+  ctx_.send(m);
+}
+
+void Cache::check_timeouts() const {
+  for (const auto& [page, op] : ops_) {
+    const Entry& e = entry(page);
+    if (e.pending != Pending::kNone && op.deadline_ns <= ctx_.now_ns)
+      fail(ETIMEDOUT, "node {} (home of page {:#x}) did not answer within {} ms", home(page),
+           ctx_.space->gpa(page), ctx_.timeout_ns / 1'000'000);
+  }
+}
+
+}  // namespace aggvm::dsm

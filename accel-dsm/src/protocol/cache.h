@@ -1,0 +1,78 @@
+// The requester half of a node's engine: this node's copy of every page,
+// the faults waiting on them, and eviction under the resident cap.
+//
+// A node has at most one request in flight per page (read, write, evict or
+// writeback); faults arriving meanwhile join the waiters of that request.
+#pragma once
+
+#include <array>
+#include <deque>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "protocol/context.h"
+
+namespace aggvm::dsm {
+
+class Cache {
+ public:
+  enum class Pending : uint8_t { kNone, kRead, kWrite, kEvict, kWriteback };
+
+  Cache(EngineContext& ctx, uint64_t cap_pages);
+
+  void on_fault(PageKey page, Access access, int tid);
+  void on_grant(const Message& m);
+  void on_invalidate(const Message& m);
+  void on_fetch(const Message& m);
+  void on_evict_ack(const Message& m);
+  void on_writeback_ack(const Message& m);
+
+  // The home keeps its copy of a page in this node's mapping.
+  void install_home_copy(PageKey page, PageView data);
+  void read_page(PageKey page, PageBuffer out);
+
+  PageState state(PageKey page) const { return entry(page).state; }
+  Pending pending(PageKey page) const { return entry(page).pending; }
+  uint64_t resident_pages() const { return resident_; }
+  uint64_t resident_peak_pages() const { return resident_peak_; }
+  size_t requests_in_flight() const { return ops_.size(); }
+  // Throws DsmError(ETIMEDOUT) naming the first request past its deadline.
+  void check_timeouts() const;
+
+ private:
+  struct Entry {
+    PageState state = PageState::kInvalid;
+    Pending pending = Pending::kNone;
+  };
+  struct Op {
+    std::vector<Waiter> waiters;
+    uint64_t deadline_ns = 0;
+    bool counts_install = false;  // the request will map the page: counted against the cap
+    std::unique_ptr<std::array<std::byte, kPageSize>> writeback;  // data kept until acked
+  };
+
+  Entry& entry(PageKey p) { return entries_[p.region()][p.index()]; }
+  const Entry& entry(PageKey p) const { return entries_[p.region()][p.index()]; }
+  NodeId home(PageKey p) const { return ctx_.space->home(p); }
+  void expect_from_home(const Message& m) const;
+
+  void request(PageKey page, Entry& e, Op& op, Access access);
+  void mapped(PageKey page, Entry& e, PageState state);  // Invalid -> state
+  void unmapped(PageKey page, Entry& e);                 // -> Invalid
+  void request_for_waiters(PageKey page, Entry& e);
+  void make_room();
+  bool evict_one();
+  void evict(PageKey page, Entry& e);
+
+  EngineContext& ctx_;
+  uint64_t cap_pages_;  // 0: no cap
+  std::vector<std::vector<Entry>> entries_;
+  std::unordered_map<PageKey, Op, PageKeyHash> ops_;
+  std::deque<PageKey> victims_;  // mapped non-home pages, oldest first (lazily pruned)
+  uint64_t resident_ = 0;
+  uint64_t resident_peak_ = 0;
+  uint64_t installs_in_flight_ = 0;
+};
+
+}  // namespace aggvm::dsm

@@ -1,0 +1,44 @@
+// State shared by the requester (Cache) and home (Directory) halves of a
+// node's engine.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "protocol/env.h"
+#include "protocol/page_space.h"
+
+namespace aggvm::dsm {
+
+// A message rejected as invalid in the current state; the sender is logged
+// and the node goes on.
+class Rejected : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct EngineCounters {
+  uint64_t evictions = 0;
+  uint64_t writebacks = 0;
+  uint64_t invalidations_received = 0;
+  uint64_t spurious_faults = 0;
+  uint64_t rejected = 0;
+};
+
+struct EngineContext {
+  NodeId self = 0;
+  uint16_t n_nodes = 1;
+  const PageSpace* space = nullptr;
+  Env* env = nullptr;
+  uint64_t timeout_ns = 0;
+  uint64_t now_ns = 0;  // time of the event being handled
+  EngineCounters counters;
+  // Sends a message; to this node itself it is queued and handled after the
+  // current event, like one from the network.
+  std::function<void(const Message&)> send;
+};
+
+}  // namespace aggvm::dsm

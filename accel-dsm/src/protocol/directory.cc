@@ -1,0 +1,235 @@
+#include "protocol/directory.h"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "error.h"
+
+namespace aggvm::dsm {
+
+Directory::Directory(EngineContext& ctx, Cache& cache) : ctx_(ctx), cache_(cache) {
+  for (const auto& r : ctx_.space->regions()) entries_.emplace_back(r.pages);
+}
+
+void Directory::send(MsgType type, NodeId to, PageKey page, uint32_t txn, uint16_t flags,
+                     std::span<const std::byte> payload) {
+  Message m;
+  m.type = type;
+  m.src = ctx_.self;
+  m.dst = to;
+  m.page = page;
+  m.txn = txn;
+  m.flags = flags;
+  m.payload = payload;
+  ctx_.send(m);
+}
+
+void Directory::on_request(const Message& m) {
+  if (ctx_.space->home(m.page) != ctx_.self)
+    throw Rejected(fmt::format("{} for page {:#x}, which is homed on node {}", to_string(m.type),
+                               ctx_.space->gpa(m.page), ctx_.space->home(m.page)));
+  Request r;
+  r.type = m.type;
+  r.from = m.src;
+  if (m.type == MsgType::kWriteback) {
+    if (m.src == ctx_.self) throw Rejected("the home wrote back its own page");
+    r.data = std::make_unique<PageData>();
+    std::memcpy(r.data->data(), m.payload.data(), kPageSize);
+  }
+  Txn& t = txns_[m.page];
+  if (t.active) {
+    t.queue.push_back(std::move(r));
+    return;
+  }
+  t.req = std::move(r);
+  start(m.page, t);
+}
+
+// Starts t.req; completes at once unless it needs answers from other nodes.
+void Directory::start(PageKey page, Txn& t) {
+  DirEntry& d = entry(page);
+  t.active = true;
+  t.id = next_txn_++;
+  t.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
+  t.awaiting_acks.reset();
+  t.awaiting_fetch = kNoNode;
+  t.awaiting_unblock = false;
+  t.data.reset();
+  const NodeId from = t.req.from;
+  const uint64_t gpa = ctx_.space->gpa(page);
+
+  switch (t.req.type) {
+    case MsgType::kReadReq:
+    case MsgType::kWriteReq: {
+      const bool write = t.req.type == MsgType::kWriteReq;
+      if (d.owner == from) {
+        ctx_.env->rejected(from, fmt::format("{} for page {:#x}, which it already owns",
+                                             to_string(t.req.type), gpa));
+        ++ctx_.counters.rejected;
+        return finish(page);
+      }
+      if (d.owner != kNoNode) {
+        t.awaiting_fetch = d.owner;
+        return send(MsgType::kFetch, d.owner, page, t.id, write ? kFlagWrite : 0);
+      }
+      if (!write) return grant_read(page, t);
+      t.requester_has_copy = d.sharers.test(from);
+      t.zero = !d.touched;
+      if (!t.requester_has_copy && d.touched) {
+        t.data = std::make_unique<PageData>();
+        cache_.read_page(page, *t.data);  // the home's copy, before it is invalidated
+      }
+      t.awaiting_acks = d.sharers;
+      t.awaiting_acks.reset(from);
+      if (t.awaiting_acks.none()) return grant_write(page, t);
+      for (NodeId n = 0; n < ctx_.n_nodes; ++n)
+        if (t.awaiting_acks.test(n)) send(MsgType::kInvalidate, n, page, t.id);
+      return;
+    }
+    case MsgType::kEvict:
+      d.sharers.reset(from);
+      send(MsgType::kEvictAck, from, page, t.id);
+      return finish(page);
+    case MsgType::kWriteback:
+      if (d.owner == from) {
+        d.owner = kNoNode;
+        d.touched = true;
+        cache_.install_home_copy(page, *t.req.data);
+        d.sharers.reset();
+        d.sharers.set(ctx_.self);
+      }  // else it crossed a fetch that already took the page from it
+      send(MsgType::kWritebackAck, from, page, t.id);
+      return finish(page);
+    default:
+      fail(EPROTO, "directory asked to start a {}", to_string(t.req.type));
+  }
+}
+
+void Directory::grant_read(PageKey page, Txn& t) {
+  DirEntry& d = entry(page);
+  const NodeId from = t.req.from;
+  uint16_t flags = 0;
+  std::span<const std::byte> payload;
+  PageData copy;
+  if (d.sharers.test(from)) {
+    // The requester got the home's copy while its request waited.
+  } else if (!d.touched) {
+    flags = kFlagZero;
+  } else if (t.data) {
+    flags = kFlagData;
+    payload = *t.data;
+  } else {
+    cache_.read_page(page, copy);
+    flags = kFlagData;
+    payload = copy;
+  }
+  d.sharers.set(from);
+  t.awaiting_unblock = true;
+  t.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
+  send(MsgType::kGrant, from, page, t.id, flags, payload);
+}
+
+void Directory::grant_write(PageKey page, Txn& t) {
+  DirEntry& d = entry(page);
+  const NodeId from = t.req.from;
+  uint16_t flags = kFlagWrite;
+  std::span<const std::byte> payload;
+  if (!t.requester_has_copy) {
+    if (t.data) {
+      flags |= kFlagData;
+      payload = *t.data;
+    } else if (t.zero) {
+      flags |= kFlagZero;
+    } else {
+      fail(EPROTO, "no data to grant page {:#x} for writing", ctx_.space->gpa(page));
+    }
+  }
+  d.owner = from;
+  d.sharers.reset();
+  d.touched = true;
+  t.awaiting_unblock = true;
+  t.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
+  send(MsgType::kGrant, from, page, t.id, flags, payload);
+}
+
+Directory::Txn& Directory::active_txn(const Message& m, const char* what) {
+  auto it = txns_.find(m.page);
+  if (it == txns_.end() || !it->second.active || it->second.id != m.txn)
+    throw Rejected(fmt::format("{} for page {:#x} matches no transaction (txn {})", what,
+                               ctx_.space->gpa(m.page), m.txn));
+  return it->second;
+}
+
+void Directory::on_inv_ack(const Message& m) {
+  Txn& t = active_txn(m, "invalidate ack");
+  if (!t.awaiting_acks.test(m.src))
+    throw Rejected(fmt::format("unexpected invalidate ack for page {:#x}", ctx_.space->gpa(m.page)));
+  t.awaiting_acks.reset(m.src);
+  entry(m.page).sharers.reset(m.src);
+  t.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
+  if (t.awaiting_acks.none()) grant_write(m.page, t);
+}
+
+void Directory::on_fetch_resp(const Message& m) {
+  Txn& t = active_txn(m, "fetch response");
+  if (t.awaiting_fetch != m.src)
+    throw Rejected(fmt::format("unexpected fetch response for page {:#x}", ctx_.space->gpa(m.page)));
+  DirEntry& d = entry(m.page);
+  t.awaiting_fetch = kNoNode;
+  t.data = std::make_unique<PageData>();
+  std::memcpy(t.data->data(), m.payload.data(), kPageSize);
+  d.owner = kNoNode;
+  d.touched = true;
+  d.sharers.reset();
+  if (m.has(kFlagRetained)) d.sharers.set(m.src);
+  t.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
+
+  if (t.req.type == MsgType::kReadReq) {
+    // The home keeps a copy now that no node owns the page.
+    if (cache_.state(m.page) == PageState::kInvalid) cache_.install_home_copy(m.page, *t.data);
+    d.sharers.set(ctx_.self);
+    return grant_read(m.page, t);
+  }
+  t.requester_has_copy = false;
+  grant_write(m.page, t);
+}
+
+void Directory::on_unblock(const Message& m) {
+  Txn& t = active_txn(m, "unblock");
+  if (!t.awaiting_unblock || t.req.from != m.src)
+    throw Rejected(fmt::format("unexpected unblock for page {:#x}", ctx_.space->gpa(m.page)));
+  finish(m.page);
+}
+
+// Ends the page's transaction and starts the next queued request, if any.
+void Directory::finish(PageKey page) {
+  auto it = txns_.find(page);
+  Txn& t = it->second;
+  t.active = false;
+  if (t.queue.empty()) {
+    txns_.erase(it);
+    return;
+  }
+  t.req = std::move(t.queue.front());
+  t.queue.pop_front();
+  start(page, t);
+}
+
+void Directory::check_timeouts() const {
+  for (const auto& [page, t] : txns_) {
+    if (!t.active || t.deadline_ns > ctx_.now_ns) continue;
+    const uint64_t gpa = ctx_.space->gpa(page);
+    const uint64_t ms = ctx_.timeout_ns / 1'000'000;
+    if (t.awaiting_fetch != kNoNode)
+      fail(ETIMEDOUT, "node {} did not return page {:#x} within {} ms", t.awaiting_fetch, gpa, ms);
+    for (NodeId n = 0; n < ctx_.n_nodes; ++n)
+      if (t.awaiting_acks.test(n))
+        fail(ETIMEDOUT, "node {} did not acknowledge invalidation of page {:#x} within {} ms", n,
+             gpa, ms);
+    fail(ETIMEDOUT, "node {} did not confirm its grant of page {:#x} within {} ms", t.req.from,
+         gpa, ms);
+  }
+}
+
+}  // namespace aggvm::dsm

@@ -1,0 +1,78 @@
+// The home half of a node's engine: the directory entry (owner, sharers) of
+// every page homed here, and one transaction at a time per page.
+//
+// Invariant: when a page has no owner and was ever written, the home holds
+// a Shared copy in its own mapping, so data is never lost when sharers
+// drop theirs.  Pages never written have no copy anywhere: they are zero.
+#pragma once
+
+#include <array>
+#include <deque>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "protocol/cache.h"
+#include "protocol/context.h"
+
+namespace aggvm::dsm {
+
+struct DirEntry {
+  NodeId owner = kNoNode;  // node holding the page Modified
+  NodeSet sharers;         // nodes holding it Shared
+  bool touched = false;    // ever granted for writing: not known to be zero
+};
+
+class Directory {
+ public:
+  Directory(EngineContext& ctx, Cache& cache);
+
+  // ReadReq, WriteReq, Evict, Writeback.
+  void on_request(const Message& m);
+  void on_inv_ack(const Message& m);
+  void on_fetch_resp(const Message& m);
+  void on_unblock(const Message& m);
+
+  const DirEntry& entry(PageKey p) const { return entries_[p.region()][p.index()]; }
+  bool busy(PageKey p) const { return txns_.count(p) != 0; }
+  size_t transactions() const { return txns_.size(); }
+  void check_timeouts() const;
+
+ private:
+  using PageData = std::array<std::byte, kPageSize>;
+  struct Request {
+    MsgType type{};
+    NodeId from = 0;
+    std::unique_ptr<PageData> data;  // Writeback
+  };
+  struct Txn {
+    Request req;
+    uint32_t id = 0;
+    bool active = false;
+    NodeSet awaiting_acks;
+    NodeId awaiting_fetch = kNoNode;
+    bool awaiting_unblock = false;
+    bool requester_has_copy = false;
+    bool zero = false;
+    std::unique_ptr<PageData> data;
+    uint64_t deadline_ns = 0;
+    std::deque<Request> queue;  // requests for this page waiting their turn
+  };
+
+  DirEntry& entry(PageKey p) { return entries_[p.region()][p.index()]; }
+  Txn& active_txn(const Message& m, const char* what);
+  void start(PageKey page, Txn& t);
+  void finish(PageKey page);
+  void send(MsgType type, NodeId to, PageKey page, uint32_t txn, uint16_t flags = 0,
+            std::span<const std::byte> payload = {});
+  void grant_read(PageKey page, Txn& t);
+  void grant_write(PageKey page, Txn& t);
+
+  EngineContext& ctx_;
+  Cache& cache_;
+  std::vector<std::vector<DirEntry>> entries_;
+  std::unordered_map<PageKey, Txn, PageKeyHash> txns_;  // pages with a transaction
+  uint32_t next_txn_ = 1;
+};
+
+}  // namespace aggvm::dsm

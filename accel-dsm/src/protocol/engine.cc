@@ -1,0 +1,81 @@
+#include "protocol/engine.h"
+
+#include "error.h"
+
+namespace aggvm::dsm {
+
+Engine::Engine(const EngineOptions& opts, const PageSpace& space, Env& env)
+    : ctx_{.self = opts.self,
+           .n_nodes = opts.n_nodes,
+           .space = &space,
+           .env = &env,
+           .timeout_ns = opts.timeout_ns,
+           .now_ns = 0,
+           .counters = {},
+           .send = [this](const Message& m) { send(m); }},
+      cache_(ctx_, opts.resident_cap_pages),
+      directory_(ctx_, cache_) {}
+
+void Engine::send(const Message& m) {
+  if (m.dst != ctx_.self) {
+    ctx_.env->send(m);
+    return;
+  }
+  LocalMessage& lm = local_.emplace_back();
+  lm.msg = m;
+  lm.payload.assign(m.payload.begin(), m.payload.end());
+}
+
+void Engine::on_fault(PageKey page, Access access, int tid, uint64_t now_ns) {
+  ctx_.now_ns = now_ns;
+  cache_.on_fault(page, access, tid);
+  drain_local();
+}
+
+void Engine::on_message(const Message& m, uint64_t now_ns) {
+  ctx_.now_ns = now_ns;
+  dispatch(m);
+  drain_local();
+}
+
+void Engine::drain_local() {
+  while (!local_.empty()) {
+    LocalMessage lm = std::move(local_.front());
+    local_.pop_front();
+    lm.msg.payload = lm.payload;
+    dispatch(lm.msg);
+  }
+}
+
+void Engine::dispatch(const Message& m) {
+  try {
+    if (!ctx_.space->contains(m.page))
+      throw Rejected("page outside every region");
+    switch (m.type) {
+      case MsgType::kReadReq:
+      case MsgType::kWriteReq:
+      case MsgType::kEvict:
+      case MsgType::kWriteback: return directory_.on_request(m);
+      case MsgType::kInvAck: return directory_.on_inv_ack(m);
+      case MsgType::kFetchResp: return directory_.on_fetch_resp(m);
+      case MsgType::kUnblock: return directory_.on_unblock(m);
+      case MsgType::kGrant: return cache_.on_grant(m);
+      case MsgType::kInvalidate: return cache_.on_invalidate(m);
+      case MsgType::kFetch: return cache_.on_fetch(m);
+      case MsgType::kEvictAck: return cache_.on_evict_ack(m);
+      case MsgType::kWritebackAck: return cache_.on_writeback_ack(m);
+      default: throw Rejected("not a coherence message");
+    }
+  } catch (const Rejected& r) {
+    ++ctx_.counters.rejected;
+    ctx_.env->rejected(m.src, r.what());
+  }
+}
+
+void Engine::check_timeouts(uint64_t now_ns) {
+  ctx_.now_ns = now_ns;
+  cache_.check_timeouts();
+  directory_.check_timeouts();
+}
+
+}  // namespace aggvm::dsm

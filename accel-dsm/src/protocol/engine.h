@@ -1,0 +1,60 @@
+// A node's coherence engine: pure protocol logic, single-threaded, with no
+// userfaultfd and no network of its own (both come through Env), so every
+// transition and race can be driven by unit tests.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "protocol/cache.h"
+#include "protocol/context.h"
+#include "protocol/directory.h"
+
+namespace aggvm::dsm {
+
+struct EngineOptions {
+  NodeId self = 0;
+  uint16_t n_nodes = 1;
+  uint64_t resident_cap_pages = 0;  // 0: no cap
+  uint64_t timeout_ns = 5'000'000'000;
+};
+
+class Engine {
+ public:
+  Engine(const EngineOptions& opts, const PageSpace& space, Env& env);
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // A thread faulted on page.  Throws DsmError when coherence is lost.
+  void on_fault(PageKey page, Access access, int tid, uint64_t now_ns);
+  // A validated coherence message from a peer.  Invalid ones are reported
+  // through Env::rejected; throws DsmError when coherence is lost.
+  void on_message(const Message& m, uint64_t now_ns);
+  // Throws DsmError(ETIMEDOUT) if a peer missed its deadline.
+  void check_timeouts(uint64_t now_ns);
+
+  const Cache& cache() const { return cache_; }
+  const Directory& directory() const { return directory_; }
+  const EngineCounters& counters() const { return ctx_.counters; }
+  // Nothing in flight, here or queued to this node itself.
+  bool idle() const {
+    return cache_.requests_in_flight() == 0 && directory_.transactions() == 0 && local_.empty();
+  }
+
+ private:
+  struct LocalMessage {
+    Message msg;
+    std::vector<std::byte> payload;
+  };
+  void send(const Message& m);
+  void dispatch(const Message& m);
+  void drain_local();
+
+  EngineContext ctx_;
+  Cache cache_;
+  Directory directory_;
+  std::deque<LocalMessage> local_;  // messages this node sent itself
+};
+
+}  // namespace aggvm::dsm

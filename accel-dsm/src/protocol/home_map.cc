@@ -1,0 +1,42 @@
+#include "protocol/home_map.h"
+
+#include <algorithm>
+
+#include "error.h"
+
+namespace aggvm::dsm {
+
+HomeMap::HomeMap(std::vector<HomeRange> ranges, uint16_t n_nodes) : ranges_(std::move(ranges)) {
+  std::sort(ranges_.begin(), ranges_.end(),
+            [](const HomeRange& a, const HomeRange& b) { return a.gpa_start < b.gpa_start; });
+  for (size_t i = 0; i < ranges_.size(); ++i) {
+    const HomeRange& r = ranges_[i];
+    if (r.gpa_end <= r.gpa_start)
+      fail(EINVAL, "home range [{:#x}, {:#x}) is empty", r.gpa_start, r.gpa_end);
+    if (r.gpa_start % kPageSize || r.gpa_end % kPageSize)
+      fail(EINVAL, "home range [{:#x}, {:#x}) is not page aligned", r.gpa_start, r.gpa_end);
+    if (r.node >= n_nodes)
+      fail(EINVAL, "home range [{:#x}, {:#x}) names node {}, but the cluster has {} nodes",
+           r.gpa_start, r.gpa_end, r.node, n_nodes);
+    if (i > 0 && ranges_[i - 1].gpa_end > r.gpa_start)
+      fail(EINVAL, "home ranges [{:#x}, {:#x}) and [{:#x}, {:#x}) overlap",
+           ranges_[i - 1].gpa_start, ranges_[i - 1].gpa_end, r.gpa_start, r.gpa_end);
+  }
+}
+
+NodeId HomeMap::home_of(uint64_t gpa) const {
+  auto it = std::upper_bound(ranges_.begin(), ranges_.end(), gpa,
+                             [](uint64_t g, const HomeRange& r) { return g < r.gpa_start; });
+  if (it == ranges_.begin()) return 0;
+  --it;
+  return gpa < it->gpa_end ? it->node : 0;
+}
+
+uint64_t HomeMap::bytes_homed_on(NodeId node, uint64_t gpa, uint64_t size) const {
+  uint64_t total = 0;
+  for (uint64_t off = 0; off < size; off += kPageSize)
+    if (home_of(gpa + off) == node) total += kPageSize;
+  return total;
+}
+
+}  // namespace aggvm::dsm

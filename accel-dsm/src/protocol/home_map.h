@@ -1,0 +1,33 @@
+// Which node is home of each guest-physical page: the guest NUMA layout.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "protocol/types.h"
+
+namespace aggvm::dsm {
+
+struct HomeRange {
+  uint64_t gpa_start;
+  uint64_t gpa_end;  // exclusive
+  NodeId node;
+};
+
+class HomeMap {
+ public:
+  // Ranges must be page aligned, non-empty, non-overlapping and name nodes
+  // below n_nodes; gpas outside every range are homed on node 0.
+  HomeMap(std::vector<HomeRange> ranges, uint16_t n_nodes);
+
+  NodeId home_of(uint64_t gpa) const;
+  // Bytes of [gpa, gpa + size) homed on node.
+  uint64_t bytes_homed_on(NodeId node, uint64_t gpa, uint64_t size) const;
+  std::span<const HomeRange> ranges() const { return ranges_; }
+
+ private:
+  std::vector<HomeRange> ranges_;  // sorted by gpa_start
+};
+
+}  // namespace aggvm::dsm

@@ -1,0 +1,178 @@
+// A cluster of protocol engines joined by a model network whose messages
+// can be delivered in any order, and model memory that checks every copy.
+// Used by the unit tests: no userfaultfd, no sockets.
+#pragma once
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "protocol/engine.h"
+
+namespace aggvm::dsm::testing {
+
+struct InFlight {
+  Message msg;
+  std::vector<std::byte> payload;
+};
+
+class ModelNode;
+
+class ModelNetwork {
+ public:
+  std::vector<InFlight> in_flight;
+  uint64_t page_bytes_sent = 0;
+};
+
+// One node's memory as the engine sees it through Env.
+class ModelNode : public Env {
+ public:
+  struct Page {
+    bool mapped = false;
+    bool writable = false;
+    std::array<std::byte, kPageSize> data{};
+  };
+
+  ModelNode(NodeId id, ModelNetwork& net) : id_(id), net_(net) {}
+
+  void send(const Message& m) override {
+    InFlight f{m, {m.payload.begin(), m.payload.end()}};
+    if (m.has(kFlagData)) net_.page_bytes_sent += kPageSize;
+    net_.in_flight.push_back(std::move(f));
+  }
+  void install(PageKey p, std::span<const std::byte> data, bool writable) override {
+    Page& pg = pages_[p.raw()];
+    if (pg.mapped) throw std::logic_error("install over a mapped page");
+    pg.mapped = true;
+    pg.writable = writable;
+    if (data.empty())
+      pg.data.fill(std::byte{0});
+    else
+      std::memcpy(pg.data.data(), data.data(), kPageSize);
+    ++wakes;
+  }
+  void set_writable(PageKey p) override {
+    Page& pg = pages_.at(p.raw());
+    if (!pg.mapped) throw std::logic_error("set_writable on an unmapped page");
+    pg.writable = true;
+    ++wakes;
+  }
+  void write_protect(PageKey p) override { pages_.at(p.raw()).writable = false; }
+  void read(PageKey p, PageBuffer out) override {
+    const Page& pg = pages_.at(p.raw());
+    if (!pg.mapped) throw std::logic_error("read of an unmapped page");
+    std::memcpy(out.data(), pg.data.data(), kPageSize);
+  }
+  void drop(PageKey p) override {
+    Page& pg = pages_[p.raw()];
+    pg.mapped = false;
+    pg.writable = false;
+    pg.data.fill(std::byte{0xee});  // poison: a stale read would show
+  }
+  void wake(PageKey) override { ++wakes; }
+  void resolved(PageKey, const Waiter& w, NodeId, uint64_t) override {
+    ++resolved_count;
+    blocked.erase(w.tid);
+  }
+  void rejected(NodeId from, std::string_view why) override {
+    rejections.push_back(std::to_string(from) + ": " + std::string(why));
+  }
+
+  Page& page(PageKey p) { return pages_[p.raw()]; }
+  NodeId id() const { return id_; }
+
+  uint64_t wakes = 0;
+  uint64_t resolved_count = 0;
+  std::set<int> blocked;  // threads waiting in a fault: a real thread can wait on one page only
+  std::vector<std::string> rejections;
+
+ private:
+  NodeId id_;
+  ModelNetwork& net_;
+  std::map<uint64_t, Page> pages_;
+};
+
+class ModelCluster {
+ public:
+  ModelCluster(uint16_t n, uint64_t pages_per_node, uint64_t cap_pages = 0)
+      : space_(make_space(n, pages_per_node)) {
+    for (NodeId i = 0; i < n; ++i) {
+      nodes_.push_back(std::make_unique<ModelNode>(i, net_));
+      EngineOptions o{.self = i, .n_nodes = n, .resident_cap_pages = cap_pages,
+                      .timeout_ns = 1'000'000'000};
+      engines_.push_back(std::make_unique<Engine>(o, space_, *nodes_.back()));
+    }
+  }
+
+  static PageSpace make_space(uint16_t n, uint64_t pages_per_node) {
+    std::vector<HomeRange> ranges;
+    for (NodeId i = 0; i < n; ++i)
+      ranges.push_back({i * pages_per_node * kPageSize, (i + 1) * pages_per_node * kPageSize, i});
+    return PageSpace({{"ram", 0, n * pages_per_node}}, HomeMap(ranges, n));
+  }
+
+  // Page index homed on node.
+  PageKey page_homed_on(NodeId node, uint64_t i = 0) const {
+    return PageKey(0, node * pages_per_node() + i);
+  }
+  uint64_t pages_per_node() const { return space_.regions()[0].pages / nodes_.size(); }
+
+  Engine& engine(NodeId i) { return *engines_[i]; }
+  ModelNode& node(NodeId i) { return *nodes_[i]; }
+  ModelNetwork& net() { return net_; }
+  size_t size() const { return nodes_.size(); }
+
+  // Delivers message k of those in flight.
+  void deliver(size_t k) {
+    InFlight f = std::move(net_.in_flight[k]);
+    net_.in_flight.erase(net_.in_flight.begin() + static_cast<std::ptrdiff_t>(k));
+    f.msg.payload = f.payload;
+    engines_[f.msg.dst]->on_message(f.msg, ++now_);
+  }
+  void deliver_all_fifo() {
+    while (!net_.in_flight.empty()) deliver(0);
+  }
+  // Index of the first in-flight message of a type, or -1.
+  int find(MsgType t, NodeId dst) const {
+    for (size_t i = 0; i < net_.in_flight.size(); ++i)
+      if (net_.in_flight[i].msg.type == t && net_.in_flight[i].msg.dst == dst)
+        return static_cast<int>(i);
+    return -1;
+  }
+  void fault(NodeId n, PageKey p, Access a, int tid = 1) {
+    nodes_[n]->blocked.insert(tid);
+    engines_[n]->on_fault(p, a, tid, ++now_);
+  }
+  uint64_t now() const { return now_; }
+
+  // Reads a page through node n as a thread would: faults until mapped.
+  uint8_t read_byte(NodeId n, PageKey p) {
+    for (int i = 0; i < 4 && !node(n).page(p).mapped; ++i) {
+      fault(n, p, Access::kRead);
+      deliver_all_fifo();
+    }
+    if (!node(n).page(p).mapped) throw std::runtime_error("read never resolved");
+    return static_cast<uint8_t>(node(n).page(p).data[0]);
+  }
+  void write_byte(NodeId n, PageKey p, uint8_t v) {
+    for (int i = 0; i < 4 && !node(n).page(p).writable; ++i) {
+      fault(n, p, Access::kWrite);
+      deliver_all_fifo();
+    }
+    if (!node(n).page(p).writable) throw std::runtime_error("write never resolved");
+    node(n).page(p).data[0] = std::byte{v};
+  }
+
+ private:
+  ModelNetwork net_;
+  PageSpace space_;
+  std::vector<std::unique_ptr<ModelNode>> nodes_;
+  std::vector<std::unique_ptr<Engine>> engines_;
+  uint64_t now_ = 0;
+};
+
+}  // namespace aggvm::dsm::testing

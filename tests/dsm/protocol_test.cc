@@ -1,0 +1,351 @@
+// Unit tests of the coherence protocol: every transition and the races
+// between messages in flight, on model memory and a model network.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "error.h"
+#include "model_cluster.h"
+
+namespace aggvm::dsm::testing {
+namespace {
+
+using S = PageState;
+
+TEST(Protocol, ReadOfNeverWrittenPageMovesNoData) {
+  ModelCluster c(2, 4);
+  const PageKey p = c.page_homed_on(1);
+  EXPECT_EQ(c.read_byte(0, p), 0);
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kShared);
+  EXPECT_EQ(c.net().page_bytes_sent, 0u) << "a zero page crossed the network";
+  EXPECT_TRUE(c.engine(1).directory().entry(p).sharers.test(0));
+  EXPECT_FALSE(c.engine(1).directory().entry(p).touched);
+  EXPECT_EQ(c.engine(1).cache().state(p), S::kInvalid) << "the home mapped a zero page it never used";
+}
+
+TEST(Protocol, WriteOfNeverWrittenPageMovesNoData) {
+  ModelCluster c(2, 4);
+  const PageKey p = c.page_homed_on(1);
+  c.write_byte(0, p, 7);
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kModified);
+  EXPECT_EQ(c.engine(1).directory().entry(p).owner, 0);
+  EXPECT_EQ(c.net().page_bytes_sent, 0u);
+}
+
+TEST(Protocol, RemoteReadDowngradesOwnerAndHomeKeepsCopy) {
+  ModelCluster c(3, 4);
+  const PageKey p = c.page_homed_on(2);
+  c.write_byte(0, p, 42);
+  EXPECT_EQ(c.read_byte(1, p), 42);
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kShared) << "owner should be downgraded";
+  EXPECT_EQ(c.engine(1).cache().state(p), S::kShared);
+  EXPECT_EQ(c.engine(2).cache().state(p), S::kShared) << "home must keep a copy";
+  const DirEntry& d = c.engine(2).directory().entry(p);
+  EXPECT_EQ(d.owner, kNoNode);
+  EXPECT_EQ(d.sharers.count(), 3u);
+  EXPECT_FALSE(c.node(0).page(p).writable);
+}
+
+TEST(Protocol, WriteInvalidatesEverySharer) {
+  ModelCluster c(4, 4);
+  const PageKey p = c.page_homed_on(3);
+  c.write_byte(3, p, 1);
+  for (NodeId n = 0; n < 3; ++n) EXPECT_EQ(c.read_byte(n, p), 1);
+  c.write_byte(1, p, 2);
+  for (NodeId n : {0, 2, 3}) EXPECT_EQ(c.engine(n).cache().state(p), S::kInvalid) << "node " << n;
+  EXPECT_EQ(c.engine(1).cache().state(p), S::kModified);
+  for (NodeId n : {0, 2, 3}) EXPECT_EQ(c.read_byte(n, p), 2) << "node " << n;
+}
+
+TEST(Protocol, UpgradeOfSharedCopyMovesNoData) {
+  ModelCluster c(2, 4);
+  const PageKey p = c.page_homed_on(1);
+  c.write_byte(1, p, 5);
+  EXPECT_EQ(c.read_byte(0, p), 5);
+  const uint64_t before = c.net().page_bytes_sent;
+  c.write_byte(0, p, 6);
+  EXPECT_EQ(c.net().page_bytes_sent, before) << "an upgrade should not resend the page";
+  EXPECT_EQ(c.read_byte(1, p), 6);
+}
+
+TEST(Protocol, OwnerWriteAfterFetchInvalidate) {
+  ModelCluster c(3, 4);
+  const PageKey p = c.page_homed_on(0);
+  c.write_byte(1, p, 9);
+  c.write_byte(2, p, 10);  // fetch-invalidate from node 1
+  EXPECT_EQ(c.engine(1).cache().state(p), S::kInvalid);
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kInvalid) << "home keeps no copy while owned";
+  EXPECT_EQ(c.engine(0).directory().entry(p).owner, 2);
+  EXPECT_EQ(c.read_byte(0, p), 10);
+}
+
+TEST(Protocol, HomeOwnsItsOwnPage) {
+  ModelCluster c(2, 4);
+  const PageKey p = c.page_homed_on(0);
+  c.write_byte(0, p, 3);
+  EXPECT_EQ(c.engine(0).directory().entry(p).owner, 0);
+  EXPECT_EQ(c.read_byte(1, p), 3);  // fetch from the home itself
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kShared);
+  c.write_byte(0, p, 4);
+  EXPECT_EQ(c.read_byte(1, p), 4);
+}
+
+TEST(Protocol, ConcurrentFaultsOnOnePageSendOneRequest) {
+  ModelCluster c(2, 4);
+  const PageKey p = c.page_homed_on(1);
+  c.fault(0, p, Access::kRead, 101);
+  c.fault(0, p, Access::kRead, 102);
+  c.fault(0, p, Access::kRead, 103);
+  ASSERT_EQ(c.net().in_flight.size(), 1u) << "one page is requested at most once per node";
+  c.deliver_all_fifo();
+  EXPECT_EQ(c.node(0).resolved_count, 3u);
+}
+
+TEST(Protocol, FaultsOnDifferentPagesProceedInParallel) {
+  ModelCluster c(2, 8);
+  for (uint64_t i = 0; i < 8; ++i) c.fault(0, c.page_homed_on(1, i), Access::kWrite, 100 + int(i));
+  EXPECT_EQ(c.net().in_flight.size(), 8u) << "every page's request should be in flight at once";
+  c.deliver_all_fifo();
+  for (uint64_t i = 0; i < 8; ++i) EXPECT_EQ(c.engine(0).cache().state(c.page_homed_on(1, i)), S::kModified);
+}
+
+TEST(Protocol, WriteFaultDuringReadRequestUpgradesAfterGrant) {
+  ModelCluster c(2, 4);
+  const PageKey p = c.page_homed_on(1);
+  c.fault(0, p, Access::kRead, 1);
+  c.fault(0, p, Access::kWrite, 2);
+  c.deliver_all_fifo();
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kModified);
+  EXPECT_EQ(c.node(0).resolved_count, 2u);
+}
+
+// The home granted a read to node 0 and, before node 0 confirmed, node 1
+// asked to write: the invalidation must wait for the grant to land.
+TEST(ProtocolRace, InvalidationNeverOvertakesGrantInFlight) {
+  ModelCluster c(3, 4);
+  const PageKey p = c.page_homed_on(2);
+  c.write_byte(2, p, 1);
+  c.fault(0, p, Access::kRead);
+  c.deliver(c.find(MsgType::kReadReq, 2));            // home serves node 0 at once...
+  ASSERT_GE(c.find(MsgType::kGrant, 0), 0);
+  c.fault(1, p, Access::kWrite);
+  c.deliver(c.find(MsgType::kWriteReq, 2));           // ...node 1's write arrives meanwhile
+  EXPECT_LT(c.find(MsgType::kInvalidate, 0), 0) << "invalidate sent while a grant is in flight";
+  EXPECT_TRUE(c.engine(2).directory().busy(p));
+  c.deliver(c.find(MsgType::kGrant, 0));
+  c.deliver(c.find(MsgType::kUnblock, 2));            // now the write may start
+  ASSERT_GE(c.find(MsgType::kInvalidate, 0), 0);
+  c.deliver_all_fifo();
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kInvalid);
+  EXPECT_EQ(c.engine(1).cache().state(p), S::kModified);
+}
+
+// Node 0 holds a shared copy and asks to upgrade; node 1's write reaches
+// the home first and invalidates node 0.  Node 0's upgrade must then get
+// the data, since its copy is gone.
+TEST(ProtocolRace, InvalidationCrossesUpgradeRequest) {
+  ModelCluster c(3, 4);
+  const PageKey p = c.page_homed_on(2);
+  c.write_byte(2, p, 11);
+  EXPECT_EQ(c.read_byte(0, p), 11);
+  c.fault(0, p, Access::kWrite);  // upgrade in flight
+  c.fault(1, p, Access::kWrite);
+  c.deliver(c.find(MsgType::kWriteReq, 2));  // node 0's upgrade is queued first...
+  // ...but deliver them the other way round: node 1 first.
+  c.net().in_flight.clear();
+  ModelCluster d(3, 4);
+  const PageKey q = d.page_homed_on(2);
+  d.write_byte(2, q, 11);
+  EXPECT_EQ(d.read_byte(0, q), 11);
+  d.fault(0, q, Access::kWrite);
+  d.fault(1, q, Access::kWrite);
+  const int from1 = [&] {
+    for (size_t i = 0; i < d.net().in_flight.size(); ++i)
+      if (d.net().in_flight[i].msg.src == 1) return static_cast<int>(i);
+    return -1;
+  }();
+  ASSERT_GE(from1, 0);
+  d.deliver(from1);  // node 1's write starts, invalidating node 0 and the home
+  d.deliver(d.find(MsgType::kInvalidate, 0));
+  EXPECT_EQ(d.engine(0).cache().state(q), S::kInvalid);
+  EXPECT_EQ(d.engine(0).cache().pending(q), Cache::Pending::kWrite);
+  d.deliver_all_fifo();
+  EXPECT_EQ(d.engine(1).cache().state(q), S::kInvalid) << "node 0's write came after node 1's";
+  EXPECT_EQ(d.engine(0).cache().state(q), S::kModified);
+  EXPECT_EQ(static_cast<uint8_t>(d.node(0).page(q).data[0]), 11) << "upgrade lost the data";
+}
+
+// Node 0 evicts its modified page (writeback) while the home fetches it
+// for node 1: the fetch is answered from the copy in flight, then the
+// stale writeback is acknowledged without effect.
+TEST(ProtocolRace, WritebackCrossesFetch) {
+  ModelCluster c(3, 4, /*cap_pages=*/0);
+  const PageKey p = c.page_homed_on(2);
+  c.write_byte(0, p, 77);
+  c.fault(1, p, Access::kWrite);
+  c.deliver(c.find(MsgType::kWriteReq, 2));
+  ASSERT_GE(c.find(MsgType::kFetch, 0), 0);
+  // Node 0 evicts now: build the writeback by filling the cache to force it.
+  ModelCluster small(3, 4, /*cap_pages=*/1);
+  const PageKey a = small.page_homed_on(2, 0);
+  const PageKey b = small.page_homed_on(2, 1);
+  small.write_byte(0, a, 77);
+  small.fault(1, a, Access::kWrite);
+  small.deliver(small.find(MsgType::kWriteReq, 2));
+  const int fetch = small.find(MsgType::kFetch, 0);
+  ASSERT_GE(fetch, 0);
+  small.fault(0, b, Access::kRead);  // cap 1: page a is written back
+  ASSERT_GE(small.find(MsgType::kWriteback, 2), 0);
+  EXPECT_EQ(small.engine(0).cache().state(a), S::kInvalid);
+  small.deliver(small.find(MsgType::kFetch, 0));  // answered from the writeback copy
+  small.deliver_all_fifo();
+  EXPECT_EQ(small.engine(1).cache().state(a), S::kModified);
+  EXPECT_EQ(static_cast<uint8_t>(small.node(1).page(a).data[0]), 77);
+  EXPECT_EQ(small.engine(2).directory().entry(a).owner, 1);
+  EXPECT_TRUE(small.node(0).rejections.empty()) << small.node(0).rejections.front();
+  EXPECT_TRUE(small.node(2).rejections.empty()) << small.node(2).rejections.front();
+}
+
+TEST(ProtocolRace, InvalidateCrossesEviction) {
+  ModelCluster c(3, 4, /*cap_pages=*/1);
+  const PageKey a = c.page_homed_on(2, 0);
+  const PageKey b = c.page_homed_on(2, 1);
+  c.write_byte(2, a, 5);
+  EXPECT_EQ(c.read_byte(0, a), 5);
+  c.fault(1, a, Access::kWrite);
+  c.deliver(c.find(MsgType::kWriteReq, 2));  // home invalidates node 0 and itself
+  c.fault(0, b, Access::kRead);              // node 0 evicts a meanwhile
+  ASSERT_GE(c.find(MsgType::kEvict, 2), 0);
+  c.deliver(c.find(MsgType::kInvalidate, 0));  // acked though the copy is gone
+  c.deliver_all_fifo();
+  EXPECT_EQ(c.engine(1).cache().state(a), S::kModified);
+  EXPECT_FALSE(c.engine(2).directory().entry(a).sharers.test(0));
+  EXPECT_TRUE(c.node(2).rejections.empty());
+}
+
+TEST(Protocol, ResidentCapEvictsSharedFirstAndWritesModifiedBack) {
+  ModelCluster c(2, 32, /*cap_pages=*/4);
+  for (uint64_t i = 0; i < 16; ++i) c.write_byte(0, c.page_homed_on(1, i), uint8_t(i + 1));
+  EXPECT_LE(c.engine(0).cache().resident_peak_pages(), 4u);
+  EXPECT_GT(c.engine(0).counters().writebacks, 0u);
+  for (uint64_t i = 0; i < 16; ++i) EXPECT_EQ(c.read_byte(0, c.page_homed_on(1, i)), i + 1);
+  EXPECT_LE(c.engine(0).cache().resident_peak_pages(), 4u);
+  EXPECT_GT(c.engine(0).counters().evictions, 0u);
+}
+
+TEST(Protocol, SilentPeerTimesOut) {
+  ModelCluster c(2, 4);
+  const PageKey p = c.page_homed_on(1);
+  c.fault(0, p, Access::kRead);
+  c.net().in_flight.clear();  // node 1 never answers
+  EXPECT_NO_THROW(c.engine(0).check_timeouts(c.now() + 1));
+  try {
+    c.engine(0).check_timeouts(c.now() + 2'000'000'000);
+    FAIL() << "no timeout";
+  } catch (const DsmError& e) {
+    EXPECT_EQ(e.err(), ETIMEDOUT);
+    EXPECT_NE(std::string(e.what()).find("node 1"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Protocol, HomeTimesOutOnSilentSharer) {
+  ModelCluster c(3, 4);
+  const PageKey p = c.page_homed_on(2);
+  EXPECT_EQ(c.read_byte(0, p), 0);
+  c.fault(1, p, Access::kWrite);
+  c.deliver(c.find(MsgType::kWriteReq, 2));
+  ASSERT_GE(c.find(MsgType::kInvalidate, 0), 0);
+  c.net().in_flight.clear();  // node 0 died
+  EXPECT_THROW(c.engine(2).check_timeouts(c.now() + 2'000'000'000), DsmError);
+}
+
+TEST(Protocol, UnexpectedMessagesAreRejectedAndChangeNothing) {
+  ModelCluster c(3, 4);
+  const PageKey p = c.page_homed_on(2);
+  auto inject = [&](NodeId dst, Message m) { c.engine(dst).on_message(m, c.now() + 1); };
+  Message grant{.type = MsgType::kGrant, .flags = kFlagZero | kFlagWrite, .src = 1, .dst = 0, .txn = 1, .page = p};
+  inject(0, grant);  // from a node that is not the home
+  grant.src = 2;
+  inject(0, grant);  // from the home, but never requested
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kInvalid);
+  Message ack{.type = MsgType::kInvAck, .src = 0, .dst = 2, .txn = 99, .page = p};
+  inject(2, ack);
+  Message fetch{.type = MsgType::kFetch, .src = 2, .dst = 1, .txn = 5, .page = p};
+  inject(1, fetch);
+  Message req{.type = MsgType::kReadReq, .src = 0, .dst = 1, .page = p};
+  inject(1, req);  // request to a node that is not the home
+  EXPECT_EQ(c.node(0).rejections.size(), 2u);
+  EXPECT_EQ(c.node(1).rejections.size(), 2u);
+  EXPECT_EQ(c.node(2).rejections.size(), 1u);
+  EXPECT_TRUE(c.net().in_flight.empty()) << "a rejected message caused a reply";
+  EXPECT_EQ(c.read_byte(0, p), 0) << "the node must keep serving after rejections";
+}
+
+// Random operations with messages delivered in random order: at every step
+// at most one writable copy exists, no shared copy coexists with it, and
+// every mapped copy holds the last value written.
+TEST(ProtocolRace, RandomDeliveryOrderKeepsSingleWriterAndFreshCopies) {
+  for (uint64_t seed = 1; seed <= 30; ++seed) {
+    const uint16_t n = 3 + seed % 2;
+    // Homed pages + faulting threads + 1: the least start-up accepts.
+    const uint64_t cap = seed % 3 == 0 ? 3 + 4 + 1 : 0;
+    ModelCluster c(n, 3, cap);
+    std::mt19937_64 rng(seed);
+    const uint64_t pages = n * 3;
+    std::vector<uint8_t> truth(pages, 0);
+    uint8_t next = 1;
+    auto check = [&] {
+      for (uint64_t i = 0; i < pages; ++i) {
+        const PageKey p(0, i);
+        int writers = 0, readers = 0;
+        for (NodeId k = 0; k < n; ++k) {
+          auto& pg = c.node(k).page(p);
+          if (!pg.mapped) continue;
+          pg.writable ? ++writers : ++readers;
+          ASSERT_EQ(static_cast<uint8_t>(pg.data[0]), truth[i])
+              << "seed " << seed << " node " << k << " page " << i << " holds a stale copy";
+        }
+        ASSERT_LE(writers, 1) << "seed " << seed << " page " << i;
+        ASSERT_TRUE(writers == 0 || readers == 0) << "seed " << seed << " page " << i;
+      }
+    };
+    for (int step = 0; step < 4000; ++step) {
+      const bool act = c.net().in_flight.empty() || rng() % 3 == 0;
+      if (act) {
+        const NodeId k = rng() % n;
+        const PageKey p(0, rng() % pages);
+        auto& pg = c.node(k).page(p);
+        const int tid = 1 + int(rng() % 4);
+        if (c.node(k).blocked.count(tid)) continue;
+        if (rng() % 2) {
+          if (pg.writable) {
+            truth[p.index()] = next;
+            pg.data[0] = std::byte{next++};
+          } else {
+            c.fault(k, p, Access::kWrite, tid);
+          }
+        } else if (!pg.mapped) {
+          c.fault(k, p, Access::kRead, tid);
+        }
+      } else {
+        c.deliver(rng() % c.net().in_flight.size());
+      }
+      check();
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+    c.deliver_all_fifo();
+    for (NodeId k = 0; k < n; ++k) {
+      EXPECT_TRUE(c.engine(k).idle()) << "seed " << seed << " node " << k << " still busy";
+      EXPECT_TRUE(c.node(k).rejections.empty())
+          << "seed " << seed << " node " << k << ": " << c.node(k).rejections.front();
+      EXPECT_LE(c.engine(k).cache().resident_peak_pages(), cap ? cap : pages)
+          << "seed " << seed;
+    }
+    for (uint64_t i = 0; i < pages; ++i)
+      for (NodeId k = 0; k < n; ++k)
+        ASSERT_EQ(c.read_byte(k, PageKey(0, i)), truth[i]) << "seed " << seed;
+  }
+}
+
+}  // namespace
+}  // namespace aggvm::dsm::testing

@@ -1,0 +1,63 @@
+// Tests of the frame header checks: every field of a hostile header.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "protocol/wire.h"
+
+namespace aggvm::dsm {
+namespace {
+
+const std::vector<uint64_t> kRegionPages = {16, 4};
+WireLimits limits() { return WireLimits{.self = 1, .n_nodes = 3, .region_pages = kRegionPages}; }
+
+Message valid() {
+  return Message{.type = MsgType::kReadReq, .src = 0, .dst = 1, .page = PageKey(1, 3)};
+}
+
+HeaderCheck check(const std::array<std::byte, kHeaderSize>& h) { return check_header(h, limits()); }
+
+TEST(Wire, AcceptsAValidHeaderAndRoundTrips) {
+  auto bytes = encode_header(valid());
+  HeaderCheck r = check(bytes);
+  ASSERT_TRUE(r.header) << r.error;
+  Message m = to_message(*r.header, {});
+  EXPECT_EQ(m.type, MsgType::kReadReq);
+  EXPECT_EQ(m.page, PageKey(1, 3));
+}
+
+TEST(Wire, RejectsEachBadField) {
+  struct Case { const char* name; std::function<void(WireHeader&)> mutate; };
+  const std::vector<Case> cases = {
+      {"magic", [](WireHeader& h) { h.magic ^= 1; }},
+      {"version", [](WireHeader& h) { h.version = 9; }},
+      {"type", [](WireHeader& h) { h.type = 200; }},
+      {"reserved", [](WireHeader& h) { h.reserved = 1; }},
+      {"flags", [](WireHeader& h) { h.flags = 0x100; }},
+      {"src self", [](WireHeader& h) { h.src = 1; }},
+      {"src range", [](WireHeader& h) { h.src = 7; }},
+      {"dst", [](WireHeader& h) { h.dst = 2; }},
+      {"region", [](WireHeader& h) { h.page = PageKey(2, 0).raw(); }},
+      {"page index", [](WireHeader& h) { h.page = PageKey(1, 4).raw(); }},
+      {"payload on request", [](WireHeader& h) { h.payload_len = 4096; }},
+      {"oversized", [](WireHeader& h) { h.payload_len = 1u << 30; }},
+      {"grant short data", [](WireHeader& h) { h.type = 3; h.flags = kFlagData; h.payload_len = 100; }},
+      {"data and zero", [](WireHeader& h) { h.type = 3; h.flags = kFlagData | kFlagZero; h.payload_len = 4096; }},
+      {"fetchresp without data", [](WireHeader& h) { h.type = 7; }},
+      {"empty control", [](WireHeader& h) { h.type = 32; h.page = 0; }},
+      {"page on control", [](WireHeader& h) { h.type = 32; h.payload_len = 8; }},
+  };
+  for (const auto& c : cases) {
+    auto bytes = encode_header(valid());
+    WireHeader h;
+    std::memcpy(&h, bytes.data(), kHeaderSize);
+    c.mutate(h);
+    std::memcpy(bytes.data(), &h, kHeaderSize);
+    HeaderCheck r = check(bytes);
+    EXPECT_FALSE(r.header) << c.name << " was accepted";
+    EXPECT_FALSE(r.error.empty()) << c.name;
+  }
+}
+
+}  // namespace
+}  // namespace aggvm::dsm
