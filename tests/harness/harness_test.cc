@@ -320,8 +320,9 @@ TEST(Teardown, StaleNamespacesOfDeadOwnersAreRemoved) {
   if (dead == 0) _exit(0);
   ASSERT_TRUE(internal::wait_child(dead, 5s));
   const std::string stale = std::string(internal::kNetnsPrefix) + std::to_string(dead) + "-0-stale-h0";
+  // (Not checked to exist now: a cluster built by a test running in
+  // parallel may already have removed it, which is the behaviour under test.)
   internal::run_checked({internal::tool("ip"), "netns", "add", stale});
-  ASSERT_EQ(testing::count_netns_with_prefix(stale), 1);
   Cluster cluster(options(1, "fresh"));  // cleans stale namespaces first
   EXPECT_EQ(testing::count_netns_with_prefix(stale), 0);
   // Our own live cluster's namespaces are not touched by that cleanup.

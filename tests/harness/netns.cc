@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <ctime>
 #include <iostream>
 #include <system_error>
 #include <thread>
@@ -95,10 +96,25 @@ std::optional<std::string> delete_netns(const std::string& name) {
   return std::nullopt;
 }
 
+namespace {
+
+// `ip netns add` creates the file, then bind-mounts the namespace onto it.
+// A plain file modified in the last seconds is one being created now, by a
+// process whose pid merely looks dead to us (another pid namespace) or by a
+// test that fakes a dead owner; older plain files are leftovers.
+bool being_created(const std::string& name) {
+  struct stat st {}, dir {};
+  if (::stat(netns_path(name).c_str(), &st) != 0 || ::stat(kNetnsDir, &dir) != 0) return false;
+  if (st.st_dev != dir.st_dev) return false;  // mounted: a complete namespace
+  return ::time(nullptr) - st.st_mtime < 10;
+}
+
+}  // namespace
+
 void remove_stale_netns() {
   for (const std::string& name : list_netns()) {
     const auto owner = netns_owner(name);
-    if (!owner || ::kill(*owner, 0) == 0 || errno != ESRCH) continue;
+    if (!owner || ::kill(*owner, 0) == 0 || errno != ESRCH || being_created(name)) continue;
     const int left = kill_netns_processes(name, std::chrono::milliseconds(2000));
     if (left != 0) std::cerr << "aggvm-harness: stale netns " << name << ": " << left << " processes survive\n";
     if (auto error = delete_netns(name)) std::cerr << "aggvm-harness: stale netns " << name << ": " << *error << "\n";
