@@ -8,6 +8,7 @@
 
 #include <cerrno>
 
+#include "aggvm/dsm.h"
 #include "error.h"
 
 namespace aggvm::dsm {

@@ -1,0 +1,142 @@
+// The C API of libaggvm-dsm (include/aggvm/dsm.h) over aggvm::dsm::Node.
+#include <cstring>
+#include <new>
+
+#include "aggvm/dsm.h"
+#include "node/node.h"
+
+using aggvm::dsm::DsmError;
+using aggvm::dsm::Node;
+
+struct AggvmDsm {
+  std::unique_ptr<Node> node;
+};
+
+namespace {
+
+void set_error(char** errmsg, const char* what) {
+  if (errmsg) *errmsg = strdup(what);
+}
+
+// Runs body, turning exceptions into a negative errno and a message.
+template <typename F>
+int guarded(char** errmsg, F&& body) {
+  try {
+    body();
+    return 0;
+  } catch (const DsmError& e) {
+    set_error(errmsg, e.what());
+    return -e.err();
+  } catch (const std::bad_alloc&) {
+    set_error(errmsg, "out of memory");
+    return -ENOMEM;
+  } catch (const std::exception& e) {
+    set_error(errmsg, e.what());
+    return -EIO;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+AggvmDsm* aggvm_dsm_new(const AggvmDsmOptions* opts, char** errmsg) {
+  if (!opts) {
+    set_error(errmsg, "no options");
+    return nullptr;
+  }
+  AggvmDsm* dsm = nullptr;
+  guarded(errmsg, [&] {
+    aggvm::dsm::NodeConfig cfg;
+    cfg.self = opts->self;
+    cfg.n_nodes = opts->n_nodes;
+    if (opts->n_nodes > AGGVM_DSM_MAX_NODES)
+      aggvm::dsm::fail(EINVAL, "cluster of {} nodes: at most {} are supported", opts->n_nodes,
+                       AGGVM_DSM_MAX_NODES);
+    if (!opts->addresses) aggvm::dsm::fail(EINVAL, "no node addresses given");
+    for (uint16_t i = 0; i < opts->n_nodes; ++i) {
+      if (!opts->addresses[i]) aggvm::dsm::fail(EINVAL, "no address for node {}", i);
+      cfg.addresses.emplace_back(opts->addresses[i]);
+    }
+    if (!opts->secret) aggvm::dsm::fail(EINVAL, "no cluster secret given");
+    cfg.secret.assign(opts->secret, opts->secret + opts->secret_len);
+    cfg.cluster_name = opts->cluster_name ? opts->cluster_name : "";
+    for (size_t i = 0; i < opts->n_home_ranges; ++i) {
+      const AggvmDsmHomeRange& r = opts->home_ranges[i];
+      cfg.homes.push_back({r.gpa_start, r.gpa_end, r.node});
+    }
+    cfg.resident_cap_bytes = opts->resident_cap_bytes;
+    cfg.timeout = std::chrono::milliseconds(opts->timeout_ms ? opts->timeout_ms : 5000);
+    cfg.transports = opts->ucx_transports ? opts->ucx_transports : "tcp";
+    if (opts->on_failure) {
+      auto cb = opts->on_failure;
+      void* opaque = opts->opaque;
+      cfg.on_failure = [cb, opaque](int err, const std::string& msg) { cb(opaque, -err, msg.c_str()); };
+    }
+    if (opts->on_page_change) {
+      auto cb = opts->on_page_change;
+      void* opaque = opts->opaque;
+      cfg.on_page_change = [cb, opaque](uint64_t gpa, uint64_t len) { cb(opaque, gpa, len); };
+    }
+    dsm = new AggvmDsm{std::make_unique<Node>(std::move(cfg))};
+  });
+  return dsm;
+}
+
+int aggvm_dsm_add_region(AggvmDsm* dsm, const char* name, uint64_t gpa, void* host, uint64_t size,
+                         char** errmsg) {
+  return guarded(errmsg, [&] { dsm->node->add_region(name ? name : "", gpa, host, size); });
+}
+
+int aggvm_dsm_start(AggvmDsm* dsm, char** errmsg) {
+  return guarded(errmsg, [&] { dsm->node->start(); });
+}
+
+int aggvm_dsm_stop(AggvmDsm* dsm, char** errmsg) {
+  return guarded(errmsg, [&] { dsm->node->stop(); });
+}
+
+void aggvm_dsm_free(AggvmDsm* dsm) { delete dsm; }
+
+int aggvm_dsm_wait_failure(AggvmDsm* dsm, uint32_t timeout_ms, char** errmsg) {
+  auto failure = dsm->node->wait_failure(std::chrono::milliseconds(timeout_ms));
+  if (!failure) return 0;
+  set_error(errmsg, failure->what());
+  return -failure->err();
+}
+
+void aggvm_dsm_free_error(char* errmsg) { free(errmsg); }
+
+int aggvm_dsm_node_stats(AggvmDsm* dsm, AggvmDsmNodeStats* out) {
+  *out = dsm->node->stats();
+  return 0;
+}
+
+int aggvm_dsm_thread_stats(AggvmDsm* dsm, int tid, AggvmDsmFaultStats* out) {
+  return dsm->node->thread_stats(tid, out) ? 0 : -ENOENT;
+}
+
+size_t aggvm_dsm_fault_threads(AggvmDsm* dsm, int* tids, size_t max) {
+  const auto all = dsm->node->fault_threads();
+  for (size_t i = 0; i < all.size() && i < max; ++i) tids[i] = all[i];
+  return all.size();
+}
+
+int aggvm_dsm_register_service(AggvmDsm* dsm, uint16_t channel, AggvmDsmServiceHandler handler,
+                               void* opaque, char** errmsg) {
+  return guarded(errmsg, [&] {
+    if (!handler) aggvm::dsm::fail(EINVAL, "no handler for service channel {}", channel);
+    dsm->node->register_service(channel, [handler, opaque](uint16_t from, std::span<const std::byte> d) {
+      handler(opaque, from, d.data(), d.size());
+    });
+  });
+}
+
+int aggvm_dsm_send_service(AggvmDsm* dsm, uint16_t to, uint16_t channel, const void* data, size_t len,
+                           char** errmsg) {
+  return guarded(errmsg, [&] {
+    dsm->node->send_service(to, channel, std::span(static_cast<const std::byte*>(data), len));
+  });
+}
+
+}  // extern "C"

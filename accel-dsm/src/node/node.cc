@@ -1,0 +1,399 @@
+#include "node/node.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "control.pb.h"
+
+namespace aggvm::dsm {
+
+namespace {
+
+alignas(kPageSize) constexpr std::array<std::byte, kPageSize> kZeroPage{};
+constexpr auto kTimeoutScan = std::chrono::milliseconds(20);
+constexpr uint64_t kFaultSlackPages = 64;  // room under the cap for faults in flight
+
+}  // namespace
+
+uint64_t Node::now_ns() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+Node::Node(NodeConfig config) : cfg_(std::move(config)) {
+  if (cfg_.n_nodes < 1 || cfg_.n_nodes > kMaxNodes)
+    fail(EINVAL, "cluster of {} nodes: 1 to {} are supported", cfg_.n_nodes, kMaxNodes);
+  if (cfg_.self >= cfg_.n_nodes)
+    fail(EINVAL, "node id {} is not in the cluster of {} nodes", cfg_.self, cfg_.n_nodes);
+  if (cfg_.addresses.size() != cfg_.n_nodes)
+    fail(EINVAL, "{} addresses given for {} nodes", cfg_.addresses.size(), cfg_.n_nodes);
+  if (cfg_.timeout.count() <= 0) cfg_.timeout = std::chrono::milliseconds(5000);
+  key_ = std::make_unique<ClusterKey>(cfg_.secret, cfg_.cluster_name);
+  HomeMap(cfg_.homes, cfg_.n_nodes);  // validates the ranges
+}
+
+Node::~Node() {
+  try {
+    if (started_) {
+      abandon_ = true;  // no barrier on destruction
+      if (wake_fd_ >= 0) {
+        uint64_t one = 1;
+        (void)::write(wake_fd_, &one, sizeof one);
+      }
+      if (thread_.joinable()) thread_.join();
+    }
+    fabric_.reset();
+    if (uffd_)
+      for (const Region& r : regions_) uffd_->unregister_range(r.host, r.size);
+  } catch (const std::exception& e) {
+    spdlog::error("aggvm-dsm: node {} shutdown: {}", cfg_.self, e.what());
+  }
+  if (epoll_fd_ >= 0) ::close(epoll_fd_);
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void Node::add_region(std::string name, uint64_t gpa, void* host, uint64_t size) {
+  if (started_) fail(EBUSY, "region '{}' added after start", name);
+  const auto addr = reinterpret_cast<uintptr_t>(host);
+  if (!host || addr % kPageSize || size == 0 || size % kPageSize || gpa % kPageSize)
+    fail(EINVAL, "region '{}' must be page aligned and non-empty (host {}, gpa {:#x}, {} bytes)", name,
+         host, gpa, size);
+  for (const Region& r : regions_) {
+    const auto raddr = reinterpret_cast<uintptr_t>(r.host);
+    if (addr < raddr + r.size && raddr < addr + size)
+      fail(EINVAL, "region '{}' overlaps region '{}' in host memory", name, r.name);
+    if (gpa < r.gpa + r.size && r.gpa < gpa + size)
+      fail(EINVAL, "region '{}' overlaps region '{}' in guest-physical memory", name, r.name);
+  }
+  if (regions_.size() >= PageKey::kMaxRegions) fail(EINVAL, "too many regions");
+  region_by_host_[addr] = static_cast<uint32_t>(regions_.size());
+  regions_.push_back(Region{std::move(name), gpa, static_cast<std::byte*>(host), size});
+}
+
+void Node::register_service(uint16_t channel, ServiceHandler handler) {
+  if (started_) fail(EBUSY, "service channel {} registered after start", channel);
+  if (!services_.emplace(channel, std::move(handler)).second)
+    fail(EEXIST, "service channel {} is already registered", channel);
+}
+
+std::string Node::describe_configuration() const {
+  std::string d = fmt::format("aggvm-dsm/1 nodes={} page={} cluster={}\n", cfg_.n_nodes, kPageSize,
+                              cfg_.cluster_name);
+  for (const HomeRange& r : space_->homes().ranges())
+    d += fmt::format("home {:#x}-{:#x} node {}\n", r.gpa_start, r.gpa_end, r.node);
+  for (const Region& r : regions_) d += fmt::format("region {} gpa {:#x} size {}\n", r.name, r.gpa, r.size);
+  return d;
+}
+
+void Node::start() {
+  if (started_) fail(EBUSY, "node already started");
+  std::vector<RegionInfo> infos;
+  for (const Region& r : regions_) infos.push_back({r.name, r.gpa, r.size / kPageSize});
+  space_ = std::make_unique<PageSpace>(infos, HomeMap(cfg_.homes, cfg_.n_nodes));
+
+  const uint64_t cap_pages = cfg_.resident_cap_bytes / kPageSize;
+  if (cap_pages) {
+    uint64_t homed = 0;
+    for (const Region& r : regions_) homed += space_->homes().bytes_homed_on(cfg_.self, r.gpa, r.size);
+    homed /= kPageSize;
+    if (cap_pages < homed + kFaultSlackPages)
+      fail(EINVAL,
+           "resident cap of {} KiB is below the {} KiB this node homes plus {} KiB for faults in flight",
+           cap_pages * 4, homed * 4, kFaultSlackPages * 4);
+  }
+  engine_ = std::make_unique<Engine>(
+      EngineOptions{.self = cfg_.self,
+                    .n_nodes = cfg_.n_nodes,
+                    .resident_cap_pages = cap_pages,
+                    .timeout_ns = static_cast<uint64_t>(cfg_.timeout.count()) * 1'000'000},
+      *space_, static_cast<Env&>(*this));
+
+  // Every copy starts Invalid: discard what the regions held.
+  uffd_ = std::make_unique<Userfaultfd>();
+  for (const Region& r : regions_) {
+    if (::madvise(r.host, r.size, MADV_DONTNEED) != 0) fail_errno("madvise(MADV_DONTNEED) of region " + r.name);
+    (void)::madvise(r.host, r.size, MADV_NOHUGEPAGE);  // coherence works on 4 KiB pages
+    uffd_->register_range(r.host, r.size);
+  }
+
+  FabricConfig fc;
+  fc.self = cfg_.self;
+  fc.n_nodes = cfg_.n_nodes;
+  fc.addresses = cfg_.addresses;
+  fc.config_digest = config_digest(describe_configuration());
+  fc.transports = cfg_.transports;
+  fc.timeout = cfg_.timeout;
+  fc.limits = [this] {
+    return WireLimits{.self = cfg_.self, .n_nodes = cfg_.n_nodes, .region_pages = space_->region_pages()};
+  };
+  fabric_ = std::make_unique<Fabric>(std::move(fc), *key_);
+  fabric_->connect_all(static_cast<FabricSink&>(*this));
+
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (wake_fd_ < 0 || epoll_fd_ < 0) fail_errno("eventfd/epoll_create1");
+  for (int fd : {uffd_->fd(), fabric_->event_fd(), wake_fd_}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) fail_errno("epoll_ctl");
+  }
+  started_ = true;
+  thread_ = std::thread([this] { run(); });
+}
+
+void Node::run() {
+  pthread_setname_np(pthread_self(), "aggvm-dsm");
+  auto next_scan = std::chrono::steady_clock::now() + kTimeoutScan;
+  try {
+    while (true) {
+      bool busy = fabric_->progress(static_cast<FabricSink&>(*this));
+      busy |= serve_faults();
+      serve_commands();
+      sync_counters();
+      if (abandon_ || (stopping_ && goodbyes_.count() >= static_cast<size_t>(cfg_.n_nodes))) break;
+      {
+        std::lock_guard lock(fail_mu_);
+        if (failure_) break;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= next_scan) {
+        engine_->check_timeouts(now_ns());
+        next_scan = now + kTimeoutScan;
+      }
+      if (busy || !fabric_->arm()) continue;
+      epoll_event evs[4];
+      const int n = ::epoll_wait(epoll_fd_, evs, 4, static_cast<int>(kTimeoutScan.count()));
+      if (n < 0 && errno != EINTR) fail_errno("epoll_wait");
+      for (int i = 0; i < n; ++i)
+        if (evs[i].data.fd == wake_fd_) {
+          uint64_t v;
+          (void)::read(wake_fd_, &v, sizeof v);
+        }
+    }
+  } catch (const DsmError& e) {
+    fail_node(e.err(), e.what());
+  } catch (const std::exception& e) {
+    fail_node(EIO, e.what());
+  }
+  try {
+    fabric_->close_all();
+  } catch (const std::exception& e) {
+    spdlog::warn("aggvm-dsm: node {} closing the fabric: {}", cfg_.self, e.what());
+  }
+  std::lock_guard lock(fail_mu_);
+  finished_ = true;
+  fail_cv_.notify_all();
+}
+
+bool Node::serve_faults() {
+  FaultEvent events[64];
+  size_t n;
+  bool any = false;
+  while ((n = uffd_->read_events(events)) > 0) {
+    any = true;
+    const uint64_t now = now_ns();
+    for (size_t i = 0; i < n; ++i) {
+      const FaultEvent& ev = events[i];
+      auto it = region_by_host_.upper_bound(ev.address);
+      if (it == region_by_host_.begin()) fail(EFAULT, "fault at {:#x} outside every region", ev.address);
+      --it;
+      const Region& r = regions_[it->second];
+      const uint64_t offset = ev.address - reinterpret_cast<uintptr_t>(r.host);
+      if (offset >= r.size) fail(EFAULT, "fault at {:#x} outside every region", ev.address);
+      engine_->on_fault(PageKey(it->second, offset / kPageSize), ev.write ? Access::kWrite : Access::kRead,
+                        ev.tid, now);
+    }
+  }
+  return any;
+}
+
+void Node::sync_counters() {
+  std::lock_guard lock(stats_mu_);
+  counters_.resident_pages = engine_->cache().resident_pages();
+  counters_.resident_peak_pages = engine_->cache().resident_peak_pages();
+  counters_.evictions = engine_->counters().evictions;
+  counters_.writebacks = engine_->counters().writebacks;
+}
+
+void Node::serve_commands() {
+  std::vector<Outgoing> out;
+  {
+    std::lock_guard lock(cmd_mu_);
+    out.swap(outgoing_);
+  }
+  for (const Outgoing& o : out) {
+    Message m;
+    m.type = MsgType::kService;
+    m.src = cfg_.self;
+    m.dst = o.to;
+    m.txn = o.channel;
+    m.payload = o.data;
+    if (o.to == cfg_.self) {
+      if (auto it = services_.find(o.channel); it != services_.end()) it->second(cfg_.self, o.data);
+      continue;
+    }
+    send(m);
+  }
+  if (stop_requested_ && !stopping_) {
+    stopping_ = true;
+    send_goodbyes();
+  }
+}
+
+void Node::send_goodbyes() {
+  goodbyes_.set(cfg_.self);
+  pb::Control bye;
+  bye.mutable_goodbye();
+  const std::string bytes = bye.SerializeAsString();
+  for (NodeId n = 0; n < cfg_.n_nodes; ++n) {
+    if (n == cfg_.self) continue;
+    Message m;
+    m.type = MsgType::kControl;
+    m.src = cfg_.self;
+    m.dst = n;
+    m.payload = std::as_bytes(std::span(bytes));
+    send(m);
+  }
+}
+
+void Node::stop() {
+  if (!started_) return;
+  stop_requested_ = true;
+  uint64_t one = 1;
+  (void)::write(wake_fd_, &one, sizeof one);
+  // Peers may still be working: wait for their goodbyes, or a failure.
+  if (thread_.joinable()) thread_.join();
+  started_ = false;
+  std::lock_guard lock(fail_mu_);
+  if (failure_) throw *failure_;
+}
+
+void Node::fail_node(int err, const std::string& message) {
+  {
+    std::lock_guard lock(fail_mu_);
+    if (failure_) return;
+    failure_.emplace(err, fmt::format("aggvm-dsm node {}: {}", cfg_.self, message));
+    fail_cv_.notify_all();
+  }
+  spdlog::error("aggvm-dsm: node {} failed: {}", cfg_.self, message);
+  if (cfg_.on_failure) cfg_.on_failure(err, failure_->what());
+}
+
+std::optional<DsmError> Node::wait_failure(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(fail_mu_);
+  fail_cv_.wait_for(lock, timeout, [&] { return failure_.has_value(); });
+  return failure_;
+}
+
+void Node::send_service(NodeId to, uint16_t channel, std::span<const std::byte> data) {
+  if (to >= cfg_.n_nodes) fail(EINVAL, "service message to node {}, which does not exist", to);
+  if (data.size() > kMaxServicePayload)
+    fail(EMSGSIZE, "service message of {} bytes exceeds {}", data.size(), kMaxServicePayload);
+  if (!started_) fail(ENOTCONN, "node not started");
+  {
+    std::lock_guard lock(fail_mu_);
+    if (failure_) throw *failure_;
+  }
+  {
+    std::lock_guard lock(cmd_mu_);
+    outgoing_.push_back(Outgoing{to, channel, {data.begin(), data.end()}});
+  }
+  uint64_t one = 1;
+  (void)::write(wake_fd_, &one, sizeof one);
+}
+
+AggvmDsmNodeStats Node::stats() const {
+  AggvmDsmNodeStats s;
+  {
+    std::lock_guard lock(stats_mu_);
+    s = counters_;
+  }
+  s.faults = faults_.node_faults();
+  return s;
+}
+
+// ---- Env: the engine's requests, carried out on this node ----------------
+
+void Node::send(const Message& m) {
+  const auto header = encode_header(m);
+  fabric_->send(m.dst, header, m.payload);
+  std::lock_guard lock(stats_mu_);
+  counters_.messages_sent++;
+  if (m.has(kFlagData)) counters_.bytes_sent += m.payload.size();
+}
+
+void Node::install(PageKey page, std::span<const std::byte> data, bool writable) {
+  uffd_->copy(host(page), data.empty() ? kZeroPage.data() : data.data(), kPageSize, writable);
+  if (cfg_.on_page_change) cfg_.on_page_change(space_->gpa(page), kPageSize);
+}
+
+void Node::set_writable(PageKey page) { uffd_->write_protect(host(page), kPageSize, false); }
+void Node::write_protect(PageKey page) { uffd_->write_protect(host(page), kPageSize, true); }
+void Node::read(PageKey page, PageBuffer out) { std::memcpy(out.data(), host(page), kPageSize); }
+
+void Node::drop(PageKey page) {
+  if (::madvise(host(page), kPageSize, MADV_DONTNEED) != 0) fail_errno("madvise(MADV_DONTNEED)");
+  if (cfg_.on_page_change) cfg_.on_page_change(space_->gpa(page), kPageSize);
+}
+
+void Node::wake(PageKey page) { uffd_->wake(host(page), kPageSize); }
+
+void Node::resolved(PageKey, const Waiter& w, NodeId home, uint64_t now) {
+  faults_.record(w.tid, w.access, home, home == cfg_.self, now - w.start_ns);
+}
+
+void Node::rejected(NodeId from, std::string_view why) {
+  spdlog::warn("aggvm-dsm: node {} rejected a message from node {}: {}", cfg_.self, from, why);
+  std::lock_guard lock(stats_mu_);
+  counters_.messages_rejected++;
+}
+
+// ---- FabricSink -----------------------------------------------------------
+
+void Node::on_frame(NodeId from, const WireHeader& h, std::span<const std::byte> payload) {
+  {
+    std::lock_guard lock(stats_mu_);
+    counters_.messages_received++;
+    if (h.flags & kFlagData) counters_.bytes_received += payload.size();
+  }
+  const auto type = static_cast<MsgType>(h.type);
+  if (type == MsgType::kControl) {
+    pb::Control msg;
+    if (!msg.ParseFromArray(payload.data(), static_cast<int>(payload.size())) || !msg.has_goodbye())
+      return rejected(from, "unexpected control message");
+    goodbyes_.set(from);
+    return;
+  }
+  if (type == MsgType::kService) {
+    auto it = services_.find(static_cast<uint16_t>(h.txn));
+    if (it == services_.end()) return rejected(from, fmt::format("no service on channel {}", h.txn));
+    it->second(from, payload);
+    return;
+  }
+  if (type == MsgType::kInvalidate) {
+    std::lock_guard lock(stats_mu_);
+    counters_.invalidations_received++;
+  }
+  engine_->on_message(to_message(h, payload), now_ns());
+}
+
+void Node::on_peer_lost(NodeId peer, const std::string& why) {
+  if (goodbyes_.test(peer)) return;  // it finished and left
+  fail(ECONNRESET, "lost node {} ({}): {}", peer, cfg_.addresses[peer], why);
+}
+
+void Node::on_rejected(const std::string& who, const std::string& why) {
+  spdlog::warn("aggvm-dsm: node {} rejected {}: {}", cfg_.self, who, why);
+  std::lock_guard lock(stats_mu_);
+  counters_.messages_rejected++;
+}
+
+}  // namespace aggvm::dsm

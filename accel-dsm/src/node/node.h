@@ -1,0 +1,136 @@
+// One node of a DSM cluster: the service thread that reads userfaultfd,
+// drives the protocol engine and the fabric, and never takes a lock that a
+// thread touching guest memory could hold.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "aggvm/dsm.h"
+#include "error.h"
+#include "fault/userfaultfd.h"
+#include "node/stats.h"
+#include "protocol/engine.h"
+#include "transport/fabric.h"
+
+namespace aggvm::dsm {
+
+struct NodeConfig {
+  NodeId self = 0;
+  uint16_t n_nodes = 1;
+  std::vector<std::string> addresses;
+  std::vector<uint8_t> secret;
+  std::string cluster_name;
+  std::vector<HomeRange> homes;
+  uint64_t resident_cap_bytes = 0;
+  std::chrono::milliseconds timeout{5000};
+  std::string transports = "tcp";
+  std::function<void(int err, const std::string& message)> on_failure;
+  std::function<void(uint64_t gpa, uint64_t len)> on_page_change;
+};
+
+using ServiceHandler = std::function<void(NodeId from, std::span<const std::byte> data)>;
+
+class Node final : private Env, private FabricSink {
+ public:
+  // Validates the configuration; throws DsmError(EINVAL) naming the problem.
+  explicit Node(NodeConfig config);
+  ~Node() override;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  void add_region(std::string name, uint64_t gpa, void* host, uint64_t size);
+  void register_service(uint16_t channel, ServiceHandler handler);
+  void start();
+  // Barrier with every peer, then stops serving.
+  void stop();
+
+  // The failure, once the node has failed; waits up to timeout for one.
+  std::optional<DsmError> wait_failure(std::chrono::milliseconds timeout);
+  void send_service(NodeId to, uint16_t channel, std::span<const std::byte> data);
+
+  AggvmDsmNodeStats stats() const;
+  bool thread_stats(int tid, AggvmDsmFaultStats* out) const { return faults_.thread_faults(tid, out); }
+  std::vector<int> fault_threads() const { return faults_.threads(); }
+
+ private:
+  struct Region {
+    std::string name;
+    uint64_t gpa;
+    std::byte* host;
+    uint64_t size;
+  };
+  struct Outgoing {
+    NodeId to;
+    uint16_t channel;
+    std::vector<std::byte> data;
+  };
+
+  // Env
+  void send(const Message& m) override;
+  void install(PageKey page, std::span<const std::byte> data, bool writable) override;
+  void set_writable(PageKey page) override;
+  void write_protect(PageKey page) override;
+  void read(PageKey page, PageBuffer out) override;
+  void drop(PageKey page) override;
+  void wake(PageKey page) override;
+  void resolved(PageKey page, const Waiter& w, NodeId home, uint64_t now_ns) override;
+  void rejected(NodeId from, std::string_view why) override;
+  // FabricSink
+  void on_frame(NodeId from, const WireHeader& h, std::span<const std::byte> payload) override;
+  void on_peer_lost(NodeId peer, const std::string& why) override;
+  void on_rejected(const std::string& who, const std::string& why) override;
+
+  void run();
+  bool serve_faults();
+  void sync_counters();
+  void serve_commands();
+  void send_goodbyes();
+  void fail_node(int err, const std::string& message);
+  std::byte* host(PageKey page) const { return regions_[page.region()].host + page.index() * kPageSize; }
+  std::string describe_configuration() const;
+  static uint64_t now_ns();
+
+  NodeConfig cfg_;
+  std::unique_ptr<ClusterKey> key_;
+  std::vector<Region> regions_;
+  std::map<uintptr_t, uint32_t> region_by_host_;
+  std::unique_ptr<PageSpace> space_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Userfaultfd> uffd_;
+  std::unique_ptr<Fabric> fabric_;
+  std::map<uint16_t, ServiceHandler> services_;
+  std::thread thread_;
+  int wake_fd_ = -1;
+  int epoll_fd_ = -1;
+  bool started_ = false;
+
+  std::mutex cmd_mu_;
+  std::vector<Outgoing> outgoing_;
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> abandon_{false};
+
+  // Service thread only.
+  bool stopping_ = false;
+  NodeSet goodbyes_;
+
+  mutable std::mutex fail_mu_;
+  std::condition_variable fail_cv_;
+  std::optional<DsmError> failure_;
+  bool finished_ = false;
+
+  FaultStatistics faults_;
+  mutable std::mutex stats_mu_;
+  AggvmDsmNodeStats counters_{};
+};
+
+}  // namespace aggvm::dsm

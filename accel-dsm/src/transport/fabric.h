@@ -1,0 +1,100 @@
+// The node-to-node fabric: one UCX stream connection per pair of nodes,
+// authenticated before anything else crosses it.
+//
+//   client (higher id)              server (lower id)
+//   Hello{node, nonce_c}      ->
+//                             <-    Challenge{nonce_s}
+//   Proof{HMAC_client, digest} ->   (wrong secret: closed, nothing else sent)
+//                             <-    Accept{HMAC_server, digest}
+//
+// After that, frames (protocol/wire.h) flow both ways.  Peers must agree on
+// the configuration digest.  UCX picks TCP, shared memory or verbs.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ucp/api/ucp.h>
+
+#include "protocol/wire.h"
+#include "transport/auth.h"
+#include "transport/frame_reader.h"
+
+namespace aggvm::dsm {
+
+class FabricSink {
+ public:
+  virtual ~FabricSink() = default;
+  // A validated frame from an authenticated peer.
+  virtual void on_frame(NodeId from, const WireHeader& h, std::span<const std::byte> payload) = 0;
+  // An authenticated peer's connection failed or closed.
+  virtual void on_peer_lost(NodeId peer, const std::string& why) = 0;
+  // A frame or connection was refused; the fabric goes on.
+  virtual void on_rejected(const std::string& who, const std::string& why) = 0;
+};
+
+struct FabricConfig {
+  NodeId self = 0;
+  uint16_t n_nodes = 1;
+  std::vector<std::string> addresses;  // "host:port" by node id
+  std::vector<uint8_t> config_digest;
+  std::string transports = "tcp";      // UCX_TLS
+  std::chrono::milliseconds timeout{5000};
+  std::function<WireLimits()> limits;  // for frames from authenticated peers
+};
+
+class Fabric {
+ public:
+  // Creates the UCX context and worker and listens on this node's address.
+  Fabric(FabricConfig config, const ClusterKey& key);
+  ~Fabric();
+  Fabric(const Fabric&) = delete;
+  Fabric& operator=(const Fabric&) = delete;
+
+  // Connects to and authenticates every peer, within the timeout.
+  void connect_all(FabricSink& sink);
+
+  // Queues a frame; header and payload are copied.
+  void send(NodeId to, std::span<const std::byte> header, std::span<const std::byte> payload);
+
+  // Progresses the fabric and delivers frames; true if anything happened.
+  bool progress(FabricSink& sink);
+  // Prepares to sleep on event_fd(); false if there is work to do first.
+  bool arm();
+  int event_fd() const { return event_fd_; }
+
+  // Flushes sends and closes every connection (bounded by the timeout).
+  void close_all();
+
+ private:
+  struct Conn;
+  static void on_conn_request(ucp_conn_request_h request, void* arg);
+  static void on_ep_error(void* arg, ucp_ep_h ep, ucs_status_t status);
+
+  std::unique_ptr<FrameReader> make_reader(Conn& c);
+  void accept(ucp_conn_request_h request);
+  void dial(NodeId peer);
+  void send_raw(Conn& c, std::span<const std::byte> header, std::span<const std::byte> payload);
+  void send_control(Conn& c, const std::string& bytes, NodeId dst);
+  void drain(Conn& c, FabricSink& sink);
+  void on_frame(Conn& c, const WireHeader& h, std::span<const std::byte> payload, FabricSink& sink);
+  void handshake(Conn& c, const WireHeader& h, std::span<const std::byte> payload);
+  void drop(Conn& c, const std::string& why, FabricSink* sink);
+  void reap_failed(FabricSink* sink);
+  bool all_connected() const;
+
+  FabricConfig cfg_;
+  const ClusterKey& key_;
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  ucp_listener_h listener_ = nullptr;
+  int event_fd_ = -1;
+  std::vector<std::unique_ptr<Conn>> conns_;
+  std::vector<Conn*> peers_;  // authenticated connection per node id
+  bool connecting_ = false;
+};
+
+}  // namespace aggvm::dsm

@@ -1,0 +1,402 @@
+// dsm-worker: one node of a DSM cluster running a workload, through the C
+// API (as QEMU uses it).  Started by the multi-process tests, the
+// benchmark and the demo, one per host namespace.  Prints "result" lines.
+//
+// Exit codes: 0 pass, 1 workload check failed, 2 bad usage or start-up
+// error, 3 the cluster failed (peer lost, timeout) and it was reported.
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "aggvm/dsm.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr uint64_t kPage = AGGVM_DSM_PAGE_SIZE;
+
+struct Options {
+  int node = 0;
+  std::vector<std::string> addresses;
+  std::string secret_file;
+  std::string cluster = "aggvm-test";
+  uint64_t region_mib = 256;
+  uint64_t cap_mib = 0;
+  uint32_t timeout_ms = 3000;
+  std::string mode = "torture";
+  int threads = 2;
+  uint64_t ops = 2000;
+  uint64_t iterations = 100000;
+  uint64_t seed = 1;
+};
+
+[[noreturn]] void die(int code, const std::string& msg) {
+  std::fprintf(stderr, "dsm-worker: %s\n", msg.c_str());
+  std::fflush(stdout);
+  _exit(code);
+}
+
+int gettid_() { return static_cast<int>(syscall(SYS_gettid)); }
+
+// The cluster as seen by one node: region, C API handle, a barrier.
+class Cluster {
+ public:
+  explicit Cluster(const Options& o) : o_(o) {
+    size_ = o.region_mib << 20;
+    base_ = static_cast<std::byte*>(
+        mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+    if (base_ == MAP_FAILED) die(2, "mmap of the region failed");
+    std::ifstream f(o.secret_file, std::ios::binary);
+    std::string secret((std::istreambuf_iterator<char>(f)), {});
+    if (!f && secret.empty()) die(2, "cannot read secret file " + o.secret_file);
+    const uint16_t n = static_cast<uint16_t>(o.addresses.size());
+    std::vector<const char*> addrs;
+    for (const auto& a : o.addresses) addrs.push_back(a.c_str());
+    // Guest NUMA layout: the region split evenly, node i homes slice i.
+    std::vector<AggvmDsmHomeRange> homes;
+    const uint64_t slice = (size_ / n) & ~(kPage - 1);
+    for (uint16_t i = 0; i < n; ++i)
+      homes.push_back({i * slice, i + 1 == n ? size_ : (i + 1) * slice, i});
+    AggvmDsmOptions opts{};
+    opts.self = static_cast<uint16_t>(o.node);
+    opts.n_nodes = n;
+    opts.addresses = addrs.data();
+    opts.secret = reinterpret_cast<const uint8_t*>(secret.data());
+    opts.secret_len = secret.size();
+    opts.cluster_name = o.cluster.c_str();
+    opts.home_ranges = homes.data();
+    opts.n_home_ranges = homes.size();
+    opts.resident_cap_bytes = o.cap_mib << 20;
+    opts.timeout_ms = o.timeout_ms;
+    char* err = nullptr;
+    dsm_ = aggvm_dsm_new(&opts, &err);
+    if (!dsm_) die(2, fmt::format("configuration rejected: {}", err));
+    if (aggvm_dsm_add_region(dsm_, "ram", 0, base_, size_, &err) != 0 || aggvm_dsm_start(dsm_, &err) != 0)
+      die(2, fmt::format("start failed: {}", err));
+    std::printf("dsm-worker: node %d started (%zu nodes, %lu MiB)\n", o.node, o.addresses.size(),
+                static_cast<unsigned long>(o.region_mib));
+    std::fflush(stdout);
+    // Report a failure of the cluster from a thread of its own: the others
+    // may be blocked in faults that will never be resolved.
+    watcher_ = std::thread([this] {
+      char* msg = nullptr;
+      while (!done_) {
+        if (int rc = aggvm_dsm_wait_failure(dsm_, 50, &msg); rc != 0) {
+          std::printf("dsm-worker: node %d: cluster failure (%s): %s\n", o_.node, strerror(-rc), msg);
+          die(3, "stopping after a cluster failure");
+        }
+      }
+    });
+  }
+
+  ~Cluster() {
+    done_ = true;
+    watcher_.join();
+    aggvm_dsm_free(dsm_);
+  }
+
+  void stop() {
+    char* err = nullptr;
+    if (aggvm_dsm_stop(dsm_, &err) != 0) die(3, fmt::format("stop failed: {}", err));
+  }
+
+  template <typename T>
+  T* at(uint64_t offset) { return reinterpret_cast<T*>(base_ + offset); }
+  uint64_t size() const { return size_; }
+  int nodes() const { return static_cast<int>(o_.addresses.size()); }
+  int self() const { return o_.node; }
+  AggvmDsm* dsm() { return dsm_; }
+
+  // All nodes meet here; the counter lives in DSM memory (page 0).
+  void barrier(uint64_t generation) {
+    auto* counter = at<std::atomic<uint64_t>>(0);
+    counter->fetch_add(1);
+    const uint64_t target = generation * static_cast<uint64_t>(nodes());
+    const auto deadline = Clock::now() + std::chrono::seconds(60);
+    while (counter->load() < target) {
+      if (Clock::now() > deadline) die(1, "barrier timed out");
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+ private:
+  const Options& o_;
+  std::byte* base_ = nullptr;
+  uint64_t size_ = 0;
+  AggvmDsm* dsm_ = nullptr;
+  std::atomic<bool> done_{false};
+  std::thread watcher_;
+};
+
+void print_stats(Cluster& c) {
+  AggvmDsmNodeStats s{};
+  aggvm_dsm_node_stats(c.dsm(), &s);
+  std::printf("stats: node=%d read_faults=%lu write_faults=%lu local_faults=%lu bytes_sent=%lu "
+              "bytes_received=%lu invalidations=%lu evictions=%lu writebacks=%lu resident_pages=%lu "
+              "resident_peak_pages=%lu rejected=%lu\n",
+              c.self(), s.faults.read_faults, s.faults.write_faults, s.faults.local_faults, s.bytes_sent,
+              s.bytes_received, s.invalidations_received, s.evictions, s.writebacks, s.resident_pages,
+              s.resident_peak_pages, s.messages_rejected);
+}
+
+// ---- torture: atomic counters and checksummed records -------------------
+
+constexpr uint64_t kCounters = 64;
+constexpr uint64_t kCounterOffset = kPage;            // pages 1-8: one counter per 512 bytes
+constexpr uint64_t kSlotStride = 16 * kPage;          // records every 16 pages
+struct Record {
+  std::atomic<uint32_t> lock;
+  uint32_t writer;
+  uint64_t version;
+  uint64_t seq;
+  uint64_t payload[500];
+  uint64_t checksum;
+};
+static_assert(sizeof(Record) <= kPage);
+
+uint64_t checksum(const Record& r) {
+  uint64_t h = 1469598103934665603ull ^ r.version ^ (uint64_t{r.writer} << 32) ^ r.seq;
+  for (uint64_t v : r.payload) h = (h ^ v) * 1099511628211ull;
+  return h;
+}
+
+int torture(Cluster& c, const Options& o) {
+  const uint64_t first_slot = 16 * kPage;  // after the counters
+  const uint64_t slots = (c.size() - first_slot) / kSlotStride;
+  std::atomic<int> torn{0};
+  std::vector<std::thread> threads;
+  const auto t0 = Clock::now();
+  for (int t = 0; t < o.threads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(o.seed * 1000 + static_cast<uint64_t>(c.self()) * 64 + t);
+      const uint32_t me = static_cast<uint32_t>(c.self() * 64 + t + 1);
+      for (uint64_t i = 0; i < o.ops; ++i) {
+        c.at<std::atomic<uint64_t>>(kCounterOffset + (rng() % kCounters) * 512)->fetch_add(1);
+        Record& r = *c.at<Record>(first_slot + (rng() % slots) * kSlotStride);
+        uint32_t unlocked = 0;
+        while (!r.lock.compare_exchange_weak(unlocked, me)) {
+          unlocked = 0;
+          sched_yield();
+        }
+        if (r.version != 0 && r.checksum != checksum(r)) torn++;
+        r.version++;
+        r.writer = me;
+        r.seq = i;
+        for (uint64_t k = 0; k < std::size(r.payload); ++k) r.payload[k] = rng();
+        r.checksum = checksum(r);
+        r.lock.store(0);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  c.barrier(1);
+  int rc = 0;
+  const uint64_t expected = static_cast<uint64_t>(c.nodes()) * o.threads * o.ops;
+  if (c.self() == 0) {
+    uint64_t total = 0, versions = 0, bad = 0;
+    for (uint64_t k = 0; k < kCounters; ++k) total += c.at<std::atomic<uint64_t>>(kCounterOffset + k * 512)->load();
+    for (uint64_t s = 0; s < slots; ++s) {
+      Record& r = *c.at<Record>(first_slot + s * kSlotStride);
+      versions += r.version;
+      if (r.version && r.checksum != checksum(r)) ++bad;
+    }
+    rc = (total == expected && versions == expected && bad == 0 && torn == 0) ? 0 : 1;
+    std::printf("result: torture nodes=%d threads=%d counter_total=%lu records=%lu expected=%lu "
+                "torn=%lu status=%s\n",
+                c.nodes(), o.threads, total, versions, expected, bad + static_cast<uint64_t>(torn.load()),
+                rc == 0 ? "pass" : "fail");
+  } else if (torn) {
+    std::printf("result: torture node=%d torn=%d status=fail\n", c.self(), torn.load());
+    rc = 1;
+  }
+  std::printf("torture: node=%d ops_per_s=%.0f\n", c.self(), 2.0 * o.threads * o.ops / secs);
+  c.barrier(2);  // node 0 has read everything
+  return rc;
+}
+
+// ---- litmus tests: store buffering and message passing -----------------
+
+// Instances are spread over 16 pages per variable so that each round
+// interleaves the two hosts at many points.
+constexpr uint64_t kLitmusPages = 16;
+uint64_t litmus_slot(uint64_t base, uint64_t k) {
+  return base + (k % kLitmusPages) * kPage + (k / kLitmusPages) * 64;
+}
+
+int litmus(Cluster& c, const Options& o, bool store_buffering) {
+  if (c.nodes() < 2) die(2, "litmus needs two nodes");
+  const uint64_t batch = kLitmusPages * (kPage / 64);  // 1024 instances per round
+  const uint64_t rounds = (o.iterations + batch - 1) / batch;
+  // x in node 0's slice, y in node 1's: each variable homed on a different host.
+  const uint64_t slice = (c.size() / c.nodes()) & ~(kPage - 1);
+  const uint64_t xs = 64 * kPage, ys = slice + 64 * kPage;
+  const uint64_t results = slice + 256 * kPage;  // r values of node 1, read by node 0
+  uint64_t forbidden = 0, seen[4] = {0, 0, 0, 0};
+  std::vector<uint8_t> mine(batch);
+  uint64_t gen = 0;
+  for (uint64_t round = 0; round < rounds; ++round) {
+    if (c.self() == 0)
+      for (uint64_t k = 0; k < batch; ++k) {
+        c.at<std::atomic<uint64_t>>(litmus_slot(xs, k))->store(0);
+        c.at<std::atomic<uint64_t>>(litmus_slot(ys, k))->store(0);
+      }
+    c.barrier(++gen);
+    if (c.self() <= 1) {
+      for (uint64_t k = 0; k < batch; ++k) {
+        auto* x = c.at<std::atomic<uint64_t>>(litmus_slot(xs, k));
+        auto* y = c.at<std::atomic<uint64_t>>(litmus_slot(ys, k));
+        if (store_buffering) {  // node 0: x=1; r=y   node 1: y=1; r=x
+          (c.self() == 0 ? x : y)->store(1, std::memory_order_seq_cst);
+          mine[k] = static_cast<uint8_t>((c.self() == 0 ? y : x)->load(std::memory_order_seq_cst));
+        } else if (c.self() == 0) {  // node 0: x=1 (data); y=1 (flag)
+          x->store(1, std::memory_order_release);
+          y->store(1, std::memory_order_release);
+        } else {  // node 1: r1=flag; r2=data
+          const uint64_t flag = y->load(std::memory_order_acquire);
+          const uint64_t data = x->load(std::memory_order_acquire);
+          mine[k] = static_cast<uint8_t>(flag << 1 | data);
+        }
+      }
+      if (c.self() == 1) std::memcpy(c.at<uint8_t>(results), mine.data(), batch);
+    }
+    c.barrier(++gen);
+    if (c.self() == 0) {
+      const uint8_t* theirs = c.at<uint8_t>(results);
+      for (uint64_t k = 0; k < batch && round * batch + k < o.iterations; ++k) {
+        if (store_buffering) {
+          const int outcome = mine[k] << 1 | theirs[k];
+          seen[outcome]++;
+          if (outcome == 0) ++forbidden;  // r0 == 0 && r1 == 0
+        } else {
+          seen[theirs[k] & 3]++;
+          if (theirs[k] == 2) ++forbidden;  // flag seen, data not
+        }
+      }
+    }
+  }
+  c.barrier(++gen);
+  if (c.self() != 0) return 0;
+  std::printf("result: litmus=%s iterations=%lu outcomes=[00:%lu 01:%lu 10:%lu 11:%lu] forbidden=%lu status=%s\n",
+              store_buffering ? "sb" : "mp", o.iterations, seen[0], seen[1], seen[2], seen[3], forbidden,
+              forbidden == 0 ? "pass" : "fail");
+  return forbidden == 0 ? 0 : 1;
+}
+
+// ---- aggregation: more memory than one node may hold ---------------------
+
+uint64_t resident_pages_of(Cluster& c) {
+  std::vector<unsigned char> vec(c.size() / kPage);
+  if (mincore(c.at<void>(0), c.size(), vec.data()) != 0) return 0;
+  uint64_t n = 0;
+  for (unsigned char v : vec) n += v & 1;
+  return n;
+}
+
+int aggregate(Cluster& c, const Options& o) {
+  const uint64_t pages = c.size() / kPage;
+  const uint64_t cap_pages = (o.cap_mib << 20) / kPage;
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> peak{0};
+  std::thread sampler([&] {  // the kernel's view of what this node holds
+    while (!done) {
+      peak = std::max<uint64_t>(peak, resident_pages_of(c));
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  auto pattern = [](uint64_t page, uint64_t word) { return (page * 0x9e3779b97f4a7c15ull) ^ word; };
+  // Each node writes a third of the pages, spread over every home.
+  for (uint64_t p = 8 + static_cast<uint64_t>(c.self()); p < pages; p += static_cast<uint64_t>(c.nodes())) {
+    auto* w = c.at<uint64_t>(p * kPage);
+    for (uint64_t k = 0; k < kPage / 8; k += 64) w[k] = pattern(p, k);
+  }
+  c.barrier(1);
+  uint64_t bad = 0;
+  for (uint64_t p = 8; p < pages; ++p) {
+    auto* w = c.at<uint64_t>(p * kPage);
+    for (uint64_t k = 0; k < kPage / 8; k += 64)
+      if (w[k] != pattern(p, k)) ++bad;
+  }
+  done = true;
+  sampler.join();
+  c.barrier(2);
+  AggvmDsmNodeStats s{};
+  aggvm_dsm_node_stats(c.dsm(), &s);
+  const bool ok = bad == 0 && s.resident_peak_pages <= cap_pages && peak <= cap_pages;
+  std::printf("result: aggregate node=%d region_pages=%lu cap_pages=%lu peak_resident_pages=%lu "
+              "kernel_peak_resident_pages=%lu bad_words=%lu writebacks=%lu evictions=%lu status=%s\n",
+              c.self(), pages, cap_pages, s.resident_peak_pages, peak.load(), bad, s.writebacks, s.evictions,
+              ok ? "pass" : "fail");
+  return ok ? 0 : 1;
+}
+
+// ---- endless: work until killed (fault tests) ---------------------------
+
+int endless(Cluster& c, const Options& o) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < o.threads; ++t)
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(static_cast<uint64_t>(c.self()) * 64 + t);
+      for (uint64_t i = 0;; ++i) {
+        c.at<std::atomic<uint64_t>>((8 + rng() % (c.size() / kPage - 8)) * kPage)->fetch_add(1);
+        if (i == 1000 && t == 0) {
+          std::printf("dsm-worker: node %d working\n", c.self());
+          std::fflush(stdout);
+        }
+      }
+    });
+  for (auto& th : threads) th.detach();
+  std::this_thread::sleep_for(std::chrono::seconds(120));
+  die(1, "endless workload was never interrupted");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"dsm-worker: one node of a DSM cluster running a workload"};
+  app.add_option("--node", o.node, "this node's id")->required();
+  app.add_option("--addresses", o.addresses, "host:port of every node, by id")->required()->delimiter(',');
+  app.add_option("--secret-file", o.secret_file, "file holding the cluster secret")->required();
+  app.add_option("--cluster", o.cluster, "cluster name");
+  app.add_option("--region-mib", o.region_mib, "shared region size");
+  app.add_option("--cap-mib", o.cap_mib, "resident cap per node (0: none)");
+  app.add_option("--timeout-ms", o.timeout_ms, "peer timeout");
+  app.add_option("--mode", o.mode, "torture | sb | mp | aggregate | endless | idle")->required();
+  app.add_option("--threads", o.threads, "faulting threads");
+  app.add_option("--ops", o.ops, "operations per thread (torture)");
+  app.add_option("--iterations", o.iterations, "litmus iterations");
+  app.add_option("--seed", o.seed, "random seed");
+  CLI11_PARSE(app, argc, argv);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+
+  int rc = 0;
+  {
+    Cluster c(o);
+    if (o.mode == "torture") rc = torture(c, o);
+    else if (o.mode == "sb") rc = litmus(c, o, true);
+    else if (o.mode == "mp") rc = litmus(c, o, false);
+    else if (o.mode == "aggregate") rc = aggregate(c, o);
+    else if (o.mode == "endless") rc = endless(c, o);
+    else if (o.mode == "idle") rc = 0;
+    else die(2, "unknown mode " + o.mode);
+    print_stats(c);
+    c.stop();
+  }
+  std::printf("dsm-worker: node %d done rc=%d\n", o.node, rc);
+  return rc;
+}
