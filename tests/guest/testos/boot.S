@@ -25,9 +25,18 @@ pvh_start32:
     xor %ebp, %ebp              /* 0: bootstrap processor */
     jmp common32
 
-    /* The AP trampoline jumps here once in protected mode. */
+    /*
+     * The AP trampoline jumps here once in protected mode, with our GDT
+     * loaded but DS still holding its real-mode 64 KiB limit: reload the
+     * data segments before touching memory above 64 KiB (KVM's emulator
+     * checks limits; TCG does not).
+     */
     .global ap_start32
 ap_start32:
+    mov $SEL_KDATA, %eax
+    mov %eax, %ds
+    mov %eax, %es
+    mov %eax, %ss
     mov $1, %ebp                /* 1: application processor */
 
 common32:

@@ -136,6 +136,7 @@ void kmain(u32 start_info)
     if (madt.ignored)
         kprintf("testos: warning %u CPUs beyond %u ignored\n", madt.ignored, MAX_CPUS);
     cpu_init(&cpus[0]);
+    cpus[0].online = 1;
     if (lapic_id() != bsp)
         panic("LAPIC id %u differs from CPUID's %u", lapic_id(), bsp);
     apic_timer_hz = lapic_timer_calibrate();
