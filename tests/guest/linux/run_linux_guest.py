@@ -16,6 +16,7 @@ Environment: AGGVM_QEMU, the QEMU binary (default /usr/bin/qemu-system-x86_64).
 """
 
 import argparse
+import json
 import os
 import queue
 import re
@@ -68,7 +69,7 @@ def smp_spec(args):
 def qemu_command(args):
     cmd = [
         args.qemu, "-nodefaults", "-no-user-config",
-        "-accel", "tcg", "-machine", args.machine, "-cpu", args.cpu,
+        "-accel", args.accel, "-machine", args.machine, "-cpu", args.cpu,
         "-smp", smp_spec(args), "-m", str(args.mem),
         "-nographic", "-serial", "stdio", "-no-reboot",
         "-kernel", args.kernel, "-initrd", args.initrd,
@@ -84,7 +85,7 @@ def qemu_command(args):
 
 
 def read_lines(stream, out):
-    """Feeds (seconds since start is taken by the caller, line) into out; None at EOF."""
+    """Feeds (monotonic time, line) pairs into out, then None at EOF."""
     for raw in iter(stream.readline, b""):
         out.put((time.monotonic(), raw.decode(errors="replace").rstrip("\r\n")))
     out.put(None)
@@ -240,6 +241,7 @@ def parse_args():
                    help="split vCPUs and RAM into this many NUMA nodes (0: no -numa)")
     p.add_argument("--run", default=",".join(WORKLOADS),
                    help="workloads, comma-separated (default: %(default)s)")
+    p.add_argument("--accel", default="tcg", help="-accel value (default: %(default)s)")
     p.add_argument("--machine", default="q35")
     p.add_argument("--cpu", default="qemu64")
     p.add_argument("--timeout", type=float, default=120, help="seconds to the done line")
@@ -249,6 +251,7 @@ def parse_args():
     p.add_argument("--expect-vcpus", type=int, help="default: --smp")
     p.add_argument("--expect-numa-nodes", type=int, help="default: --numa-nodes or 1")
     p.add_argument("--log", help="write the timestamped console here")
+    p.add_argument("--json", help="write results, timings and failures here as JSON")
     args = p.parse_args()
     args.qemu = os.environ.get("AGGVM_QEMU", DEFAULT_QEMU)
     args.run = [w for w in args.run.split(",") if w]
@@ -300,6 +303,10 @@ def main():
         print(f"run_linux_guest: FAIL: {f}")
     print(f"run_linux_guest: smp={args.smp} numa_nodes={args.numa_nodes} {summary} "
           f"status={verdict}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"command": cmd, "results": results, "seconds": timings,
+                       "failures": check.failures, "status": verdict}, f, indent=2)
     return 0 if verdict == "pass" else 1
 
 
