@@ -28,7 +28,7 @@ for arg in $(cat /proc/cmdline); do
 done
 
 read -r uptime _ </proc/uptime
-echo "aggvm-guest: start uptime_s=$uptime run=$run"
+echo "aggvm-guest: start uptime_s=$uptime kernel=$(uname -r) run=$run"
 status=pass
 for w in $(echo "$run" | tr , ' '); do
     case "$w" in
