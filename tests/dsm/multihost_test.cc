@@ -1,0 +1,140 @@
+// Multi-process tests of libaggvm-dsm: 2 to 4 dsm-worker processes, each in
+// its own network namespace acting as a host, talking UCX over veth.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+
+#include "harness.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using aggvm::harness::Cluster;
+using aggvm::harness::ClusterOptions;
+using aggvm::harness::Process;
+
+std::string worker_path() {
+  const char* p = std::getenv("DSM_WORKER");
+  return p ? p : "tests/dsm/dsm-worker";
+}
+
+class MultiHost : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = aggvm::harness::unavailable_reason()) GTEST_SKIP() << "no network namespaces: " << *why;
+  }
+
+  // Starts one worker per host; extra[i] appends arguments for host i only.
+  std::vector<Process> start(Cluster& c, const std::vector<std::string>& args,
+                             const std::vector<std::string>& secrets = {}) {
+    std::string addresses;
+    for (int i = 0; i < c.size(); ++i)
+      addresses += (i ? "," : "") + c.host(i).address() + ":" + std::to_string(17400 + i);
+    std::vector<Process> procs;
+    for (int i = 0; i < c.size(); ++i) {
+      const auto secret = c.log_dir() / ("secret-" + std::to_string(i));
+      std::ofstream(secret) << (secrets.empty() ? "correct horse battery staple, 32b" : secrets[i]);
+      std::vector<std::string> argv = {worker_path(), "--node", std::to_string(i), "--addresses", addresses,
+                                       "--secret-file", secret.string()};
+      argv.insert(argv.end(), args.begin(), args.end());
+      procs.push_back(c.host(i).spawn(argv));
+    }
+    return procs;
+  }
+
+  static void expect_all_pass(std::vector<Process>& procs, std::chrono::milliseconds timeout) {
+    for (size_t i = 0; i < procs.size(); ++i) {
+      const auto st = procs[i].wait(timeout);
+      EXPECT_TRUE(st.exited && st.code == 0)
+          << "node " << i << " " << aggvm::harness::describe(st) << "\n" << procs[i].log();
+    }
+  }
+
+  static std::string result_line(Process& p) {
+    std::smatch m;
+    const std::string log = p.log();
+    std::regex re("result: [^\n]*");
+    return std::regex_search(log, m, re) ? m.str() : "";
+  }
+};
+
+TEST_F(MultiHost, TortureTwoHosts) {
+  Cluster c(ClusterOptions{.hosts = 2, .name = "tort2"});
+  auto procs = start(c, {"--mode", "torture", "--region-mib", "256", "--threads", "3", "--ops", "3000"});
+  expect_all_pass(procs, 180s);
+  const std::string r = result_line(procs[0]);
+  EXPECT_NE(r.find("counter_total=18000 records=18000 expected=18000 torn=0 status=pass"), std::string::npos) << r;
+}
+
+TEST_F(MultiHost, TortureFourHosts) {
+  Cluster c(ClusterOptions{.hosts = 4, .name = "tort4"});
+  auto procs = start(c, {"--mode", "torture", "--region-mib", "256", "--threads", "2", "--ops", "1500"});
+  expect_all_pass(procs, 240s);
+  const std::string r = result_line(procs[0]);
+  EXPECT_NE(r.find("counter_total=12000 records=12000 expected=12000 torn=0 status=pass"), std::string::npos) << r;
+}
+
+TEST_F(MultiHost, LitmusStoreBuffering) {
+  Cluster c(ClusterOptions{.hosts = 2, .name = "sb"});
+  auto procs = start(c, {"--mode", "sb", "--region-mib", "256", "--iterations", "100000"});
+  expect_all_pass(procs, 300s);
+  const std::string r = result_line(procs[0]);
+  EXPECT_NE(r.find("iterations=100000"), std::string::npos) << r;
+  EXPECT_NE(r.find("forbidden=0 status=pass"), std::string::npos) << r;
+}
+
+TEST_F(MultiHost, LitmusMessagePassing) {
+  Cluster c(ClusterOptions{.hosts = 2, .name = "mp"});
+  auto procs = start(c, {"--mode", "mp", "--region-mib", "256", "--iterations", "100000"});
+  expect_all_pass(procs, 300s);
+  const std::string r = result_line(procs[0]);
+  EXPECT_NE(r.find("iterations=100000"), std::string::npos) << r;
+  EXPECT_NE(r.find("forbidden=0 status=pass"), std::string::npos) << r;
+}
+
+// 96 MiB across 3 hosts with a cap of 48 MiB each: every node touches all
+// of it, so it must evict and write back to stay under its cap.
+TEST_F(MultiHost, AggregationStaysUnderCap) {
+  Cluster c(ClusterOptions{.hosts = 3, .name = "aggr"});
+  auto procs = start(c, {"--mode", "aggregate", "--region-mib", "96", "--cap-mib", "48"});
+  expect_all_pass(procs, 240s);
+  for (auto& p : procs) {
+    const std::string r = result_line(p);
+    EXPECT_NE(r.find("bad_words=0"), std::string::npos) << r;
+    EXPECT_NE(r.find("status=pass"), std::string::npos) << r;
+    EXPECT_EQ(r.find("writebacks=0 "), std::string::npos) << "no writeback: the cap was never reached\n" << r;
+  }
+}
+
+TEST_F(MultiHost, KilledPeerIsReportedWithinTimeout) {
+  Cluster c(ClusterOptions{.hosts = 3, .name = "kill"});
+  auto procs = start(c, {"--mode", "endless", "--region-mib", "64", "--threads", "2", "--timeout-ms", "2000"});
+  for (auto& p : procs) ASSERT_TRUE(p.wait_for_line("working", 60s)) << p.log();
+  const auto killed_at = std::chrono::steady_clock::now();
+  procs[2].kill(SIGKILL);
+  for (int i : {0, 1}) {
+    const auto st = procs[i].wait(10s);
+    const auto took = std::chrono::steady_clock::now() - killed_at;
+    EXPECT_TRUE(st.exited && st.code == 3) << "node " << i << " " << aggvm::harness::describe(st) << "\n"
+                                           << procs[i].log();
+    EXPECT_LT(took, 2000ms + 3000ms) << "node " << i << " took too long to notice";
+    EXPECT_NE(procs[i].log().find("cluster failure"), std::string::npos) << procs[i].log();
+  }
+}
+
+TEST_F(MultiHost, PeerWithWrongSecretGetsNothing) {
+  Cluster c(ClusterOptions{.hosts = 2, .name = "auth"});
+  auto procs = start(c, {"--mode", "idle", "--region-mib", "16", "--timeout-ms", "3000"},
+                     {"correct horse battery staple, 32b", "an impostor guessing the secret!!"});
+  const auto good = procs[0].wait(20s);
+  const auto bad = procs[1].wait(20s);
+  EXPECT_TRUE(good.exited && good.code == 2) << aggvm::harness::describe(good) << procs[0].log();
+  EXPECT_TRUE(bad.exited && bad.code == 2) << aggvm::harness::describe(bad) << procs[1].log();
+  EXPECT_NE(procs[0].log().find("failed authentication"), std::string::npos) << procs[0].log();
+  EXPECT_NE(procs[0].log().find("could not connect to and authenticate node 1"), std::string::npos)
+      << procs[0].log();
+  EXPECT_EQ(procs[1].log().find("started"), std::string::npos) << "the impostor joined:\n" << procs[1].log();
+}
+
+}  // namespace
