@@ -43,10 +43,10 @@ check-aggregation: build
 bench: bench-dsm
 
 bench-dsm: build
-	@$(BUILD)/tests/dsm/dsm-bench
+	@$(BUILD)/tests/dsm/dsm-bench $(BUILD)/tests/dsm/dsm-worker
 
 demo: build
-	@$(BUILD)/tests/dsm/dsm-demo
+	@$(BUILD)/tests/dsm/dsm-demo $(BUILD)/tests/dsm/dsm-worker
 
 clean:
 	-$(MESON) compile -C $(BUILD) --clean

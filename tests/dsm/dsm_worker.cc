@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -23,6 +24,9 @@
 #include <fmt/format.h>
 
 #include "aggvm/dsm.h"
+#include "bench_floor.h"
+
+std::atomic<uint64_t> g_pongs{0};
 
 namespace {
 
@@ -85,6 +89,16 @@ class Cluster {
     char* err = nullptr;
     dsm_ = aggvm_dsm_new(&opts, &err);
     if (!dsm_) die(2, fmt::format("configuration rejected: {}", err));
+    // Benchmark ping-pong: node 0 answers pings, others count pongs.
+    aggvm_dsm_register_service(dsm_, 7, [](void* self, uint16_t from, const void* data, size_t len) {
+          auto* c = static_cast<Cluster*>(self);
+          if (c->o_.node == 0) {
+            aggvm_dsm_send_service(c->dsm_, from, 7, data, len, nullptr);
+          } else {
+            g_pongs.fetch_add(1);
+            g_pongs.notify_all();
+          }
+        }, this, &err);
     if (aggvm_dsm_add_region(dsm_, "ram", 0, base_, size_, &err) != 0 || aggvm_dsm_start(dsm_, &err) != 0)
       die(2, fmt::format("start failed: {}", err));
     std::printf("dsm-worker: node %d started (%zu nodes, %lu MiB)\n", o.node, o.addresses.size(),
@@ -351,6 +365,87 @@ int aggregate(Cluster& c, const Options& o) {
   return ok ? 0 : 1;
 }
 
+// ---- bench: fault latency and throughput against the floor --------------
+
+double p50(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+double micros_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+}
+
+// Node 0 is home and first writer of the pages; node 1 faults on them.
+int bench(Cluster& c, const Options& o) {
+  constexpr uint16_t kPingChannel = 7;
+  const uint64_t n = o.iterations;  // pages per measurement
+  const uint64_t read_base = 64 * kPage, write_base = read_base + n * kPage;
+  const uint64_t tput_base = write_base + n * kPage;
+  const uint64_t tput_pages = 4 * n;
+  if (tput_base + tput_pages * kPage > c.size() / 2) die(2, "region too small for the benchmark");
+  if (c.self() == 0) {
+    for (uint64_t p = 0; p < 2 * n + tput_pages; ++p) *c.at<uint64_t>(read_base + p * kPage) = p + 1;
+  }
+  c.barrier(1);
+  if (c.self() == 1) {
+    // Floor 1: a 4 KiB round trip on the same fabric and service threads.
+    std::vector<double> rtt;  // pings are answered by node 0's service handler
+    std::vector<std::byte> msg(kPage, std::byte{1});
+    for (uint64_t i = 0; i < n; ++i) {
+      const uint64_t before = g_pongs.load();
+      const auto t0 = Clock::now();
+      char* err = nullptr;
+      if (aggvm_dsm_send_service(c.dsm(), 0, kPingChannel, msg.data(), msg.size(), &err) != 0)
+        die(1, fmt::format("ping: {}", err));
+      while (g_pongs.load() == before) g_pongs.wait(before);
+      rtt.push_back(micros_since(t0));
+    }
+    const double rtt_us = p50(rtt);
+    const double uffd_us = aggvm::bench::local_uffd_fault_p50_us(n);
+    // Remote read faults: the home fetches its own modified page and sends it.
+    std::vector<double> rd, wr;
+    for (uint64_t i = 0; i < n; ++i) {
+      const auto t0 = Clock::now();
+      volatile uint64_t v = *c.at<uint64_t>(read_base + i * kPage);
+      rd.push_back(micros_since(t0));
+      if (v != i + 1) die(1, "read fault returned wrong data");
+    }
+    // Write faults on pages node 1 shares with the home: the home's copy
+    // must be invalidated before the write is granted.
+    for (uint64_t i = 0; i < n; ++i) (void)*c.at<volatile uint64_t>(write_base + i * kPage);
+    for (uint64_t i = 0; i < n; ++i) {
+      const auto t0 = Clock::now();
+      *c.at<volatile uint64_t>(write_base + i * kPage) = 7;
+      wr.push_back(micros_since(t0));
+    }
+    // Throughput with 1 and 2 faulting threads on distinct pages.
+    double tput[3] = {0, 0, 0};
+    uint64_t next = 0;
+    for (int threads : {1, 2}) {
+      const uint64_t per = tput_pages / 4;
+      std::vector<std::thread> ts;
+      const auto t0 = Clock::now();
+      for (int t = 0; t < threads; ++t)
+        ts.emplace_back([&, t, start = next] {
+          for (uint64_t p = start + t; p < start + per; p += threads)
+            (void)*c.at<volatile uint64_t>(tput_base + p * kPage);
+        });
+      for (auto& t : ts) t.join();
+      tput[threads] = per / (micros_since(t0) / 1e6);
+      next += per;
+    }
+    const double read_us = p50(rd), write_us = p50(wr), floor_us = rtt_us + uffd_us;
+    std::printf("bench: ucx_4k_round_trip_p50_us=%.1f local_uffd_fault_p50_us=%.1f\n", rtt_us, uffd_us);
+    std::printf("bench: remote_read_fault_p50_us=%.1f write_invalidate_one_sharer_p50_us=%.1f\n", read_us, write_us);
+    std::printf("bench: faults_per_s_1_thread=%.0f faults_per_s_2_threads=%.0f\n", tput[1], tput[2]);
+    std::printf("dsm-fault-latency: read_p50_us=%.1f write_p50_us=%.1f floor_us=%.1f ratio=%.2f\n", read_us,
+                write_us, floor_us, read_us / floor_us);
+  }
+  c.barrier(2);
+  return 0;
+}
+
 // ---- endless: work until killed (fault tests) ---------------------------
 
 int endless(Cluster& c, const Options& o) {
@@ -399,6 +494,7 @@ int main(int argc, char** argv) {
     else if (o.mode == "mp") rc = litmus(c, o, false);
     else if (o.mode == "aggregate") rc = aggregate(c, o);
     else if (o.mode == "endless") rc = endless(c, o);
+    else if (o.mode == "bench") rc = bench(c, o);
     else if (o.mode == "idle") rc = 0;
     else die(2, "unknown mode " + o.mode);
     print_stats(c);
