@@ -136,14 +136,26 @@ int Cluster::reaper_pid() const { return reaper_ ? reaper_->pid() : -1; }
 void Cluster::teardown() {
   if (torn_down_) return;
   torn_down_ = true;
-  for (auto& host : hosts_) host->end_processes(kEndTimeout);
-  // Descendants that left their group, or anything else that entered.
-  for (const auto& name : created_netns_) {
-    if (int left = internal::kill_netns_processes(name, kEndTimeout))
-      std::cerr << "aggvm-harness: " << left << " processes survive in " << name << "\n";
-    if (auto error = internal::delete_netns(name)) std::cerr << "aggvm-harness: " << *error << "\n";
+  bool clean = true;
+  try {
+    for (auto& host : hosts_) host->end_processes(kEndTimeout);
+    // Descendants that left their group, or anything else that entered.
+    for (const auto& name : created_netns_) {
+      if (int left = internal::kill_netns_processes(name, kEndTimeout)) {
+        std::cerr << "aggvm-harness: " << left << " processes survive in " << name << "\n";
+        clean = false;
+      }
+      if (auto error = internal::delete_netns(name)) {
+        std::cerr << "aggvm-harness: " << *error << "\n";
+        clean = false;
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "aggvm-harness: teardown of " << prefix_ << ": " << e.what() << "\n";
+    clean = false;
   }
-  if (reaper_) reaper_->release();
+  // If anything went wrong, the reaper makes a second attempt.
+  if (reaper_) reaper_->release(clean);
 }
 
 }  // namespace aggvm::harness

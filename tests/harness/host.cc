@@ -1,6 +1,8 @@
 #include <fcntl.h>
 
+#include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <iostream>
 #include <stdexcept>
 #include <system_error>

@@ -127,7 +127,7 @@ Reaper::Reaper() {
   socket_ = std::move(ours);
 }
 
-Reaper::~Reaper() { release(); }
+Reaper::~Reaper() { release(false); }
 
 void Reaper::send(const std::string& line) {
   const std::string data = line + "\n";
@@ -140,16 +140,17 @@ void Reaper::watch_netns(const std::string& name) { send("n " + name); }
 
 void Reaper::watch_process_group(pid_t pgid) { send("g " + std::to_string(pgid)); }
 
-void Reaper::release() noexcept {
+void Reaper::release(bool clean) noexcept {
   if (pid_ < 0) return;
   try {
-    send("r");
+    if (clean) send("r");
   } catch (const std::exception&) {
     // Already gone; reaping it below is all that is left.
   }
-  socket_.reset();
+  socket_.reset();  // EOF: without "r" first, the reaper cleans up
   try {
-    if (!wait_child(pid_, std::chrono::milliseconds(2000))) {
+    // Cleaning up kills for up to kKillTimeout per namespace; allow for it.
+    if (!wait_child(pid_, clean ? std::chrono::milliseconds(2000) : std::chrono::milliseconds(15000))) {
       std::cerr << "aggvm-harness: reaper " << pid_ << " did not exit; killing it\n";
       (void)::kill(pid_, SIGKILL);
       (void)wait_child(pid_, std::chrono::milliseconds(2000));

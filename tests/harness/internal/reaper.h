@@ -21,15 +21,16 @@ namespace aggvm::harness::internal {
 class Reaper {
  public:
   Reaper();   // throws std::system_error
-  ~Reaper();  // release()
+  ~Reaper();  // release(false): whatever is still watched gets removed
   Reaper(const Reaper&) = delete;
   Reaper& operator=(const Reaper&) = delete;
 
   void watch_netns(const std::string& name);
   void watch_process_group(pid_t pgid);
-  // The cluster is gone: tell the reaper to exit, and wait for it (bounded).
+  // Ends the reaper and waits for it (bounded).  clean: the cluster is gone,
+  // it just exits; otherwise it cleans up first, as if we had died.
   // Idempotent, never throws.
-  void release() noexcept;
+  void release(bool clean = true) noexcept;
   pid_t pid() const { return pid_; }
 
  private:
