@@ -34,9 +34,9 @@ class Reaper;
 struct ClusterOptions {
   int hosts = 2;                          // 1..16
   std::string name = "t";                 // short tag used in netns names: [A-Za-z0-9_], 1..12 chars
-  std::filesystem::path log_dir;          // empty: a fresh /tmp/aggvm-harness-<pid>-<name>-<n>
+  std::filesystem::path log_dir{};        // empty: a fresh /tmp/aggvm-harness-<pid>-<name>-<n>
   // Called with one line per step while the cluster is set up (e.g. for a CLI).
-  std::function<void(const std::string&)> on_progress;
+  std::function<void(const std::string&)> on_progress{};
 };
 
 struct ExitStatus {

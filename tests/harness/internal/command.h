@@ -10,7 +10,7 @@
 namespace aggvm::harness::internal {
 
 struct CommandOptions {
-  std::string netns;                        // run inside this named namespace; empty: ours
+  std::string netns{};                      // run inside this named namespace; empty: ours
   std::chrono::milliseconds timeout{10'000};
 };
 
