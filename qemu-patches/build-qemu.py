@@ -54,7 +54,10 @@ CONFIGURE_ARGS = [
     "--enable-pixman",
     "--enable-trace-backends=log",
     "--disable-docs",
-    "--disable-werror",
+    # No --disable-werror: the source tree is a git tree, for which QEMU turns
+    # -Werror on (configure writes it to config-meson.cross, and meson's
+    # regeneration re-applies it over a --disable-werror).  The patches must
+    # build warning-free, as upstream requires.
     "--disable-install-blobs",
     "--firmwarepath=" + FIRMWARE_PATH,
 ]
@@ -293,6 +296,20 @@ def build(obj, jobs, env):
     return obj / BINARY
 
 
+def link_firmware(obj):
+    """Makes the firmware directories visible to the binary run from obj/.
+
+    A binary next to a qemu-bundle/ directory (the build tree) looks for its
+    data, firmware included, only under qemu-bundle/<path>: link each
+    --firmwarepath directory there.  Copies elsewhere use the paths as given.
+    """
+    for d in FIRMWARE_PATH.split(":"):
+        link = obj / "qemu-bundle" / d.lstrip("/")
+        if not os.path.lexists(link):
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(d)
+
+
 def publish(binary, build_dir, output):
     link = build_dir / BINARY
     tmp = link.with_name(BINARY + ".tmp")
@@ -364,6 +381,7 @@ def main():
         if a.no_build:
             return 0
         binary = build(obj, a.jobs, env)
+        link_firmware(obj)
         out = publish(binary, build_dir, a.output)
         print(out, flush=True)
     return 0

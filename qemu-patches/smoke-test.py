@@ -125,11 +125,28 @@ def has_type(binary, name):
     return any(t["name"] == name for t in types)
 
 
+# Two NUMA nodes of one vCPU and 64 MiB each, as an aggregated guest would have.
+NUMA2 = ["-smp", "2", "-m", "128M",
+         "-object", "memory-backend-ram,id=m0,size=64M",
+         "-object", "memory-backend-ram,id=m1,size=64M",
+         "-numa", "node,nodeid=0,cpus=0,memdev=m0",
+         "-numa", "node,nodeid=1,cpus=1,memdev=m1"]
+
+
 def cluster_args(node, accel="tcg", extra="", accel_extra=""):
+    """Keyval -object syntax: a list property is a repeated key."""
     return ["-object", f"secret,id=sec0,data={SECRET}",
             "-object", f"aggvm-cluster,id=agg0,node={node},secret=sec0,"
-                       f"addresses.0=127.0.0.1:7000,addresses.1=127.0.0.1:7001{extra}",
+                       f"addresses=127.0.0.1:7000,addresses=127.0.0.1:7001{extra}",
             "-accel", f"{accel},aggregate=agg0{accel_extra}"]
+
+
+def cluster_json_args(node, **props):
+    """JSON -object syntax, needed for lists of structs such as placement."""
+    obj = {"qom-type": "aggvm-cluster", "id": "agg0", "node": node, "secret": "sec0",
+           "addresses": ["127.0.0.1:7000", "127.0.0.1:7001"], **props}
+    return ["-object", f"secret,id=sec0,data={SECRET}", "-object", json.dumps(obj),
+            "-accel", "tcg,aggregate=agg0"]
 
 
 def expect_startup_error(binary, args, needle):
@@ -145,17 +162,51 @@ def check_cluster_options(binary):
     if not has_type(binary, "aggvm-cluster"):
         raise AssertionError("type aggvm-cluster missing: is 0002 in the series?")
     expect_startup_error(binary, cluster_args(2), "node id 2 out of range")
-    expect_startup_error(binary, cluster_args(1, extra=",placement.0.vcpu=9,placement.0.node=1"),
+    expect_startup_error(binary, cluster_json_args(1, placement=[{"vcpu": 9, "node": 1}]),
                          "placement names vCPU 9")
-    expect_startup_error(binary, ["-smp", "2", "-numa", "node,cpus=0", "-numa", "node,cpus=1",
-                                  *cluster_args(0, extra=",numa-node-hosts.0=0,"
-                                                         "numa-node-hosts.1=5")],
+    expect_startup_error(binary, cluster_json_args(1, placement=[{"vcpu": 0, "node": 3}]),
+                         "placement puts vCPU 0 on node 3")
+    expect_startup_error(binary, [*NUMA2, *cluster_args(0, extra=",numa-node-hosts=0,"
+                                                               "numa-node-hosts=5")],
                          "NUMA node 1 on node 5")
     expect_startup_error(binary, cluster_args(0, extra=",secret=nosuch"), "nosuch")
-    return "aggvm-cluster: node, placement, numa-node-hosts and secret errors are caught"
+    expect_startup_error(binary, cluster_args(0, accel="kvm"), "kernel-irqchip=off")
+    expect_startup_error(binary, ["-accel", "kvm,kernel-irqchip=off", "-cpu", "qemu64"],
+                         "KVM does not support userspace APIC")
+    return "aggvm-cluster: bad node, placement, numa-node-hosts, secret, irqchip are refused"
 
 
-CHECKS = [check_qmp_tcg, check_seabios_tcg, check_seabios_kvm, check_cluster_options]
+def check_query_aggvm(binary):
+    args = [*NUMA2, "-machine", "pc", "-display", "none", "-nodefaults", "-S",
+            *cluster_args(1, extra=",numa-node-hosts=1,numa-node-hosts=0")]
+    q = Qmp(binary, args)
+    info = expect_ok(q.cmd("query-aggvm"), "query-aggvm")
+    q.quit()
+    want_nodes = [{"id": 0, "address": "127.0.0.1:7000", "state": "configured"},
+                  {"id": 1, "address": "127.0.0.1:7001", "state": "local"}]
+    if info["node"] != 1 or info["accelerator"] != "tcg" or info["nodes"] != want_nodes:
+        raise AssertionError(f"query-aggvm: unexpected nodes: {info}")
+    placed = [(v["vcpu"], v["numa-node"], v["node"], v["local"]) for v in info["vcpus"]]
+    if placed != [(0, 0, 1, True), (1, 1, 0, False)]:
+        raise AssertionError(f"query-aggvm: unexpected placement: {info['vcpus']}")
+    q = Qmp(binary, ["-machine", "pc", "-display", "none", "-nodefaults", "-S", "-accel", "tcg"])
+    resp = q.cmd("query-aggvm")
+    q.quit()
+    if "error" not in resp:
+        raise AssertionError(f"query-aggvm on a plain guest should fail: {resp}")
+    return "query-aggvm: nodes, states and NUMA placement as configured"
+
+
+def check_kvm_user_apic(binary):
+    """KVM with the user-space APIC boots SeaBIOS when the guest is aggregated."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return None
+    args = ["-cpu", "qemu64", *cluster_args(0, accel="kvm", accel_extra=",kernel-irqchip=off")]
+    return f"SeaBIOS {boot_seabios(binary, args)} under KVM, kernel-irqchip=off, aggregated"
+
+
+CHECKS = [check_qmp_tcg, check_seabios_tcg, check_seabios_kvm, check_cluster_options,
+          check_query_aggvm, check_kvm_user_apic]
 
 
 def main():
