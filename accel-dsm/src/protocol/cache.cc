@@ -189,21 +189,13 @@ void Cache::on_fetch(const Message& m) {
   ctx_.send(resp);
 }
 
-void Cache::on_evict_ack(const Message& m) {
+// EvictAck or WritebackAck: the eviction is over; waiters may request again.
+void Cache::on_eviction_ack(const Message& m) {
   expect_from_home(m);
   Entry& e = entry(m.page);
-  if (e.pending != Pending::kEvict)
-    throw Rejected(fmt::format("evict ack for page {:#x} with no eviction in flight",
-                               ctx_.space->gpa(m.page)));
-  e.pending = Pending::kNone;
-  request_for_waiters(m.page, e);
-}
-
-void Cache::on_writeback_ack(const Message& m) {
-  expect_from_home(m);
-  Entry& e = entry(m.page);
-  if (e.pending != Pending::kWriteback)
-    throw Rejected(fmt::format("writeback ack for page {:#x} with no writeback in flight",
+  const Pending expected = m.type == MsgType::kEvictAck ? Pending::kEvict : Pending::kWriteback;
+  if (e.pending != expected)
+    throw Rejected(fmt::format("{} for page {:#x} with no such eviction in flight", to_string(m.type),
                                ctx_.space->gpa(m.page)));
   e.pending = Pending::kNone;
   request_for_waiters(m.page, e);

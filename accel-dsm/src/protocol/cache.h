@@ -25,8 +25,7 @@ class Cache {
   void on_grant(const Message& m);
   void on_invalidate(const Message& m);
   void on_fetch(const Message& m);
-  void on_evict_ack(const Message& m);
-  void on_writeback_ack(const Message& m);
+  void on_eviction_ack(const Message& m);  // EvictAck or WritebackAck
 
   // The home keeps its copy of a page in this node's mapping.
   void install_home_copy(PageKey page, PageView data);

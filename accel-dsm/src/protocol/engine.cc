@@ -62,8 +62,8 @@ void Engine::dispatch(const Message& m) {
       case MsgType::kGrant: return cache_.on_grant(m);
       case MsgType::kInvalidate: return cache_.on_invalidate(m);
       case MsgType::kFetch: return cache_.on_fetch(m);
-      case MsgType::kEvictAck: return cache_.on_evict_ack(m);
-      case MsgType::kWritebackAck: return cache_.on_writeback_ack(m);
+      case MsgType::kEvictAck:
+      case MsgType::kWritebackAck: return cache_.on_eviction_ack(m);
       default: throw Rejected("not a coherence message");
     }
   } catch (const Rejected& r) {

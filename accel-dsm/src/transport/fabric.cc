@@ -247,7 +247,7 @@ void Fabric::drain(Conn& c, FabricSink& sink) {
     ucp_stream_data_release(c.ep, data);
     if (!ok) {
       sink.on_rejected(c.remote, c.reader->error());
-      drop(c, "malformed stream: " + c.reader->error(), &sink);
+      drop(c, "malformed stream: " + c.reader->error());
       return;
     }
   }
@@ -259,14 +259,14 @@ void Fabric::on_frame(Conn& c, const WireHeader& h, std::span<const std::byte> p
     if (static_cast<MsgType>(h.type) != MsgType::kControl) {
       sink.on_rejected(c.remote, fmt::format("{} frame before authentication",
                                              to_string(static_cast<MsgType>(h.type))));
-      drop(c, "unauthenticated frame", &sink);
+      drop(c, "unauthenticated frame");
       return;
     }
     try {
       handshake(c, h, payload);
     } catch (const DsmError& e) {
       sink.on_rejected(c.remote, e.what());
-      drop(c, e.what(), &sink);
+      drop(c, e.what());
       if (e.err() == EBADMSG) throw;  // configuration mismatch: fatal
     }
     return;
@@ -352,12 +352,11 @@ void Fabric::handshake(Conn& c, const WireHeader& h, std::span<const std::byte> 
   spdlog::debug("aggvm-dsm: node {} authenticated at {}", c.peer, c.remote);
 }
 
-void Fabric::drop(Conn& c, const std::string& why, FabricSink* sink) {
+void Fabric::drop(Conn& c, const std::string& why) {
   if (!c.failed) {
     c.failed = true;
     c.failure = why;
   }
-  (void)sink;
 }
 
 // Closes failed connections; reports authenticated ones; schedules redials.

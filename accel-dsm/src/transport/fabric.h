@@ -82,7 +82,7 @@ class Fabric {
   void drain(Conn& c, FabricSink& sink);
   void on_frame(Conn& c, const WireHeader& h, std::span<const std::byte> payload, FabricSink& sink);
   void handshake(Conn& c, const WireHeader& h, std::span<const std::byte> payload);
-  void drop(Conn& c, const std::string& why, FabricSink* sink);
+  void drop(Conn& c, const std::string& why);
   void reap_failed(FabricSink* sink);
   bool all_connected() const;
 
