@@ -3,13 +3,17 @@
 #include <new>
 
 #include "aggvm/dsm.h"
+#include "node/calls.h"
 #include "node/node.h"
 
 using aggvm::dsm::DsmError;
+using aggvm::dsm::Calls;
 using aggvm::dsm::Node;
 
 struct AggvmDsm {
   std::unique_ptr<Node> node;
+  std::unique_ptr<Calls> calls;
+  uint32_t timeout_ms;
 };
 
 namespace {
@@ -78,7 +82,10 @@ AggvmDsm* aggvm_dsm_new(const AggvmDsmOptions* opts, char** errmsg) {
       void* opaque = opts->opaque;
       cfg.on_page_change = [cb, opaque](uint64_t gpa, uint64_t len) { cb(opaque, gpa, len); };
     }
-    dsm = new AggvmDsm{std::make_unique<Node>(std::move(cfg))};
+    const auto timeout_ms = static_cast<uint32_t>(cfg.timeout.count());
+    auto node = std::make_unique<Node>(std::move(cfg));
+    auto calls = std::make_unique<Calls>(*node);
+    dsm = new AggvmDsm{std::move(node), std::move(calls), timeout_ms};
   });
   return dsm;
 }
@@ -96,7 +103,15 @@ int aggvm_dsm_stop(AggvmDsm* dsm, char** errmsg) {
   return guarded(errmsg, [&] { dsm->node->stop(); });
 }
 
-void aggvm_dsm_free(AggvmDsm* dsm) { delete dsm; }
+int aggvm_dsm_abandon(AggvmDsm* dsm, char** errmsg) {
+  return guarded(errmsg, [&] { dsm->node->abandon(); });
+}
+
+void aggvm_dsm_free(AggvmDsm* dsm) {
+  if (!dsm) return;
+  dsm->node->abandon();  // before the calls' handlers go away
+  delete dsm;
+}
 
 int aggvm_dsm_wait_failure(AggvmDsm* dsm, uint32_t timeout_ms, char** errmsg) {
   auto failure = dsm->node->wait_failure(std::chrono::milliseconds(timeout_ms));
@@ -136,6 +151,34 @@ int aggvm_dsm_send_service(AggvmDsm* dsm, uint16_t to, uint16_t channel, const v
                            char** errmsg) {
   return guarded(errmsg, [&] {
     dsm->node->send_service(to, channel, std::span(static_cast<const std::byte*>(data), len));
+  });
+}
+
+int aggvm_dsm_register_call(AggvmDsm* dsm, uint16_t channel, AggvmDsmCallHandler handler, void* opaque,
+                            char** errmsg) {
+  return guarded(errmsg, [&] {
+    if (!handler) aggvm::dsm::fail(EINVAL, "no handler for call channel {}", channel);
+    dsm->calls->handle(channel, [handler, opaque](uint16_t from, uint64_t id, std::span<const std::byte> d) {
+      handler(opaque, from, id, d.data(), d.size());
+    });
+  });
+}
+
+int aggvm_dsm_call(AggvmDsm* dsm, uint16_t to, uint16_t channel, const void* request, size_t request_len,
+                   void* reply, size_t reply_cap, size_t* reply_len, uint32_t timeout_ms, char** errmsg) {
+  return guarded(errmsg, [&] {
+    const size_t n = dsm->calls->call(
+        to, channel, std::span(static_cast<const std::byte*>(request), request_len),
+        std::span(static_cast<std::byte*>(reply), reply_cap),
+        std::chrono::milliseconds(timeout_ms ? timeout_ms : dsm->timeout_ms));
+    if (reply_len) *reply_len = n;
+  });
+}
+
+int aggvm_dsm_reply(AggvmDsm* dsm, uint16_t to, uint64_t call_id, int status, const void* data, size_t len,
+                    char** errmsg) {
+  return guarded(errmsg, [&] {
+    dsm->calls->reply(to, call_id, status, std::span(static_cast<const std::byte*>(data), len));
   });
 }
 

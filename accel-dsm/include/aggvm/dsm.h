@@ -96,6 +96,14 @@ int aggvm_dsm_start(AggvmDsm *dsm, char **errmsg);
  */
 int aggvm_dsm_stop(AggvmDsm *dsm, char **errmsg);
 
+/*
+ * Stops at once, without a barrier, and releases guest memory: threads
+ * blocked on a fault resume on whatever the memory holds.  For a node whose
+ * guest has been stopped because the cluster failed; the regions are
+ * plain memory afterwards.
+ */
+int aggvm_dsm_abandon(AggvmDsm *dsm, char **errmsg);
+
 /* Stops (without barrier if needed) and frees.  NULL is ignored. */
 void aggvm_dsm_free(AggvmDsm *dsm);
 
@@ -161,6 +169,36 @@ int aggvm_dsm_register_service(AggvmDsm *dsm, uint16_t channel,
 
 int aggvm_dsm_send_service(AggvmDsm *dsm, uint16_t to, uint16_t channel,
                            const void *data, size_t len, char **errmsg);
+
+/* ---- calls ------------------------------------------------------------- */
+
+/*
+ * A call is a request answered by one reply: what I/O forwarding needs.
+ * Channels are the caller's own numbering (below 0xff00), separate from
+ * service channels.  The handler runs on the service thread and must not
+ * block: it hands the request on, and whoever serves it later answers with
+ * aggvm_dsm_reply(), exactly once per call_id.
+ */
+typedef void (*AggvmDsmCallHandler)(void *opaque, uint16_t from,
+                                    uint64_t call_id, const void *data,
+                                    size_t len);
+int aggvm_dsm_register_call(AggvmDsm *dsm, uint16_t channel,
+                            AggvmDsmCallHandler handler, void *opaque,
+                            char **errmsg);
+
+/*
+ * Sends a request and blocks until its reply, at most timeout_ms (0: the
+ * node's timeout), or until the node fails.  On success returns 0 and
+ * stores the reply's length in *reply_len.
+ */
+int aggvm_dsm_call(AggvmDsm *dsm, uint16_t to, uint16_t channel,
+                   const void *request, size_t request_len,
+                   void *reply, size_t reply_cap, size_t *reply_len,
+                   uint32_t timeout_ms, char **errmsg);
+
+/* Answers a call; status 0 on success or a positive errno for the caller. */
+int aggvm_dsm_reply(AggvmDsm *dsm, uint16_t to, uint64_t call_id, int status,
+                    const void *data, size_t len, char **errmsg);
 
 #ifdef __cplusplus
 }

@@ -41,17 +41,7 @@ Node::Node(NodeConfig config) : cfg_(std::move(config)) {
 
 Node::~Node() {
   try {
-    if (started_) {
-      abandon_ = true;  // no barrier on destruction
-      if (wake_fd_ >= 0) {
-        uint64_t one = 1;
-        (void)::write(wake_fd_, &one, sizeof one);
-      }
-      if (thread_.joinable()) thread_.join();
-    }
-    fabric_.reset();
-    if (uffd_)
-      for (const Region& r : regions_) uffd_->unregister_range(r.host, r.size);
+    abandon();
   } catch (const std::exception& e) {
     spdlog::error("aggvm-dsm: node {} shutdown: {}", cfg_.self, e.what());
   }
@@ -274,6 +264,24 @@ void Node::stop() {
   started_ = false;
   std::lock_guard lock(fail_mu_);
   if (failure_) throw *failure_;
+}
+
+void Node::abandon() {
+  if (started_) {
+    abandon_ = true;  // no barrier
+    if (wake_fd_ >= 0) {
+      uint64_t one = 1;
+      (void)::write(wake_fd_, &one, sizeof one);
+    }
+    if (thread_.joinable()) thread_.join();
+    started_ = false;
+  }
+  fabric_.reset();
+  if (uffd_) {
+    // Unregistering wakes every thread blocked on these ranges.
+    for (const Region& r : regions_) uffd_->unregister_range(r.host, r.size);
+    uffd_.reset();
+  }
 }
 
 void Node::fail_node(int err, const std::string& message) {

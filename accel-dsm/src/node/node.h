@@ -53,6 +53,10 @@ class Node final : private Env, private FabricSink {
   void start();
   // Barrier with every peer, then stops serving.
   void stop();
+  // Stops serving at once, without a barrier, and lets go of guest memory:
+  // threads blocked on a fault resume on whatever the memory holds.  For a
+  // node whose guest is stopped because the cluster failed.
+  void abandon();
 
   // The failure, once the node has failed; waits up to timeout for one.
   std::optional<DsmError> wait_failure(std::chrono::milliseconds timeout);
