@@ -63,9 +63,10 @@ typedef struct AggvmDsmOptions {
      */
     void (*on_failure)(void *opaque, int err, const char *message);
     /*
-     * Called on the service thread after the content of guest pages
-     * [gpa, gpa + len) changed underneath this node (a page was dropped or
-     * installed): TCG must drop translated code for them.
+     * Called on the service thread after this node's copy of guest pages
+     * [gpa, gpa + len) was dropped because another node writes them: TCG
+     * must drop code it translated from them.  (Installing a page needs no
+     * call: none was mapped there since the drop that reported it.)
      */
     void (*on_page_change)(void *opaque, uint64_t gpa, uint64_t len);
     void *opaque;

@@ -339,8 +339,10 @@ void Node::send(const Message& m) {
 }
 
 void Node::install(PageKey page, std::span<const std::byte> data, bool writable) {
+  // No on_page_change: a page is installed only where none was mapped, and
+  // nothing can have been translated from a page that was never there
+  // since its last drop (which did report).
   uffd_->copy(host(page), data.empty() ? kZeroPage.data() : data.data(), kPageSize, writable);
-  if (cfg_.on_page_change) cfg_.on_page_change(space_->gpa(page), kPageSize);
 }
 
 void Node::set_writable(PageKey page) { uffd_->write_protect(host(page), kPageSize, false); }

@@ -1,0 +1,486 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Runs one guest aggregated over several hosts and judges what it reports.
+
+Each host is a network namespace made by aggvm-harness; each runs one QEMU
+process (a node) with the same machine, started the way a user would:
+
+  -object secret,id=aggsec,file=cluster.key,format=raw
+  -object aggvm-cluster,id=agg0,node=I,secret=aggsec,addresses=A0,addresses=A1
+  -accel tcg,thread=multi,aggregate=agg0     (or kvm,kernel-irqchip=off,...)
+
+Node 0 owns the devices and QMP; the guest's console is node 0's serial.
+Scenarios (--scenario):
+  run      boot the guest, check its results (vCPUs, NUMA nodes, workloads)
+  kill     kill the last worker while the guest runs: node 0 must emit
+           AGGVM_NODE_FAILED, stop the guest, and every process must end
+Exit status: 0 pass, 1 fail, 77 skip (QEMU, KVM or the harness missing).
+Without AGGVM_HOST0_NETNS in the environment the script runs itself under
+`aggvm-harness run`, which makes the namespaces and removes them after.
+"""
+
+import argparse
+import json
+import os
+import queue
+import re
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO / "tests" / "guest" / "linux"))
+sys.path.insert(0, str(REPO / "tests" / "guest" / "testos"))
+import run_linux_guest as linux  # noqa: E402
+import run_testos as testos  # noqa: E402
+
+SKIP = 77
+PORT = 7100
+PROCESS_EXIT_S = 20
+
+
+def log(msg):
+    print(f"aggvm-guest: {msg}", flush=True)
+
+
+class Qmp:
+    """A small QMP client: commands in order, events collected on the side."""
+
+    def __init__(self, path, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.sock.settimeout(timeout)
+        self.file = self.sock.makefile("rwb")
+        self.events = []
+        self._read()  # greeting
+        self.execute("qmp_capabilities")
+
+    def _read(self):
+        line = self.file.readline()
+        if not line:
+            raise ConnectionError("QMP socket closed")
+        return json.loads(line)
+
+    def execute(self, command, **arguments):
+        msg = {"execute": command}
+        if arguments:
+            msg["arguments"] = arguments
+        self.file.write(json.dumps(msg).encode() + b"\n")
+        self.file.flush()
+        while True:
+            reply = self._read()
+            if "event" in reply:
+                self.events.append(reply)
+                continue
+            if "error" in reply:
+                raise RuntimeError(f"{command}: {reply['error'].get('desc')}")
+            return reply.get("return")
+
+    def wait_event(self, name, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            for e in self.events:
+                if e["event"] == name:
+                    return e
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                reply = self._read()
+            except (socket.timeout, TimeoutError):
+                return None
+            if "event" in reply:
+                self.events.append(reply)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Node:
+    """One QEMU process in its host's namespace, its output in a log file."""
+
+    def __init__(self, index, netns, cmd, log_dir):
+        self.index = index
+        self.cmd = cmd
+        self.log_path = Path(log_dir) / f"node{index}.log"
+        self.lines = queue.Queue()
+        self.proc = subprocess.Popen(["ip", "netns", "exec", netns] + cmd,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        with open(self.log_path, "w") as f:
+            for raw in iter(self.proc.stdout.readline, b""):
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                f.write(line + "\n")
+                f.flush()
+                self.lines.put((time.monotonic(), line))
+        self.lines.put(None)
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self, sig=signal.SIGKILL):
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+            if self.wait(5) is None:
+                self.kill(signal.SIGKILL)
+                self.wait(5)
+
+    def tail(self, n=15):
+        try:
+            return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-n:])
+        except OSError:
+            return ""
+
+
+def guest_command(args):
+    """The machine every node builds, as the single-process runners build it."""
+    if args.guest == "linux":
+        ns = argparse.Namespace(
+            qemu=args.qemu, accel=accel_value(args), machine=args.machine, cpu=args.cpu,
+            smp=args.vcpus, mem=args.mem, kernel=args.kernel, initrd=args.initrd,
+            run=list(linux.WORKLOADS), append=[], numa_nodes=args.numa_nodes, qemu_arg=[])
+        return linux.qemu_command(ns)
+    ns = argparse.Namespace(
+        workload=args.workload, append=args.append, accel=args.accel, machine=args.machine,
+        cpu=args.cpu, smp=args.vcpus, mem=args.mem, kernel=args.kernel, bios="qboot",
+        extra=[])
+    cmd = testos.qemu_command(ns, args.qemu)
+    cmd[cmd.index("-accel") + 1] = accel_value(args)
+    # One NUMA node per host, so that the default placement spreads the vCPUs.
+    for node, (lo, hi) in enumerate(linux.cpu_ranges(args.vcpus, args.numa_nodes)):
+        cmd += ["-numa", f"node,nodeid={node},cpus={linux.cpulist(lo, hi)}"]
+    return cmd
+
+
+def accel_value(args):
+    if not args.aggregate:
+        return "kvm,kernel-irqchip=off" if args.accel == "kvm" else "tcg,thread=multi"
+    if args.accel == "kvm":
+        return "kvm,kernel-irqchip=off,aggregate=agg0"
+    return "tcg,thread=multi,aggregate=agg0"
+
+
+def cluster_args(args, node, addresses, key):
+    props = [f"aggvm-cluster,id=agg0,node={node},secret=aggsec,timeout={args.peer_timeout_ms}"]
+    props += [f"addresses={a}" for a in addresses]
+    props += args.cluster_prop
+    return ["-object", f"secret,id=aggsec,file={key},format=raw",
+            "-object", ",".join(props)]
+
+
+def hosts_from_env(n):
+    hosts = []
+    for i in range(n):
+        netns = os.environ.get(f"AGGVM_HOST{i}_NETNS")
+        addr = os.environ.get(f"AGGVM_HOST{i}_ADDR")
+        if not netns or not addr:
+            raise SystemExit(f"aggvm-guest: AGGVM_HOST{i}_NETNS/_ADDR missing: "
+                             "run under aggvm-harness run")
+        hosts.append((netns, addr))
+    return hosts
+
+
+def parse_guest_line(args, line, results):
+    """Collects the guest's result lines; returns True at its last one."""
+    if args.guest == "linux":
+        parsed = linux.parse_result(line)
+        if parsed:
+            results[parsed[0]] = parsed[1]
+            return parsed[0] == "guest_done"
+        return False
+    banner, res = testos.parse([line])
+    if banner:
+        results["banner"] = banner
+    for r in res:
+        results[r.get("workload")] = r
+    return False
+
+
+def judge(args, results, rc, check):
+    if args.guest == "linux":
+        ns = argparse.Namespace(run=list(linux.WORKLOADS), expect_numa_nodes=args.numa_nodes,
+                                numa_nodes=args.numa_nodes, smp=args.vcpus, mem=args.mem,
+                                expect_vcpus=args.vcpus)
+        linux.check_results(ns, results, check)
+        check.expect(rc == 0, f"node 0 exited with {rc}, expected 0 after the guest's poweroff")
+        return
+    banner = results.get("banner")
+    if check.expect(banner is not None, "no testos banner"):
+        check.expect(int(banner.get("vcpus", 0)) == args.vcpus,
+                     f"guest brought up {banner.get('vcpus')} vCPUs, expected {args.vcpus}")
+    wanted = testos.WORKLOADS if args.workload == "all" else [args.workload]
+    for w in wanted:
+        r = results.get(w)
+        if check.expect(r is not None, f"no result for workload {w}"):
+            check.expect(r.get("status") == "pass", f"workload {w}: status {r.get('status')}")
+    check.expect(rc == 1, f"node 0 exited with {rc}, expected 1 (isa-debug-exit: pass)")
+
+
+def guest_facts(args, results):
+    """vcpus and NUMA nodes as the guest itself reported them."""
+    if args.guest == "linux":
+        topo = results.get("topology", {})
+        return topo.get("vcpus"), topo.get("numa_nodes")
+    banner = results.get("banner", {})
+    return banner.get("vcpus"), banner.get("numa_nodes", banner.get("nodes"))
+
+
+def describe_query(info):
+    lines = [f"query-aggvm on node {info['node']} ({info['accelerator']}, cluster "
+             f"{info['cluster']}):"]
+    for n in info["nodes"]:
+        lines.append(f"  node {n['id']}  {n['address']:<22} {n['state']}")
+    by_node = {}
+    for v in info["vcpus"]:
+        by_node.setdefault(v["node"], []).append(str(v["vcpu"]))
+    for node, vcpus in sorted(by_node.items()):
+        lines.append(f"  vCPUs on node {node}: {' '.join(vcpus)}")
+    d = info.get("dsm", {})
+    lines.append(f"  memory: {d.get('read-faults', 0)} read / {d.get('write-faults', 0)} write "
+                 f"faults, {d.get('fault-latency-avg-us', 0)} us mean, "
+                 f"{d.get('bytes-received', 0) >> 10} KiB received, "
+                 f"{d.get('resident-pages', 0)} pages resident")
+    lines.append(f"  devices: {d.get('io-served', 0)} accesses served for other nodes; "
+                 f"interrupts {d.get('interrupts-sent', 0)} sent, "
+                 f"{d.get('interrupts-received', 0)} received")
+    return "\n".join(lines)
+
+
+def run_cluster(args):
+    hosts = hosts_from_env(args.hosts)
+    addresses = [f"{addr}:{PORT}" for _, addr in hosts]
+    work = Path(tempfile.mkdtemp(prefix="aggvm-guest-", dir=args.log_dir))
+    key = work / "cluster.key"
+    key.write_text(secrets.token_hex(32))
+    qmp_path = work / "qmp.sock"
+    base = guest_command(args)
+    report = {"hosts": args.hosts, "vcpus": args.vcpus, "guest": args.guest,
+              "accel": args.accel, "scenario": args.scenario, "log_dir": str(work)}
+    nodes = []
+    check = linux.Checker()
+    qmp = None
+    results = {}
+    rc = None
+    t0 = time.monotonic()
+    try:
+        # Workers first: node 0 waits for them (timeout) when it starts.
+        for i in reversed(range(args.hosts)):
+            cmd = base + cluster_args(args, i, addresses, key)
+            if i == 0:
+                cmd += ["-qmp", f"unix:{qmp_path},server=on,wait=off"]
+            else:
+                # A worker's devices are never used; its console stays empty.
+                cmd[cmd.index("-serial") + 1] = "null"
+            if i == 0 or args.verbose:
+                log(f"node {i} ({hosts[i][0]}): {shlex.join(cmd)}")
+            nodes.insert(0, Node(i, hosts[i][0], cmd, work))
+        node0 = nodes[0]
+        qmp = Qmp(str(qmp_path), timeout=args.peer_timeout_ms / 1000 + 30)
+        info = None
+        killed_at = None
+        deadline = t0 + args.timeout
+        last_query = 0.0
+        while True:
+            try:
+                item = node0.lines.get(timeout=0.2)
+            except queue.Empty:
+                item = False
+            if item is None:
+                break
+            if item:
+                when, line = item
+                if parse_guest_line(args, line, results):
+                    report["seconds_to_result"] = when - t0
+                if line.strip():
+                    print(f"[{when - t0:7.2f} s] {line}", flush=True)
+            now = time.monotonic()
+            if info is None or now - last_query > 1.0:
+                try:
+                    info = qmp.execute("query-aggvm")
+                except (OSError, RuntimeError, ConnectionError, ValueError):
+                    pass
+                last_query = now
+            if args.scenario == "kill" and killed_at is None and \
+                    (results.get("banner") or results.get("topology")):
+                time.sleep(args.kill_delay)
+                victim = nodes[-1]
+                log(f"killing node {victim.index} (SIGKILL) while the guest runs")
+                victim.kill()
+                killed_at = time.monotonic()
+                break
+            if now > deadline:
+                check.expect(False, f"no result within {args.timeout:.0f} s")
+                break
+        if args.scenario == "kill":
+            judge_kill(args, nodes, qmp, killed_at, check, report)
+        else:
+            rc = node0.wait(PROCESS_EXIT_S)
+            judge(args, results, rc, check)
+            for n in nodes[1:]:
+                wrc = n.wait(PROCESS_EXIT_S)
+                check.expect(wrc is not None, f"node {n.index} still running "
+                             f"{PROCESS_EXIT_S} s after node 0 exited")
+        if info:
+            print(describe_query(info), flush=True)
+            report["query_aggvm"] = info
+    finally:
+        if qmp:
+            qmp.close()
+        for n in nodes:
+            n.stop()
+    vcpus, numa = guest_facts(args, results)
+    report.update(results=results, failures=check.failures, guest_vcpus=vcpus,
+                  guest_numa_nodes=numa, status="fail" if check.failures else "pass")
+    for f in check.failures:
+        log(f"FAIL: {f}")
+        for n in nodes:
+            if n.index != 0:
+                tail = n.tail()
+                if tail:
+                    print(f"--- node {n.index} log tail ({n.log_path}):\n{tail}", end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    log(f"{args.guest} {args.accel} hosts={args.hosts} vcpus={args.vcpus} "
+        f"guest_vcpus={vcpus} guest_numa_nodes={numa} "
+        f"wall_s={time.monotonic() - t0:.1f} status={report['status']}")
+    return 0 if not check.failures else 1
+
+
+def judge_kill(args, nodes, qmp, killed_at, check, report):
+    if not check.expect(killed_at is not None, "the guest never started: nothing killed"):
+        return
+    victim = nodes[-1]
+    wait_s = args.peer_timeout_ms / 1000 + 15
+    event = qmp.wait_event("AGGVM_NODE_FAILED", wait_s)
+    if check.expect(event is not None, f"no AGGVM_NODE_FAILED within {wait_s:.0f} s"):
+        data = event["data"]
+        log(f"event AGGVM_NODE_FAILED node={data['node']} after "
+            f"{time.monotonic() - killed_at:.2f} s: {data['reason']}")
+        check.expect(data["node"] == victim.index,
+                     f"event names node {data['node']}, node {victim.index} was killed")
+        report["event"] = data
+    status = None
+    for _ in range(50):
+        try:
+            status = qmp.execute("query-status")
+        except (OSError, RuntimeError, ConnectionError, ValueError) as e:
+            check.expect(False, f"query-status failed: {e}")
+            break
+        if not status["running"]:
+            break
+        time.sleep(0.1)
+    if status:
+        log(f"node 0 status: {status['status']}")
+        check.expect(not status["running"] and status["status"] == "internal-error",
+                     f"guest is {status['status']}, expected stopped (internal-error)")
+        try:
+            qmp.execute("cont")
+            check.expect(False, "cont resumed a guest whose memory is lost")
+        except RuntimeError as e:
+            log(f"cont refused as it should be: {e}")
+    for n in nodes[1:-1]:
+        check.expect(n.wait(PROCESS_EXIT_S) is not None,
+                     f"node {n.index} still running {PROCESS_EXIT_S} s after node "
+                     f"{victim.index} died")
+    try:
+        qmp.execute("quit")
+    except (OSError, RuntimeError, ConnectionError, ValueError):
+        pass
+    rc = nodes[0].wait(PROCESS_EXIT_S)
+    check.expect(rc is not None, f"node 0 did not exit {PROCESS_EXIT_S} s after quit")
+    log(f"every process ended {time.monotonic() - killed_at:.1f} s after the kill")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--guest", choices=["linux", "testos"], required=True)
+    p.add_argument("--accel", choices=["kvm", "tcg"], default="tcg")
+    p.add_argument("--hosts", type=int, default=2)
+    p.add_argument("--vcpus-per-host", type=int, default=2)
+    p.add_argument("--kernel", required=True)
+    p.add_argument("--initrd", help="Linux guest's initramfs")
+    p.add_argument("--mem", type=int, help="MiB (default: linux 1024, testos 256)")
+    p.add_argument("--machine", default="pc")
+    p.add_argument("--cpu", default="qemu64,-x2apic")
+    p.add_argument("--workload", default="all", help="testos workload")
+    p.add_argument("--append", default="", help="testos options")
+    p.add_argument("--scenario", choices=["run", "kill"], default="run")
+    p.add_argument("--kill-delay", type=float, default=0.5)
+    p.add_argument("--cluster-prop", action="append", default=[],
+                   help="extra aggvm-cluster property, e.g. placement.0.vcpu=1")
+    p.add_argument("--peer-timeout-ms", type=int, default=5000)
+    p.add_argument("--timeout", type=float, default=240)
+    p.add_argument("--no-aggregate", dest="aggregate", action="store_false",
+                   help="one stock process (the baseline): --hosts 1")
+    p.add_argument("--qemu", default=os.environ.get("AGGVM_QEMU", ""))
+    p.add_argument("--harness", default=os.environ.get("AGGVM_HARNESS", ""))
+    p.add_argument("--log-dir", default=None)
+    p.add_argument("--json")
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args(argv)
+    if args.guest == "linux" and not args.initrd:
+        p.error("--guest linux needs --initrd")
+    args.mem = args.mem or (1024 if args.guest == "linux" else 256)
+    args.vcpus = args.hosts * args.vcpus_per_host
+    args.numa_nodes = args.hosts
+    return args
+
+
+def main():
+    args = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    if not (args.qemu and os.access(args.qemu, os.X_OK)):
+        log(f"SKIP: the patched QEMU ({args.qemu or 'AGGVM_QEMU unset'}) is not built")
+        return SKIP
+    if args.accel == "kvm":
+        why = testos.kvm_unusable()
+        if why:
+            log(f"SKIP: KVM not usable: {why}")
+            return SKIP
+    if "AGGVM_HOST0_NETNS" not in os.environ:
+        if not (args.harness and os.access(args.harness, os.X_OK)):
+            log(f"SKIP: aggvm-harness ({args.harness or 'AGGVM_HARNESS unset'}) not built")
+            return SKIP
+        name = f"ag{os.getpid() % 100000}"
+        cmd = [args.harness, "run", "--hosts", str(args.hosts), "--name", name, "--",
+               sys.executable, __file__] + sys.argv[1:]
+        return subprocess.call(cmd)
+    return run_cluster(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

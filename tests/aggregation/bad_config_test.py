@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Bad aggregated-guest configurations fail at start-up, clearly and quickly.
+
+Each case starts the node(s) on the loopback address and expects every one
+to exit non-zero within a bound, with a message naming the problem:
+an unknown node id, a placement naming a vCPU the machine lacks, a wrong
+cluster secret, an unreachable peer.  Exit 0 pass, 1 fail, 77 skip.
+"""
+
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SKIP = 77
+BOUND_S = 30
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def machine(qemu):
+    return [qemu, "-nodefaults", "-display", "none", "-machine", "pc", "-m", "64",
+            "-accel", "tcg,aggregate=agg0", "-smp", "4",
+            "-numa", "node,nodeid=0,cpus=0-1", "-numa", "node,nodeid=1,cpus=2-3"]
+
+
+def cluster(node, addresses, key, *extra, timeout_ms=2000):
+    props = [f"aggvm-cluster,id=agg0,node={node},secret=s0,timeout={timeout_ms}"]
+    props += [f"addresses={a}" for a in addresses] + list(extra)
+    return ["-object", f"secret,id=s0,file={key},format=raw", "-object", ",".join(props)]
+
+
+def run_nodes(cmds):
+    """Starts every command, waits for all; returns [(rc or None, output)]."""
+    procs = [subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for c in cmds]
+    out = []
+    deadline = time.monotonic() + BOUND_S
+    for p in procs:
+        try:
+            text, _ = p.communicate(timeout=max(1, deadline - time.monotonic()))
+            out.append((p.returncode, text))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            text, _ = p.communicate()
+            out.append((None, text))
+    return out
+
+
+def main():
+    qemu = os.environ.get("AGGVM_QEMU", "")
+    if not (qemu and os.access(qemu, os.X_OK)):
+        print(f"bad-config: SKIP: the patched QEMU ({qemu or 'AGGVM_QEMU unset'}) is not built")
+        return SKIP
+    work = Path(tempfile.mkdtemp(prefix="aggvm-badcfg-"))
+    key, other_key = work / "a.key", work / "b.key"
+    key.write_text(secrets.token_hex(32))
+    other_key.write_text(secrets.token_hex(32))
+    p0, p1 = free_ports(2)
+    addrs = [f"127.0.0.1:{p0}", f"127.0.0.1:{p1}"]
+
+    cases = [
+        ("unknown node", [machine(qemu) + cluster(2, addrs, key)],
+         [r"node id 2 out of range"]),
+        ("placement names a missing vCPU",
+         [machine(qemu) + cluster(0, addrs, key, "placement.0.vcpu=9", "placement.0.node=1")],
+         [r"vCPU 9"]),
+        ("wrong secret",
+         [machine(qemu) + cluster(0, addrs, key), machine(qemu) + cluster(1, addrs, other_key)],
+         [r"secret", r"secret"]),
+        ("unreachable peer", [machine(qemu) + cluster(0, addrs, key, timeout_ms=1000)],
+         [rf"127\.0\.0\.1:{p1}|node 1"]),
+    ]
+    failures = []
+    for name, cmds, patterns in cases:
+        start = time.monotonic()
+        results = run_nodes(cmds)
+        took = time.monotonic() - start
+        for i, ((rc, text), pattern) in enumerate(zip(results, patterns)):
+            errors = [l for l in text.splitlines() if "aggvm" in l or "error" in l.lower()]
+            first = errors[0] if errors else text.strip().splitlines()[-1:] or ["(no output)"]
+            print(f"bad-config: {name}: process {i} exit={rc} after {took:.1f} s: "
+                  f"{first if isinstance(first, str) else first[0]}")
+            if rc is None:
+                failures.append(f"{name}: process {i} still running after {BOUND_S} s")
+            elif rc == 0:
+                failures.append(f"{name}: process {i} exited 0")
+            elif not re.search(pattern, text, re.I):
+                failures.append(f"{name}: process {i}'s message does not match /{pattern}/:\n"
+                                + text[-800:])
+    for f in failures:
+        print(f"bad-config: FAIL: {f}")
+    print(f"bad-config: {len(cases)} cases, {len(failures)} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
