@@ -54,7 +54,7 @@ def log(msg):
 class Qmp:
     """A small QMP client: commands in order, events collected on the side."""
 
-    def __init__(self, path, timeout=30):
+    def __init__(self, path, timeout=30, alive=lambda: True):
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -63,7 +63,7 @@ class Qmp:
                 break
             except OSError:
                 self.sock.close()
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or not alive():
                     raise
                 time.sleep(0.1)
         self.sock.settimeout(timeout)
@@ -181,8 +181,12 @@ def guest_command(args):
     cmd = testos.qemu_command(ns, args.qemu)
     cmd[cmd.index("-accel") + 1] = accel_value(args)
     # One NUMA node per host, so that the default placement spreads the vCPUs.
-    for node, (lo, hi) in enumerate(linux.cpu_ranges(args.vcpus, args.numa_nodes)):
-        cmd += ["-numa", f"node,nodeid={node},cpus={linux.cpulist(lo, hi)}"]
+    sizes = [args.mem // args.numa_nodes] * args.numa_nodes
+    sizes[-1] += args.mem - sum(sizes)
+    for node, ((lo, hi), size) in enumerate(zip(linux.cpu_ranges(args.vcpus, args.numa_nodes),
+                                                sizes)):
+        cmd += ["-object", f"memory-backend-ram,id=m{node},size={size}M",
+                "-numa", f"node,nodeid={node},cpus={linux.cpulist(lo, hi)},memdev=m{node}"]
     return cmd
 
 
@@ -309,7 +313,14 @@ def run_cluster(args):
                 log(f"node {i} ({hosts[i][0]}): {shlex.join(cmd)}")
             nodes.insert(0, Node(i, hosts[i][0], cmd, work))
         node0 = nodes[0]
-        qmp = Qmp(str(qmp_path), timeout=args.peer_timeout_ms / 1000 + 30)
+        try:
+            qmp = Qmp(str(qmp_path), timeout=args.peer_timeout_ms / 1000 + 30,
+                      alive=lambda: node0.proc.poll() is None)
+        except OSError as e:
+            node0.wait(5)
+            check.expect(False, f"no QMP on node 0 ({e}); node 0 exit "
+                         f"{node0.proc.returncode}:\n{node0.tail()}")
+            return finish(args, nodes, check, results, report, t0)
         info = None
         killed_at = None
         deadline = t0 + args.timeout
@@ -362,11 +373,18 @@ def run_cluster(args):
             qmp.close()
         for n in nodes:
             n.stop()
+    return finish(args, nodes, check, results, report, t0)
+
+
+def finish(args, nodes, check, results, report, t0):
+    for n in nodes:
+        n.stop()
     vcpus, numa = guest_facts(args, results)
     report.update(results=results, failures=check.failures, guest_vcpus=vcpus,
                   guest_numa_nodes=numa, status="fail" if check.failures else "pass")
     for f in check.failures:
         log(f"FAIL: {f}")
+    if check.failures:
         for n in nodes:
             if n.index != 0:
                 tail = n.tail()
@@ -457,6 +475,9 @@ def parse_args(argv=None):
     args.mem = args.mem or (1024 if args.guest == "linux" else 256)
     args.vcpus = args.hosts * args.vcpus_per_host
     args.numa_nodes = args.hosts
+    if args.guest == "testos" and "peer=" not in args.append and args.vcpus > 1:
+        # Ping-pong and IPIs between vCPU 0 (node 0) and one on the last host.
+        args.append = f"{args.append} peer={args.vcpus - 1}".strip()
     return args
 
 
