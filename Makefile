@@ -4,15 +4,22 @@
 #   make check     install what is missing, build, run every test
 #   make bench     every benchmark
 #   make check-dsm / check-guests / check-aggregation   one test suite
-#   make bench-dsm                                      one benchmark
+#   make bench-dsm / bench-guest                        one benchmark
+#   make qemu      the patched QEMU alone (build/qemu-patches/qemu-system-x86_64)
 
 BUILD ?= build
 MESON ?= meson
 # Extra arguments for `meson test`, e.g. TESTARGS='--repeat 3'.
 TESTARGS ?=
 
-.PHONY: all deps setup build demo check check-dsm check-guests check-aggregation \
-        bench bench-dsm clean distclean
+.PHONY: all deps setup build qemu demo check check-dsm check-guests check-aggregation \
+        bench bench-dsm bench-guest demo-dsm clean distclean
+
+QEMU_BIN = $(BUILD)/qemu-patches/qemu-system-x86_64
+HARNESS_BIN = $(BUILD)/tests/harness/aggvm-harness
+TESTOS_BIN = $(BUILD)/tests/guest/testos/testos
+LINUX_KERNEL = $(BUILD)/tests/guest/linux/vmlinuz
+LINUX_INITRD = $(BUILD)/tests/guest/linux/initramfs.cpio.gz
 
 all: build
 
@@ -28,7 +35,7 @@ build: setup
 	@echo "== building (ninja -C $(BUILD)) =="
 	@$(MESON) compile -C $(BUILD)
 
-check: build
+check: qemu
 	@scripts/run-tests.sh $(BUILD) "" $(TESTARGS)
 
 check-dsm: build
@@ -37,19 +44,32 @@ check-dsm: build
 check-guests: build
 	@scripts/run-tests.sh $(BUILD) guests $(TESTARGS)
 
-check-aggregation: build
+check-aggregation: qemu
 	@scripts/run-tests.sh $(BUILD) aggregation $(TESTARGS)
 
-bench: bench-dsm
+# QEMU 10.0.2 with qemu-patches/ (first build: 15-25 minutes on 2 cores).
+qemu: build
+	@echo "== building the patched QEMU (qemu-patches/build-qemu.py) =="
+	@$(MESON) compile -C $(BUILD) qemu-system-x86_64
+
+bench: bench-dsm bench-guest
+
+bench-guest: qemu
+	@python3 tests/aggregation/bench_guest.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
+	    --testos $(TESTOS_BIN) --linux-kernel $(LINUX_KERNEL) --linux-initrd $(LINUX_INITRD)
 
 bench-dsm: build
 	@$(BUILD)/tests/dsm/dsm-bench $(BUILD)/tests/dsm/dsm-worker
 
-demo: build
+demo: qemu
+	@python3 tests/aggregation/demo.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
+	    --testos $(TESTOS_BIN) --linux-kernel $(LINUX_KERNEL) --linux-initrd $(LINUX_INITRD)
+
+demo-dsm: build
 	@$(BUILD)/tests/dsm/dsm-demo $(BUILD)/tests/dsm/dsm-worker
 
 clean:
 	-$(MESON) compile -C $(BUILD) --clean
 
 distclean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-qemu

@@ -421,6 +421,15 @@ def judge_kill(args, nodes, qmp, killed_at, check, report):
         if not status["running"]:
             break
         time.sleep(0.1)
+    try:
+        info = qmp.execute("query-aggvm")
+        states = {n["id"]: n["state"] for n in info["nodes"]}
+        log(f"query-aggvm after the failure: node states {states}")
+        check.expect(states.get(victim.index) == "failed",
+                     f"query-aggvm shows node {victim.index} {states.get(victim.index)}, "
+                     "expected failed")
+    except (OSError, RuntimeError, ConnectionError, ValueError) as e:
+        check.expect(False, f"query-aggvm failed after the failure: {e}")
     if status:
         log(f"node 0 status: {status['status']}")
         check.expect(not status["running"] and status["status"] == "internal-error",

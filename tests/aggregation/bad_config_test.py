@@ -8,6 +8,7 @@ an unknown node id, a placement naming a vCPU the machine lacks, a wrong
 cluster secret, an unreachable peer.  Exit 0 pass, 1 fail, 77 skip.
 """
 
+import json
 import os
 import re
 import secrets
@@ -35,13 +36,23 @@ def free_ports(n):
 def machine(qemu):
     return [qemu, "-nodefaults", "-display", "none", "-machine", "pc", "-m", "64",
             "-accel", "tcg,aggregate=agg0", "-smp", "4",
-            "-numa", "node,nodeid=0,cpus=0-1", "-numa", "node,nodeid=1,cpus=2-3"]
+            "-object", "memory-backend-ram,id=m0,size=32M",
+            "-object", "memory-backend-ram,id=m1,size=32M",
+            "-numa", "node,nodeid=0,cpus=0-1,memdev=m0",
+            "-numa", "node,nodeid=1,cpus=2-3,memdev=m1"]
 
 
 def cluster(node, addresses, key, *extra, timeout_ms=2000):
     props = [f"aggvm-cluster,id=agg0,node={node},secret=s0,timeout={timeout_ms}"]
     props += [f"addresses={a}" for a in addresses] + list(extra)
     return ["-object", f"secret,id=s0,file={key},format=raw", "-object", ",".join(props)]
+
+
+def cluster_json(node, addresses, key, **extra):
+    """The same object in QEMU's JSON form, which lists of structs need."""
+    obj = {"qom-type": "aggvm-cluster", "id": "agg0", "node": node, "secret": "s0",
+           "timeout": 2000, "addresses": addresses, **extra}
+    return ["-object", f"secret,id=s0,file={key},format=raw", "-object", json.dumps(obj)]
 
 
 def run_nodes(cmds):
@@ -70,19 +81,24 @@ def main():
     key, other_key = work / "a.key", work / "b.key"
     key.write_text(secrets.token_hex(32))
     other_key.write_text(secrets.token_hex(32))
-    p0, p1 = free_ports(2)
-    addrs = [f"127.0.0.1:{p0}", f"127.0.0.1:{p1}"]
+    def fresh():
+        # New ports for every case: a node that just exited may leave its
+        # listening port in TIME_WAIT.
+        return [f"127.0.0.1:{p}" for p in free_ports(2)]
+    addrs, addrs2, addrs3 = fresh(), fresh(), fresh()
+    p1 = addrs3[1].split(":")[1]
 
     cases = [
         ("unknown node", [machine(qemu) + cluster(2, addrs, key)],
          [r"node id 2 out of range"]),
         ("placement names a missing vCPU",
-         [machine(qemu) + cluster(0, addrs, key, "placement.0.vcpu=9", "placement.0.node=1")],
+         [machine(qemu) + cluster_json(0, addrs2, key, placement=[{"vcpu": 9, "node": 1}])],
          [r"vCPU 9"]),
         ("wrong secret",
          [machine(qemu) + cluster(0, addrs, key), machine(qemu) + cluster(1, addrs, other_key)],
-         [r"secret", r"secret"]),
-        ("unreachable peer", [machine(qemu) + cluster(0, addrs, key, timeout_ms=1000)],
+         # Node 0 sees the wrong proof; node 1, the dialer, is refused.
+         [r"wrong cluster secret", r"secret|authenticate node 0"]),
+        ("unreachable peer", [machine(qemu) + cluster(0, addrs3, key, timeout_ms=1000)],
          [rf"127\.0\.0\.1:{p1}|node 1"]),
     ]
     failures = []
@@ -91,7 +107,8 @@ def main():
         results = run_nodes(cmds)
         took = time.monotonic() - start
         for i, ((rc, text), pattern) in enumerate(zip(results, patterns)):
-            errors = [l for l in text.splitlines() if "aggvm" in l or "error" in l.lower()]
+            errors = [l for l in text.splitlines()
+                      if ("aggvm" in l or "error" in l.lower()) and "info:" not in l]
             first = errors[0] if errors else text.strip().splitlines()[-1:] or ["(no output)"]
             print(f"bad-config: {name}: process {i} exit={rc} after {took:.1f} s: "
                   f"{first if isinstance(first, str) else first[0]}")

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""`make bench-guest`: what aggregation costs a guest, measured side by side.
+
+In one run, with the same QEMU build throughout:
+  compute   testos ring-3 compute (private memory), 2 vCPUs split over 2 hosts
+            (aggregated, KVM) against the same 2 vCPUs in one stock process
+            (KVM, in-kernel APIC); runs alternate, the best of each counts
+  boot      the Linux guest's time from QEMU's start to its result line under
+            TCG (4 vCPUs, 2 NUMA nodes): aggregated over 2 hosts against stock
+  ipi       testos IPI round trip from vCPU 0 to a vCPU on another host and
+            to one on the same host (aggregated, user-space APIC)
+Where /dev/kvm is unusable, compute and ipi run under TCG (said so above the
+last line).  The last line is exactly
+  guest-scaling: kvm_ratio=X tcg_linux_boot_ratio=Y ipi_remote_us=R ipi_local_us=L
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "guest" / "testos"))
+import run_testos  # noqa: E402
+
+REPEAT = 2
+
+
+def say(msg):
+    print(f"bench-guest: {msg}", flush=True)
+
+
+def aggregated(args, extra):
+    out = Path(tempfile.mkstemp(prefix="aggvm-bench-", suffix=".json")[1])
+    cmd = [sys.executable, str(HERE / "aggvm_guest.py"), "--json", str(out), "--qemu", args.qemu,
+           "--harness", args.harness] + extra
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    report = json.loads(out.read_text()) if out.stat().st_size else {}
+    out.unlink()
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stdout[-3000:])
+        raise SystemExit(f"bench-guest: aggregated run failed: {' '.join(extra)}")
+    return report
+
+
+def stock_testos(args, accel, workload, append):
+    cmd = [sys.executable, str(HERE.parent / "guest" / "testos" / "run_testos.py"),
+           "--kernel", args.testos, "--accel", accel, "--smp", "2", "--workload", workload,
+           "--append", append, "--timeout", "120"]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=dict(os.environ, AGGVM_QEMU=args.qemu))
+    _, results = run_testos.parse(proc.stdout.splitlines())
+    got = {r.get("workload"): r for r in results}
+    if proc.returncode != 0 or workload not in got:
+        sys.stdout.write(proc.stdout[-3000:])
+        raise SystemExit(f"bench-guest: stock {workload} run failed")
+    return got[workload]
+
+
+def stock_linux(args):
+    out = Path(tempfile.mkstemp(prefix="aggvm-bench-", suffix=".json")[1])
+    cmd = [sys.executable, str(HERE.parent / "guest" / "linux" / "run_linux_guest.py"),
+           "--kernel", args.linux_kernel, "--initrd", args.linux_initrd, "--smp", "4",
+           "--numa-nodes", "2", "--machine", "pc", "--cpu", "qemu64,-x2apic",
+           "--accel", "tcg,thread=multi", "--json", str(out), "--timeout", "300"]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=dict(os.environ, AGGVM_QEMU=args.qemu))
+    report = json.loads(out.read_text()) if out.stat().st_size else {}
+    out.unlink()
+    if proc.returncode != 0 or "guest_done" not in report.get("seconds", {}):
+        sys.stdout.write(proc.stdout[-3000:])
+        raise SystemExit("bench-guest: stock Linux boot failed")
+    return report["seconds"]["guest_done"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for opt in ("--qemu", "--harness", "--testos", "--linux-kernel", "--linux-initrd"):
+        p.add_argument(opt, required=True)
+    p.add_argument("--ms", type=int, default=1000, help="testos measuring window")
+    args = p.parse_args()
+
+    accel = "kvm" if run_testos.kvm_unusable() is None else "tcg"
+    if accel != "kvm":
+        say("/dev/kvm unusable: compute and ipi run under TCG")
+
+    stock_ops, agg_ops = [], []
+    for i in range(REPEAT):
+        s = stock_testos(args, accel, "compute", f"ms={args.ms}")
+        stock_ops.append(int(s["ops_per_s"]))
+        a = aggregated(args, ["--guest", "testos", "--accel", accel, "--hosts", "2",
+                              "--vcpus-per-host", "1", "--kernel", args.testos,
+                              "--workload", "compute", "--append", f"ms={args.ms}"])
+        agg_ops.append(int(a["results"]["compute"]["ops_per_s"]))
+        say(f"compute round {i + 1}: stock {stock_ops[-1]:,} ops/s, "
+            f"aggregated 2 hosts {agg_ops[-1]:,} ops/s")
+    kvm_ratio = max(agg_ops) / max(stock_ops)
+    say(f"compute ({accel}, 2 vCPUs): best stock {max(stock_ops):,} ops/s, best aggregated "
+        f"{max(agg_ops):,} ops/s, ratio {kvm_ratio:.3f}")
+
+    stock_boot = stock_linux(args)
+    agg = aggregated(args, ["--guest", "linux", "--accel", "tcg", "--hosts", "2",
+                            "--vcpus-per-host", "2", "--kernel", args.linux_kernel,
+                            "--initrd", args.linux_initrd])
+    agg_boot = agg["seconds_to_result"]
+    boot_ratio = agg_boot / stock_boot
+    say(f"linux boot to result (tcg, 4 vCPUs, 2 NUMA nodes): stock {stock_boot:.2f} s, "
+        f"aggregated 2 hosts {agg_boot:.2f} s, ratio {boot_ratio:.2f}")
+
+    ipi = {}
+    for where, peer in (("remote", 2), ("local", 1)):
+        r = aggregated(args, ["--guest", "testos", "--accel", accel, "--hosts", "2",
+                              "--vcpus-per-host", "2", "--kernel", args.testos,
+                              "--workload", "ipi", "--append", f"ms={args.ms} peer={peer}"])
+        ipi[where] = float(r["results"]["ipi"]["rtt_us"])
+        say(f"ipi round trip vCPU 0 -> vCPU {peer} ({where} host, {accel}): "
+            f"{ipi[where]:.1f} us over {r['results']['ipi']['rounds']} rounds")
+
+    print(f"guest-scaling: kvm_ratio={kvm_ratio:.3f} tcg_linux_boot_ratio={boot_ratio:.2f} "
+          f"ipi_remote_us={ipi['remote']:.1f} ipi_local_us={ipi['local']:.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
