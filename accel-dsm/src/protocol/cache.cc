@@ -99,13 +99,7 @@ void Cache::on_grant(const Message& m) {
     ctx_.env->wake(m.page);  // the home installed its copy here already
   }
 
-  Message unblock;
-  unblock.type = MsgType::kUnblock;
-  unblock.src = ctx_.self;
-  unblock.dst = m.src;
-  unblock.page = m.page;
-  unblock.txn = m.txn;
-  ctx_.send(unblock);
+  ctx_.send(reply_to(m, MsgType::kUnblock, ctx_.self));
 
   e.pending = Pending::kNone;
   const NodeId h = home(m.page);
@@ -148,13 +142,7 @@ void Cache::on_invalidate(const Message& m) {
       ++installs_in_flight_;
     }
   }
-  Message ack;
-  ack.type = MsgType::kInvAck;
-  ack.src = ctx_.self;
-  ack.dst = m.src;
-  ack.page = m.page;
-  ack.txn = m.txn;
-  ctx_.send(ack);
+  ctx_.send(reply_to(m, MsgType::kInvAck, ctx_.self));
 }
 
 void Cache::on_fetch(const Message& m) {
@@ -162,13 +150,7 @@ void Cache::on_fetch(const Message& m) {
   Entry& e = entry(m.page);
   const bool invalidate = m.has(kFlagWrite);
   std::array<std::byte, kPageSize> data;
-  Message resp;
-  resp.type = MsgType::kFetchResp;
-  resp.src = ctx_.self;
-  resp.dst = m.src;
-  resp.page = m.page;
-  resp.txn = m.txn;
-  resp.flags = kFlagData;
+  Message resp = reply_to(m, MsgType::kFetchResp, ctx_.self, kFlagData);
   if (e.state == PageState::kModified) {
     ctx_.env->write_protect(m.page);
     ctx_.env->read(m.page, data);
