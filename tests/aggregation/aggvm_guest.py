@@ -181,13 +181,7 @@ def guest_command(args):
     cmd = testos.qemu_command(ns, args.qemu)
     cmd[cmd.index("-accel") + 1] = accel_value(args)
     # One NUMA node per host, so that the default placement spreads the vCPUs.
-    sizes = [args.mem // args.numa_nodes] * args.numa_nodes
-    sizes[-1] += args.mem - sum(sizes)
-    for node, ((lo, hi), size) in enumerate(zip(linux.cpu_ranges(args.vcpus, args.numa_nodes),
-                                                sizes)):
-        cmd += ["-object", f"memory-backend-ram,id=m{node},size={size}M",
-                "-numa", f"node,nodeid={node},cpus={linux.cpulist(lo, hi)},memdev=m{node}"]
-    return cmd
+    return cmd + linux.numa_args(args.vcpus, args.numa_nodes, args.mem)
 
 
 def accel_value(args):
@@ -377,6 +371,7 @@ def run_cluster(args):
 
 
 def finish(args, nodes, check, results, report, t0):
+    # Before reading the logs (the early return below runs ahead of finally).
     for n in nodes:
         n.stop()
     vcpus, numa = guest_facts(args, results)
@@ -450,6 +445,25 @@ def judge_kill(args, nodes, qmp, killed_at, check, report):
     rc = nodes[0].wait(PROCESS_EXIT_S)
     check.expect(rc is not None, f"node 0 did not exit {PROCESS_EXIT_S} s after quit")
     log(f"every process ended {time.monotonic() - killed_at:.1f} s after the kill")
+
+
+def run_reported(qemu, harness, extra, capture=False):
+    """Runs this script as a child (harness included) with extra arguments.
+
+    Returns (exit status, its --json report or {}, its output when captured).
+    """
+    fd, path = tempfile.mkstemp(prefix="aggvm-guest-", suffix=".json")
+    os.close(fd)
+    out = Path(path)
+    try:
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--json", str(out),
+                               "--qemu", qemu, "--harness", harness] + extra,
+                              stdout=subprocess.PIPE if capture else None,
+                              stderr=subprocess.STDOUT if capture else None, text=True)
+        report = json.loads(out.read_text()) if out.stat().st_size else {}
+    finally:
+        out.unlink(missing_ok=True)
+    return proc.returncode, report, proc.stdout or ""
 
 
 def parse_args(argv=None):

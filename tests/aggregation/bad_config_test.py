@@ -5,7 +5,7 @@
 Each case starts the node(s) on the loopback address and expects every one
 to exit non-zero within a bound, with a message naming the problem:
 an unknown node id, a placement naming a vCPU the machine lacks, a wrong
-cluster secret, an unreachable peer.  Exit 0 pass, 1 fail, 77 skip.
+cluster secret, the bootstrap vCPU placed off node 0, an unreachable peer.  Exit 0 pass, 1 fail, 77 skip.
 """
 
 import json
@@ -98,6 +98,9 @@ def main():
          [machine(qemu) + cluster(0, addrs, key), machine(qemu) + cluster(1, addrs, other_key)],
          # Node 0 sees the wrong proof; node 1, the dialer, is refused.
          [r"wrong cluster secret", r"secret|authenticate node 0"]),
+        ("bootstrap vCPU placed off node 0",
+         [machine(qemu) + cluster_json(0, fresh(), key, **{"numa-node-hosts": [1, 0]})],
+         [r"vCPU 0, the bootstrap processor, must run on node 0"]),
         ("unreachable peer", [machine(qemu) + cluster(0, addrs3, key, timeout_ms=1000)],
          [rf"127\.0\.0\.1:{p1}|node 1"]),
     ]

@@ -18,7 +18,6 @@ last line).  The last line is exactly
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "guest" / "testos"))
+sys.path.insert(0, str(HERE))
+import aggvm_guest  # noqa: E402
 import run_testos  # noqa: E402
 
 REPEAT = 2
@@ -36,14 +37,9 @@ def say(msg):
 
 
 def aggregated(args, extra):
-    out = Path(tempfile.mkstemp(prefix="aggvm-bench-", suffix=".json")[1])
-    cmd = [sys.executable, str(HERE / "aggvm_guest.py"), "--json", str(out), "--qemu", args.qemu,
-           "--harness", args.harness] + extra
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    report = json.loads(out.read_text()) if out.stat().st_size else {}
-    out.unlink()
-    if proc.returncode != 0:
-        sys.stdout.write(proc.stdout[-3000:])
+    rc, report, output = aggvm_guest.run_reported(args.qemu, args.harness, extra, capture=True)
+    if rc != 0:
+        sys.stdout.write(output[-3000:])
         raise SystemExit(f"bench-guest: aggregated run failed: {' '.join(extra)}")
     return report
 

@@ -12,14 +12,13 @@ figures the Linux guest itself reported.
 """
 
 import argparse
-import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "guest" / "testos"))
+sys.path.insert(0, str(HERE))
+import aggvm_guest  # noqa: E402
 import run_testos  # noqa: E402
 
 
@@ -29,11 +28,7 @@ def banner(text):
 
 def run(args, extra, title):
     banner(title)
-    out = Path(tempfile.mkstemp(prefix="aggvm-demo-", suffix=".json")[1])
-    rc = subprocess.call([sys.executable, str(HERE / "aggvm_guest.py"), "--json", str(out),
-                          "--qemu", args.qemu, "--harness", args.harness] + extra)
-    report = json.loads(out.read_text()) if out.stat().st_size else {}
-    out.unlink()
+    rc, report, _ = aggvm_guest.run_reported(args.qemu, args.harness, extra)
     return rc, report
 
 

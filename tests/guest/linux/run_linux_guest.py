@@ -66,6 +66,17 @@ def smp_spec(args):
     return f"{args.smp},sockets={args.smp},cores=1,threads=1"
 
 
+def numa_args(smp, numa_nodes, mem_mb):
+    """One RAM backend and -numa node per NUMA node, vCPUs and RAM split evenly."""
+    sizes = [mem_mb // numa_nodes] * numa_nodes
+    sizes[-1] += mem_mb - sum(sizes)
+    out = []
+    for node, ((lo, hi), size) in enumerate(zip(cpu_ranges(smp, numa_nodes), sizes)):
+        out += ["-object", f"memory-backend-ram,id=m{node},size={size}M",
+                "-numa", f"node,nodeid={node},cpus={cpulist(lo, hi)},memdev=m{node}"]
+    return out
+
+
 def qemu_command(args):
     cmd = [
         args.qemu, "-nodefaults", "-no-user-config",
@@ -76,11 +87,7 @@ def qemu_command(args):
         "-append", " ".join(KERNEL_ARGS + [f"aggvm.run={','.join(args.run)}"] + args.append),
     ]
     if args.numa_nodes:
-        sizes = [args.mem // args.numa_nodes] * args.numa_nodes
-        sizes[-1] += args.mem - sum(sizes)
-        for node, ((lo, hi), size) in enumerate(zip(cpu_ranges(args.smp, args.numa_nodes), sizes)):
-            cmd += ["-object", f"memory-backend-ram,id=m{node},size={size}M",
-                    "-numa", f"node,nodeid={node},cpus={cpulist(lo, hi)},memdev=m{node}"]
+        cmd += numa_args(args.smp, args.numa_nodes, args.mem)
     return cmd + args.qemu_arg
 
 
