@@ -59,7 +59,8 @@ struct Message {
 
 // The answer from node `self` to m: same page and transaction, back to its sender.
 inline Message reply_to(const Message& m, MsgType type, NodeId self, uint16_t flags = 0) {
-  return Message{.type = type, .flags = flags, .src = self, .dst = m.src, .txn = m.txn, .page = m.page};
+  return Message{.type = type, .flags = flags, .src = self, .dst = m.src, .txn = m.txn, .page = m.page,
+                 .payload = {}};
 }
 
 std::string_view to_string(MsgType t);
