@@ -10,6 +10,7 @@ binary has not been built (`meson test --no-rebuild` without `make qemu`).
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
 import tempfile
@@ -133,11 +134,23 @@ NUMA2 = ["-smp", "2", "-m", "128M",
          "-numa", "node,nodeid=1,cpus=1,memdev=m1"]
 
 
-def cluster_args(node, accel="tcg", extra="", accel_extra=""):
+def free_addresses(n):
+    """n loopback host:port pairs nobody listens on now."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    addrs = [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]
+    for s in socks:
+        s.close()
+    return addrs
+
+
+def cluster_args(node, accel="tcg", extra="", accel_extra="",
+                 addresses=("127.0.0.1:7000", "127.0.0.1:7001")):
     """Keyval -object syntax: a list property is a repeated key."""
+    listed = ",".join(f"addresses={a}" for a in addresses)
     return ["-object", f"secret,id=sec0,data={SECRET}",
-            "-object", f"aggvm-cluster,id=agg0,node={node},secret=sec0,"
-                       f"addresses=127.0.0.1:7000,addresses=127.0.0.1:7001{extra}",
+            "-object", f"aggvm-cluster,id=agg0,node={node},secret=sec0,{listed}{extra}",
             "-accel", f"{accel},aggregate=agg0{accel_extra}"]
 
 
@@ -169,39 +182,60 @@ def check_cluster_options(binary):
     expect_startup_error(binary, [*NUMA2, *cluster_args(0, extra=",numa-node-hosts=0,"
                                                                "numa-node-hosts=5")],
                          "NUMA node 1 on node 5")
+    expect_startup_error(binary, [*NUMA2, *cluster_args(0, extra=",numa-node-hosts=1,"
+                                                               "numa-node-hosts=0")],
+                         "vCPU 0, the bootstrap processor, must run on node 0")
     expect_startup_error(binary, cluster_args(0, extra=",secret=nosuch"), "nosuch")
     expect_startup_error(binary, cluster_args(0, accel="kvm"), "kernel-irqchip=off")
     expect_startup_error(binary, ["-accel", "kvm,kernel-irqchip=off", "-cpu", "qemu64"],
                          "KVM does not support userspace APIC")
-    return "aggvm-cluster: bad node, placement, numa-node-hosts, secret, irqchip are refused"
+    return ("aggvm-cluster: bad node, placement, numa-node-hosts, vCPU 0 off node 0, secret, "
+            "irqchip are refused")
 
 
 def check_query_aggvm(binary):
-    args = [*NUMA2, "-machine", "pc", "-display", "none", "-nodefaults", "-S",
-            *cluster_args(1, extra=",numa-node-hosts=1,numa-node-hosts=0")]
-    q = Qmp(binary, args)
-    info = expect_ok(q.cmd("query-aggvm"), "query-aggvm")
-    q.quit()
-    want_nodes = [{"id": 0, "address": "127.0.0.1:7000", "state": "configured"},
-                  {"id": 1, "address": "127.0.0.1:7001", "state": "local"}]
-    if info["node"] != 1 or info["accelerator"] != "tcg" or info["nodes"] != want_nodes:
+    """Two nodes on loopback: node 0 answers query-aggvm, quitting it ends node 1."""
+    addrs = free_addresses(2)
+    machine = [*NUMA2, "-machine", "pc", "-display", "none", "-nodefaults"]
+    node1 = subprocess.Popen([binary, *machine, *cluster_args(1, addresses=addrs)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    try:
+        q = Qmp(binary, [*machine, "-S", *cluster_args(0, addresses=addrs)])
+        info = expect_ok(q.cmd("query-aggvm"), "query-aggvm")
+        q.quit()
+        rc = node1.wait(timeout=TIMEOUT_S)
+    finally:
+        if node1.poll() is None:
+            node1.kill()
+            node1.wait(timeout=TIMEOUT_S)
+    if rc != 0:
+        raise AssertionError(f"node 1 exited with {rc} after node 0 quit: "
+                             f"{node1.stderr.read().decode(errors='replace')}")
+    want_nodes = [{"id": 0, "address": addrs[0], "state": "local"},
+                  {"id": 1, "address": addrs[1], "state": "connected"}]
+    if info["node"] != 0 or info["accelerator"] != "tcg" or info["nodes"] != want_nodes:
         raise AssertionError(f"query-aggvm: unexpected nodes: {info}")
     placed = [(v["vcpu"], v["numa-node"], v["node"], v["local"]) for v in info["vcpus"]]
-    if placed != [(0, 0, 1, True), (1, 1, 0, False)]:
+    if placed != [(0, 0, 0, True), (1, 1, 1, False)]:
         raise AssertionError(f"query-aggvm: unexpected placement: {info['vcpus']}")
+    if "read-faults" not in info.get("dsm", {}):
+        raise AssertionError(f"query-aggvm: no memory-service counters: {info}")
     q = Qmp(binary, ["-machine", "pc", "-display", "none", "-nodefaults", "-S", "-accel", "tcg"])
     resp = q.cmd("query-aggvm")
     q.quit()
     if "error" not in resp:
         raise AssertionError(f"query-aggvm on a plain guest should fail: {resp}")
-    return "query-aggvm: nodes, states and NUMA placement as configured"
+    return "query-aggvm: nodes connected, NUMA placement, counters; node 0 quitting ends node 1"
 
 
 def check_kvm_user_apic(binary):
     """KVM with the user-space APIC boots SeaBIOS when the guest is aggregated."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return None
-    args = ["-cpu", "qemu64", *cluster_args(0, accel="kvm", accel_extra=",kernel-irqchip=off")]
+    # A cluster of one node: nothing to wait for.
+    args = ["-cpu", "qemu64", *cluster_args(0, accel="kvm", accel_extra=",kernel-irqchip=off",
+                                            addresses=free_addresses(1))]
     return f"SeaBIOS {boot_seabios(binary, args)} under KVM, kernel-irqchip=off, aggregated"
 
 
