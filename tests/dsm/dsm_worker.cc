@@ -6,7 +6,6 @@
 // error, 3 the cluster failed (peer lost, timeout) and it was reported.
 #include <sched.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -53,8 +52,6 @@ struct Options {
   std::fflush(stdout);
   _exit(code);
 }
-
-int gettid_() { return static_cast<int>(syscall(SYS_gettid)); }
 
 // The cluster as seen by one node: region, C API handle, a barrier.
 class Cluster {

@@ -51,16 +51,15 @@ struct Message {
   NodeId src = 0;
   NodeId dst = 0;
   uint32_t txn = 0;
-  PageKey page;
-  std::span<const std::byte> payload;  // page data (kFlagData) or control bytes
+  PageKey page{};
+  std::span<const std::byte> payload{};  // page data (kFlagData) or control bytes
 
   bool has(MsgFlag f) const { return (flags & f) != 0; }
 };
 
 // The answer from node `self` to m: same page and transaction, back to its sender.
 inline Message reply_to(const Message& m, MsgType type, NodeId self, uint16_t flags = 0) {
-  return Message{.type = type, .flags = flags, .src = self, .dst = m.src, .txn = m.txn, .page = m.page,
-                 .payload = {}};
+  return Message{.type = type, .flags = flags, .src = self, .dst = m.src, .txn = m.txn, .page = m.page};
 }
 
 std::string_view to_string(MsgType t);
