@@ -4,15 +4,18 @@
 
 #include "aggvm/dsm.h"
 #include "node/calls.h"
+#include "node/clock.h"
 #include "node/node.h"
 
 using aggvm::dsm::DsmError;
 using aggvm::dsm::Calls;
+using aggvm::dsm::ClockService;
 using aggvm::dsm::Node;
 
 struct AggvmDsm {
   std::unique_ptr<Node> node;
   std::unique_ptr<Calls> calls;
+  std::unique_ptr<ClockService> clocks;
   uint32_t timeout_ms;
 };
 
@@ -85,7 +88,8 @@ AggvmDsm* aggvm_dsm_new(const AggvmDsmOptions* opts, char** errmsg) {
     const auto timeout_ms = static_cast<uint32_t>(cfg.timeout.count());
     auto node = std::make_unique<Node>(std::move(cfg));
     auto calls = std::make_unique<Calls>(*node);
-    dsm = new AggvmDsm{std::move(node), std::move(calls), timeout_ms};
+    auto clocks = std::make_unique<ClockService>(*calls);
+    dsm = new AggvmDsm{std::move(node), std::move(calls), std::move(clocks), timeout_ms};
   });
   return dsm;
 }
@@ -179,6 +183,15 @@ int aggvm_dsm_reply(AggvmDsm* dsm, uint16_t to, uint64_t call_id, int status, co
                     char** errmsg) {
   return guarded(errmsg, [&] {
     dsm->calls->reply(to, call_id, status, std::span(static_cast<const std::byte*>(data), len));
+  });
+}
+
+int aggvm_dsm_measure_clocks(AggvmDsm* dsm, uint16_t peer, unsigned probes, AggvmDsmPeerClocks* out,
+                             char** errmsg) {
+  return guarded(errmsg, [&] {
+    const auto m = dsm->clocks->measure(peer, probes, std::chrono::milliseconds(dsm->timeout_ms));
+    out->tsc = {m.tsc.offset, m.tsc.error, m.tsc.best_rtt};
+    out->monotonic = {m.monotonic.offset, m.monotonic.error, m.monotonic.best_rtt};
   });
 }
 

@@ -201,6 +201,33 @@ int aggvm_dsm_call(AggvmDsm *dsm, uint16_t to, uint16_t channel,
 int aggvm_dsm_reply(AggvmDsm *dsm, uint16_t to, uint64_t call_id, int status,
                     const void *data, size_t len, char **errmsg);
 
+/* ---- clocks ------------------------------------------------------------ */
+
+/*
+ * A peer's host clock against ours: offset = peer's clock - ours, known to
+ * within +/- error.  Every node answers probes on its own; the estimate is
+ * the value nearest zero that every probe allows, hence exactly zero for
+ * nodes that share one host.
+ */
+typedef struct AggvmDsmClockOffset {
+    int64_t offset;
+    int64_t error;
+    int64_t best_rtt;           /* shortest probe round trip */
+} AggvmDsmClockOffset;
+
+typedef struct AggvmDsmPeerClocks {
+    AggvmDsmClockOffset tsc;        /* in the host's TSC ticks */
+    AggvmDsmClockOffset monotonic;  /* CLOCK_MONOTONIC, in ns */
+} AggvmDsmPeerClocks;
+
+/*
+ * Probes the clocks of node @peer @probes times (each within the node's
+ * timeout).  Fails with -ERANGE when a clock of the peer does not keep pace
+ * with ours while probing (different rates, or a jump).
+ */
+int aggvm_dsm_measure_clocks(AggvmDsm *dsm, uint16_t peer, unsigned probes,
+                             AggvmDsmPeerClocks *out, char **errmsg);
+
 #ifdef __cplusplus
 }
 #endif

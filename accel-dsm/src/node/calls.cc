@@ -38,6 +38,15 @@ Calls::Calls(Node& node) : node_(node) {
 
 void Calls::handle(uint16_t channel, Handler handler) {
   if (channel >= kFirstReservedChannel) fail(EINVAL, "call channel {} is reserved", channel);
+  add_handler(channel, std::move(handler));
+}
+
+void Calls::handle_reserved(uint16_t channel, Handler handler) {
+  if (channel < kFirstReservedChannel) fail(EINVAL, "call channel {} is not a reserved one", channel);
+  add_handler(channel, std::move(handler));
+}
+
+void Calls::add_handler(uint16_t channel, Handler handler) {
   if (!handler) fail(EINVAL, "no handler for call channel {}", channel);
   if (!handlers_.emplace(channel, std::move(handler)).second)
     fail(EEXIST, "call channel {} is already registered", channel);

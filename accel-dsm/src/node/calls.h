@@ -36,6 +36,8 @@ class Calls final {
   Calls& operator=(const Calls&) = delete;
 
   void handle(uint16_t channel, Handler handler);
+  // The same for the library's own services, on reserved channels.
+  void handle_reserved(uint16_t channel, Handler handler);
 
   // Sends request to node `to` on channel and waits for the reply, which is
   // copied into reply (truncation is an error).  Returns the reply's length.
@@ -54,6 +56,7 @@ class Calls final {
     std::vector<std::byte> data;
   };
 
+  void add_handler(uint16_t channel, Handler handler);
   void on_request(NodeId from, std::span<const std::byte> payload);
   void on_reply(NodeId from, std::span<const std::byte> payload);
 
