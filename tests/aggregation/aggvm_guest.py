@@ -261,7 +261,10 @@ def describe_query(info):
     lines = [f"query-aggvm on node {info['node']} ({info['accelerator']}, cluster "
              f"{info['cluster']}):"]
     for n in info["nodes"]:
-        lines.append(f"  node {n['id']}  {n['address']:<22} {n['state']}")
+        clock = ""
+        if "clock-error-ns" in n:
+            clock = f"  guest clock within {n['clock-error-ns']} ns of node 0's"
+        lines.append(f"  node {n['id']}  {n['address']:<22} {n['state']:<10}{clock}")
     by_node = {}
     for v in info["vcpus"]:
         by_node.setdefault(v["node"], []).append(str(v["vcpu"]))
@@ -362,6 +365,12 @@ def run_cluster(args):
         if info:
             print(describe_query(info), flush=True)
             report["query_aggvm"] = info
+            if args.scenario == "run":
+                # Node 0 shares its clock before any vCPU runs.
+                unshared = [n["id"] for n in info["nodes"]
+                            if n["id"] != 0 and "clock-error-ns" not in n]
+                check.expect(not unshared, f"query-aggvm shows no shared clock "
+                             f"for nodes {unshared}")
     finally:
         if qmp:
             qmp.close()

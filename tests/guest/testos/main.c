@@ -94,6 +94,7 @@ static const struct {
 } workloads[] = {
     { "compute", wl_compute }, { "counters", wl_counters }, { "pingpong", wl_pingpong },
     { "ipi", wl_ipi },         { "sweep", wl_sweep },       { "timer", wl_timer },
+    { "tscsync", wl_tscsync },
 };
 
 static u32 cpuid_apic_id(void)
