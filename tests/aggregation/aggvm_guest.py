@@ -232,7 +232,7 @@ def judge(args, results, rc, check):
     if args.guest == "linux":
         ns = argparse.Namespace(run=list(linux.WORKLOADS), expect_numa_nodes=args.numa_nodes,
                                 numa_nodes=args.numa_nodes, smp=args.vcpus, mem=args.mem,
-                                expect_vcpus=args.vcpus)
+                                expect_vcpus=args.vcpus, cpu=args.cpu)
         linux.check_results(ns, results, check)
         check.expect(rc == 0, f"node 0 exited with {rc}, expected 0 after the guest's poweroff")
         return
@@ -485,7 +485,8 @@ def parse_args(argv=None):
     p.add_argument("--initrd", help="Linux guest's initramfs")
     p.add_argument("--mem", type=int, help="MiB (default: linux 1024, testos 256)")
     p.add_argument("--machine", default="pc")
-    p.add_argument("--cpu", default="qemu64,-x2apic")
+    p.add_argument("--cpu", help="default: the runner's model, without x2APIC "
+                   "(aggregated mode's user-space APIC is xAPIC only)")
     p.add_argument("--workload", default="all", help="testos workload")
     p.add_argument("--append", default="", help="testos options")
     p.add_argument("--scenario", choices=["run", "kill"], default="run")
@@ -505,6 +506,7 @@ def parse_args(argv=None):
     if args.guest == "linux" and not args.initrd:
         p.error("--guest linux needs --initrd")
     args.mem = args.mem or (1024 if args.guest == "linux" else 256)
+    args.cpu = args.cpu or (linux.DEFAULT_CPU if args.guest == "linux" else "qemu64") + ",-x2apic
     args.vcpus = args.hosts * args.vcpus_per_host
     args.numa_nodes = args.hosts
     if args.guest == "testos" and "peer=" not in args.append and args.vcpus > 1:

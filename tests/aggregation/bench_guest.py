@@ -62,7 +62,7 @@ def stock_linux(args):
     out = Path(tempfile.mkstemp(prefix="aggvm-bench-", suffix=".json")[1])
     cmd = [sys.executable, str(HERE.parent / "guest" / "linux" / "run_linux_guest.py"),
            "--kernel", args.linux_kernel, "--initrd", args.linux_initrd, "--smp", "4",
-           "--numa-nodes", "2", "--machine", "pc", "--cpu", "qemu64,-x2apic",
+           "--numa-nodes", "2", "--machine", "pc", "--cpu", aggvm_guest.linux.DEFAULT_CPU + ",-x2apic",
            "--accel", "tcg,thread=multi", "--json", str(out), "--timeout", "300"]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=dict(os.environ, AGGVM_QEMU=args.qemu))

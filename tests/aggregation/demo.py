@@ -56,6 +56,9 @@ def main():
                       for i in range(int(topo.get('numa_nodes', 0)))))
     print(f"  atomics: {atom.get('threads')} threads, total {atom.get('total')} "
           f"(expected {atom.get('expected')}), checksum {atom.get('checksum')}")
+    clock = linux["results"].get("clock", {})
+    print(f"  clock: Linux checked every vCPU's TSC against vCPU 0's: {clock.get('tsc_sync')}; "
+          f"clocksource {clock.get('clocksource')}")
     print(f"  seconds from start to the guest's result: {linux.get('seconds_to_result', 0):.1f}")
 
     accel = "kvm" if run_testos.kvm_unusable() is None else "tcg"
