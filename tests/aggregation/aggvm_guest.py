@@ -506,7 +506,7 @@ def parse_args(argv=None):
     if args.guest == "linux" and not args.initrd:
         p.error("--guest linux needs --initrd")
     args.mem = args.mem or (1024 if args.guest == "linux" else 256)
-    args.cpu = args.cpu or (linux.DEFAULT_CPU if args.guest == "linux" else "qemu64") + ",-x2apic
+    args.cpu = args.cpu or (linux.DEFAULT_CPU if args.guest == "linux" else "qemu64") + ",-x2apic"
     args.vcpus = args.hosts * args.vcpus_per_host
     args.numa_nodes = args.hosts
     if args.guest == "testos" and "peer=" not in args.append and args.vcpus > 1:
