@@ -43,6 +43,21 @@ void report(const char *name, enum wl_status st, const char *fmt, ...)
     kprintf("testos: result workload=%s vcpus=%u %s status=%s\n", name, ncpus, buf, names[st]);
 }
 
+bool peer_missing(const char *name, const struct params *p)
+{
+    if (ncpus >= 2 && p->peer != 0 && p->peer < ncpus)
+        return false;
+    report(name, WL_SKIP, "reason=needs-2-vcpus peer=%u", p->peer);
+    return true;
+}
+
+bool run_with_peer(const struct params *p, ufn fn, void *shared)
+{
+    static struct ujob jobs[MAX_CPUS];
+    return run_user_on(1ull | 1ull << p->peer, fn, shared, jobs, job_timeout_ms(p), NULL) &&
+           jobs[0].result == 0 && jobs[p->peer].result == 0;
+}
+
 static u64 parse_u64(const char *s)
 {
     u64 v = 0;

@@ -65,18 +65,14 @@ static u64 ipi_user(struct ujob *j)
 
 enum wl_status wl_ipi(const struct params *p)
 {
-    if (ncpus < 2 || p->peer == 0 || p->peer >= ncpus) {
-        report("ipi", WL_SKIP, "reason=needs-2-vcpus peer=%u", p->peer);
+    if (peer_missing("ipi", p))
         return WL_SKIP;
-    }
-    static struct ujob jobs[MAX_CPUS];
     struct ipi_shared *s = &ipi_state;
     memset(s, 0, sizeof(*s));
     s->window = ms_to_tsc(p->ms);
     s->initiator = 0;
     s->responder = p->peer;
-    bool ok = run_user_on(1ull | 1ull << p->peer, ipi_user, s, jobs, job_timeout_ms(p), NULL);
-    ok = ok && jobs[0].result == 0 && jobs[p->peer].result == 0 && s->rounds > 0;
+    bool ok = run_with_peer(p, ipi_user, s) && s->rounds > 0;
     u64 rtt_ns = s->rounds ? tsc_to_ns(s->ticks) / s->rounds : 0;
     char us[32];
     fmt_centi(us, sizeof(us), rtt_ns / 10);

@@ -52,16 +52,12 @@ static u64 pingpong_user(struct ujob *j)
 
 enum wl_status wl_pingpong(const struct params *p)
 {
-    if (ncpus < 2 || p->peer == 0 || p->peer >= ncpus) {
-        report("pingpong", WL_SKIP, "reason=needs-2-vcpus peer=%u", p->peer);
+    if (peer_missing("pingpong", p))
         return WL_SKIP;
-    }
     static struct pingpong_shared s;
-    static struct ujob jobs[MAX_CPUS];
     memset(&s, 0, sizeof(s));
     s.window = ms_to_tsc(p->ms);
-    bool ok = run_user_on(1ull | 1ull << p->peer, pingpong_user, &s, jobs, job_timeout_ms(p), NULL);
-    ok = ok && jobs[0].result == 0 && jobs[p->peer].result == 0 && s.rounds > 0;
+    bool ok = run_with_peer(p, pingpong_user, &s) && s.rounds > 0;
     u64 rtt_ns = s.rounds ? tsc_to_ns(s.ticks) / s.rounds : 0;
     report("pingpong", ok ? WL_PASS : WL_FAIL, "peer=%u rounds=%llu rtt_ns=%llu", p->peer,
            (unsigned long long)s.rounds, (unsigned long long)rtt_ns);

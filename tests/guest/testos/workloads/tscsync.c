@@ -85,17 +85,13 @@ static u64 tscsync_user(struct ujob *j)
 
 enum wl_status wl_tscsync(const struct params *p)
 {
-    if (ncpus < 2 || p->peer == 0 || p->peer >= ncpus) {
-        report("tscsync", WL_SKIP, "reason=needs-2-vcpus peer=%u", p->peer);
+    if (peer_missing("tscsync", p))
         return WL_SKIP;
-    }
     static struct tscsync_shared s;
-    static struct ujob jobs[MAX_CPUS];
     memset(&s, 0, sizeof(s));
     s.window = ms_to_tsc(p->ms);
     s.min_gap[0] = s.min_gap[1] = ~0ull;
-    bool ran = run_user_on(1ull | 1ull << p->peer, tscsync_user, &s, jobs, job_timeout_ms(p), NULL);
-    ran = ran && jobs[0].result == 0 && jobs[p->peer].result == 0 && s.rounds > 0;
+    bool ran = run_with_peer(p, tscsync_user, &s) && s.rounds > 0;
     bool ok = ran && s.warps == 0;
     report("tscsync", ok ? WL_PASS : WL_FAIL,
            "peer=%u rounds=%llu warps=%llu max_warp_ns=%llu min_gap_ns=%llu,%llu", p->peer,

@@ -36,6 +36,12 @@ static inline u64 per_second(u64 count, u64 ticks)
 /* A ring-3 deadline for the start barrier of a job. */
 static inline u64 start_deadline(void) { return rdtsc() + ms_to_tsc(10000); }
 
+/* True, after reporting a skip, when p->peer is not a vCPU other than 0. */
+bool peer_missing(const char *name, const struct params *p);
+
+/* Runs fn in ring 3 on vCPU 0 and p->peer; true when both returned 0. */
+bool run_with_peer(const struct params *p, ufn fn, void *shared);
+
 enum wl_status wl_compute(const struct params *p);
 enum wl_status wl_counters(const struct params *p);
 enum wl_status wl_pingpong(const struct params *p);
