@@ -109,7 +109,7 @@ static const struct {
 } workloads[] = {
     { "compute", wl_compute }, { "counters", wl_counters }, { "pingpong", wl_pingpong },
     { "ipi", wl_ipi },         { "sweep", wl_sweep },       { "timer", wl_timer },
-    { "tscsync", wl_tscsync },
+    { "tscsync", wl_tscsync }, { "devices", wl_devices },
 };
 
 static u32 cpuid_apic_id(void)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-WORKLOADS = ["compute", "counters", "pingpong", "ipi", "sweep", "timer", "tscsync"]
+WORKLOADS = ["compute", "counters", "pingpong", "ipi", "sweep", "timer", "tscsync", "devices"]
 KVM_GET_API_VERSION = 0xAE00
 KVM_CREATE_VM = 0xAE01
 SKIP = 77
