@@ -1,15 +1,20 @@
 #include "transport/fabric.h"
 
+#include <ifaddrs.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <sstream>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
-#include "control.pb.h"
 #include "error.h"
+#include "transport/frame_protector.h"
 
 namespace aggvm::dsm {
 
@@ -44,38 +49,110 @@ socklen_t sockaddr_len(const sockaddr_storage& s) {
   return s.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
 }
 
-std::string to_bytes(std::span<const uint8_t> s) { return {s.begin(), s.end()}; }
-std::span<const uint8_t> as_u8(const std::string& s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+bool same_host(const sockaddr* a, const sockaddr_storage& b) {
+  if (a->sa_family != b.ss_family) return false;
+  if (a->sa_family == AF_INET)
+    return reinterpret_cast<const sockaddr_in*>(a)->sin_addr.s_addr ==
+           reinterpret_cast<const sockaddr_in*>(&b)->sin_addr.s_addr;
+  if (a->sa_family == AF_INET6)
+    return std::memcmp(&reinterpret_cast<const sockaddr_in6*>(a)->sin6_addr,
+                       &reinterpret_cast<const sockaddr_in6*>(&b)->sin6_addr, sizeof(in6_addr)) == 0;
+  return false;
+}
+
+bool is_wildcard(const sockaddr_storage& s) {
+  if (s.ss_family == AF_INET) return reinterpret_cast<const sockaddr_in*>(&s)->sin_addr.s_addr == INADDR_ANY;
+  if (s.ss_family == AF_INET6)
+    return std::memcmp(&reinterpret_cast<const sockaddr_in6*>(&s)->sin6_addr, &in6addr_any, sizeof(in6_addr)) == 0;
+  return false;
+}
+
+// The network interface that holds addr, e.g. "eth0".
+std::optional<std::string> interface_of(const sockaddr_storage& addr) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) fail_errno("getifaddrs");
+  std::optional<std::string> name;
+  for (const ifaddrs* i = list; i && !name; i = i->ifa_next)
+    if (i->ifa_addr && same_host(i->ifa_addr, addr)) name = i->ifa_name;
+  freeifaddrs(list);
+  return name;
+}
+
+// True when UCX_TLS names only TCP and intra-host transports: then no
+// network device but the address's own is needed.
+bool tcp_only(const std::string& transports) {
+  static const std::vector<std::string> kLocal = {"tcp", "sm", "shm", "posix", "sysv", "self",
+                                                  "cma", "knem", "xpmem", "mm"};
+  std::stringstream in(transports);
+  std::string t;
+  bool any = false;
+  while (std::getline(in, t, ',')) {
+    if (std::find(kLocal.begin(), kLocal.end(), t) == kLocal.end()) return false;
+    any = true;
+  }
+  return any;
+}
+
+void modify(ucp_config_t* ucfg, const char* name, const std::string& value) {
+  if (ucs_status_t s = ucp_config_modify(ucfg, name, value.c_str()); s != UCS_OK)
+    fail(EINVAL, "UCX_{}={}: {}", name, value, ucs_status_string(s));
+}
+
+// UCX's TCP transport listens on every interface it uses, at a random port,
+// besides our listener (its connections carry the data; ours only sets them
+// up).  Keep it to the interface of our own address, so nothing listens
+// anywhere the configuration does not name.
+void restrict_devices(ucp_config_t* ucfg, const FabricConfig& cfg, const sockaddr_storage& addr) {
+  modify(ucfg, "CM_USE_ALL_DEVICES", "n");  // lanes only on the device the connection came through
+  if (!tcp_only(cfg.transports)) return;    // verbs devices are named differently: leave them
+  const std::string& address = cfg.addresses[cfg.self];
+  if (std::getenv("UCX_NET_DEVICES")) {
+    spdlog::warn("aggvm-dsm: UCX_NET_DEVICES is set: UCX may listen beyond {}", address);
+    return;
+  }
+  if (is_wildcard(addr)) {
+    spdlog::warn("aggvm-dsm: {} is a wildcard address: UCX listens on every interface", address);
+    return;
+  }
+  const auto dev = interface_of(addr);
+  if (!dev) fail(EADDRNOTAVAIL, "cannot listen on {}: no interface of this host holds that address", address);
+  modify(ucfg, "NET_DEVICES", *dev);
 }
 
 }  // namespace
 
 struct Fabric::Conn {
-  enum class Stage { kAwaitHello, kAwaitChallenge, kAwaitProof, kAwaitAccept, kReady };
   Fabric* fabric = nullptr;
   ucp_ep_h ep = nullptr;
   bool outgoing = false;
-  Stage stage = Stage::kAwaitHello;
+  bool ready = false;     // authenticated: frames flow
   NodeId peer = kNoNode;  // dialled node, or the node an incoming peer claims
-  Nonce client_nonce{};
-  Nonce server_nonce{};
   std::string remote;
-  std::unique_ptr<FrameReader> reader;
+  std::optional<Handshake> handshake;  // until ready
+  std::chrono::steady_clock::time_point handshake_deadline{};
+  std::unique_ptr<FrameProtector> protector;  // once ready, unless frames are plain
+  std::unique_ptr<FrameReader> reader;        // after protector: it points to it
   bool failed = false;
   std::string failure;
-  std::chrono::steady_clock::time_point retry_at{};
 };
 
 Fabric::Fabric(FabricConfig config, const ClusterKey& key)
     : cfg_(std::move(config)), key_(key), peers_(cfg_.n_nodes, nullptr) {
+  const sockaddr_storage addr = resolve(cfg_.addresses.at(cfg_.self));
   ucp_config_t* ucfg = nullptr;
   check(ucp_config_read(nullptr, nullptr, &ucfg), "ucp_config_read");
-  const ucs_status_t tls = ucp_config_modify(ucfg, "TLS", cfg_.transports.c_str());
-  ucp_params_t params{};
-  params.field_mask = UCP_PARAM_FIELD_FEATURES;
-  params.features = UCP_FEATURE_STREAM | UCP_FEATURE_WAKEUP;
-  const ucs_status_t init = tls == UCS_OK ? ucp_init(&params, ucfg, &context_) : tls;
+  ucs_status_t init = UCS_OK;
+  try {
+    modify(ucfg, "TLS", cfg_.transports);
+    restrict_devices(ucfg, cfg_, addr);
+    ucp_params_t params{};
+    params.field_mask = UCP_PARAM_FIELD_FEATURES;
+    params.features = UCP_FEATURE_STREAM | UCP_FEATURE_WAKEUP;
+    init = ucp_init(&params, ucfg, &context_);
+  } catch (...) {
+    ucp_config_release(ucfg);
+    throw;
+  }
   ucp_config_release(ucfg);
   check(init, "ucp_init");
 
@@ -85,7 +162,6 @@ Fabric::Fabric(FabricConfig config, const ClusterKey& key)
   check(ucp_worker_create(context_, &wp, &worker_), "ucp_worker_create");
   check(ucp_worker_get_efd(worker_, &event_fd_), "ucp_worker_get_efd");
 
-  const sockaddr_storage addr = resolve(cfg_.addresses.at(cfg_.self));
   ucp_listener_params_t lp{};
   lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
   lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
@@ -101,13 +177,34 @@ Fabric::~Fabric() {
   if (listener_) ucp_listener_destroy(listener_);
   if (worker_) ucp_worker_destroy(worker_);
   if (context_) ucp_cleanup(context_);
+  closing_.clear();  // connections whose close had not finished: UCX is gone now
+}
+
+HandshakeParams Fabric::handshake_params() const {
+  return HandshakeParams{.self = cfg_.self,
+                         .n_nodes = cfg_.n_nodes,
+                         .key = &key_,
+                         .config_digest = cfg_.config_digest,
+                         .protection = cfg_.frame_protection,
+                         .connected = [this](NodeId n) { return n < peers_.size() && peers_[n] != nullptr; }};
+}
+
+std::chrono::milliseconds Fabric::handshake_timeout() const {
+  if (cfg_.handshake_timeout.count() > 0) return cfg_.handshake_timeout;
+  return std::max(cfg_.timeout / 2, std::chrono::milliseconds(1));
+}
+
+size_t Fabric::unauthenticated() const {
+  size_t n = 0;
+  for (const auto& c : conns_) n += !c->outgoing && !c->ready && !c->failed;
+  return n;
 }
 
 // Before authentication only small control frames pass, and no page.
 std::unique_ptr<FrameReader> Fabric::make_reader(Conn& c) {
   return std::make_unique<FrameReader>(
       [this, conn = &c] {
-        if (conn->stage == Conn::Stage::kReady) return cfg_.limits();
+        if (conn->ready) return cfg_.limits();
         return WireLimits{.self = cfg_.self, .n_nodes = cfg_.n_nodes, .region_pages = {}};
       },
       kHandshakeMaxPayload);
@@ -138,11 +235,22 @@ void Fabric::accept(ucp_conn_request_h request) {
     ucp_listener_reject(listener_, request);
     return;
   }
+  // Unauthenticated connections cost memory and a slot until their deadline:
+  // a flood of them must not starve the real peers for long.
+  if (const size_t cap = 2u * cfg_.n_nodes; unauthenticated() >= cap) {
+    // Once, then quietly: a flood must not flood the log too.
+    if (refused_++ == 0)
+      spdlog::warn("aggvm-dsm: refused connection from {}: {} connections are already authenticating", remote,
+                   cap);
+    ucp_listener_reject(listener_, request);
+    return;
+  }
   auto c = std::make_unique<Conn>();
   c->fabric = this;
   c->outgoing = false;
-  c->stage = Conn::Stage::kAwaitHello;
   c->remote = remote;
+  c->handshake.emplace(Handshake::server(handshake_params()));
+  c->handshake_deadline = std::chrono::steady_clock::now() + handshake_timeout();
   ucp_ep_params_t ep{};
   ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                   UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_USER_DATA;
@@ -163,10 +271,10 @@ void Fabric::dial(NodeId peer) {
   auto c = std::make_unique<Conn>();
   c->fabric = this;
   c->outgoing = true;
-  c->stage = Conn::Stage::kAwaitChallenge;
   c->peer = peer;
   c->remote = cfg_.addresses.at(peer);
-  c->client_nonce = ClusterKey::random_nonce();
+  c->handshake.emplace(Handshake::client(handshake_params(), peer));
+  c->handshake_deadline = std::chrono::steady_clock::now() + handshake_timeout();
   c->reader = make_reader(*c);
   const sockaddr_storage addr = resolve(c->remote);
   ucp_ep_params_t ep{};
@@ -184,10 +292,7 @@ void Fabric::dial(NodeId peer) {
     c->failed = true;
     c->failure = ucs_status_string(s);
   } else {
-    pb::Control hello;
-    hello.mutable_hello()->set_node(cfg_.self);
-    hello.mutable_hello()->set_nonce(to_bytes(c->client_nonce));
-    send_control(*c, hello.SerializeAsString(), peer);
+    send_control(*c, c->handshake->hello(), peer);
   }
   conns_.push_back(std::move(c));
 }
@@ -204,9 +309,21 @@ void Fabric::send_control(Conn& c, const std::string& bytes, NodeId dst) {
 
 void Fabric::send_raw(Conn& c, std::span<const std::byte> header, std::span<const std::byte> payload) {
   if (c.failed || !c.ep) return;
-  auto* buf = new std::vector<std::byte>(header.size() + payload.size());
-  std::memcpy(buf->data(), header.data(), header.size());
-  if (!payload.empty()) std::memcpy(buf->data() + header.size(), payload.data(), payload.size());
+  if (header.size() != kHeaderSize) fail(EINVAL, "frame header of {} bytes", header.size());
+  std::vector<std::byte>* buf;
+  if (c.protector) {
+    buf = new std::vector<std::byte>(FrameProtector::sealed_size(payload.size()));
+    try {
+      c.protector->seal(header.first<kHeaderSize>(), payload, buf->data());
+    } catch (...) {
+      delete buf;
+      throw;
+    }
+  } else {
+    buf = new std::vector<std::byte>(header.size() + payload.size());
+    std::memcpy(buf->data(), header.data(), header.size());
+    if (!payload.empty()) std::memcpy(buf->data() + header.size(), payload.data(), payload.size());
+  }
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   p.cb.send = [](void* request, ucs_status_t, void* user) {
@@ -255,7 +372,7 @@ void Fabric::drain(Conn& c, FabricSink& sink) {
 
 void Fabric::on_frame(Conn& c, const WireHeader& h, std::span<const std::byte> payload, FabricSink& sink) {
   if (c.failed) return;
-  if (c.stage != Conn::Stage::kReady) {
+  if (!c.ready) {
     if (static_cast<MsgType>(h.type) != MsgType::kControl) {
       sink.on_rejected(c.remote, fmt::format("{} frame before authentication",
                                              to_string(static_cast<MsgType>(h.type))));
@@ -279,77 +396,26 @@ void Fabric::on_frame(Conn& c, const WireHeader& h, std::span<const std::byte> p
 }
 
 void Fabric::handshake(Conn& c, const WireHeader& h, std::span<const std::byte> payload) {
-  pb::Control msg;
-  if (!msg.ParseFromArray(payload.data(), static_cast<int>(payload.size())))
-    fail(EPROTO, "unparsable control message");
-  using Stage = Conn::Stage;
-  switch (c.stage) {
-    case Stage::kAwaitHello: {
-      if (!msg.has_hello() || msg.hello().nonce().size() != kNonceSize)
-        fail(EPROTO, "expected hello");
-      const uint32_t node = msg.hello().node();
-      if (node >= cfg_.n_nodes || node <= cfg_.self || node != h.src)
-        fail(EPROTO, "hello from node {}, which does not dial node {}", node, cfg_.self);
-      if (peers_[node]) fail(EPROTO, "node {} is already connected", node);
-      c.peer = static_cast<NodeId>(node);
-      std::memcpy(c.client_nonce.data(), msg.hello().nonce().data(), kNonceSize);
-      c.server_nonce = ClusterKey::random_nonce();
-      c.stage = Stage::kAwaitProof;
-      pb::Control challenge;
-      challenge.mutable_challenge()->set_nonce(to_bytes(c.server_nonce));
-      send_control(c, challenge.SerializeAsString(), c.peer);
-      return;
-    }
-    case Stage::kAwaitProof: {
-      if (!msg.has_proof()) fail(EPROTO, "expected proof");
-      const auto digest = as_u8(msg.proof().config_digest());
-      const Mac want = key_.prove(ClusterKey::Role::kClient, c.server_nonce, c.client_nonce, c.peer,
-                                  cfg_.self, digest);
-      if (!key_.verify(want, as_u8(msg.proof().mac())))
-        fail(EACCES, "node {} at {} failed authentication (wrong cluster secret?)", c.peer, c.remote);
-      // Membership proven: the peer may now learn our configuration.
-      pb::Control accept;
-      accept.mutable_accept()->set_mac(to_bytes(key_.prove(ClusterKey::Role::kServer, c.server_nonce,
-                                                           c.client_nonce, c.peer, cfg_.self,
-                                                           cfg_.config_digest)));
-      accept.mutable_accept()->set_config_digest(to_bytes(cfg_.config_digest));
-      send_control(c, accept.SerializeAsString(), c.peer);
-      if (!std::equal(digest.begin(), digest.end(), cfg_.config_digest.begin(), cfg_.config_digest.end()))
-        fail(EBADMSG, "node {} runs a different configuration (node count, regions or home map differ)",
-             c.peer);
-      break;
-    }
-    case Stage::kAwaitChallenge: {
-      if (!msg.has_challenge() || msg.challenge().nonce().size() != kNonceSize || h.src != c.peer)
-        fail(EPROTO, "expected a challenge from node {}", c.peer);
-      std::memcpy(c.server_nonce.data(), msg.challenge().nonce().data(), kNonceSize);
-      pb::Control proof;
-      proof.mutable_proof()->set_mac(to_bytes(key_.prove(ClusterKey::Role::kClient, c.server_nonce,
-                                                         c.client_nonce, cfg_.self, c.peer,
-                                                         cfg_.config_digest)));
-      proof.mutable_proof()->set_config_digest(to_bytes(cfg_.config_digest));
-      send_control(c, proof.SerializeAsString(), c.peer);
-      c.stage = Stage::kAwaitAccept;
-      return;
-    }
-    case Stage::kAwaitAccept: {
-      if (!msg.has_accept()) fail(EPROTO, "expected accept");
-      const auto digest = as_u8(msg.accept().config_digest());
-      const Mac want = key_.prove(ClusterKey::Role::kServer, c.server_nonce, c.client_nonce, cfg_.self,
-                                  c.peer, digest);
-      if (!key_.verify(want, as_u8(msg.accept().mac())))
-        fail(EACCES, "node {} at {} could not prove the cluster secret", c.peer, c.remote);
-      if (!std::equal(digest.begin(), digest.end(), cfg_.config_digest.begin(), cfg_.config_digest.end()))
-        fail(EBADMSG, "node {} runs a different configuration (node count, regions or home map differ)",
-             c.peer);
-      break;
-    }
-    case Stage::kReady: return;
+  Handshake& hs = *c.handshake;
+  Handshake::Step step = hs.on_message(h.src, payload);
+  c.peer = hs.peer();
+  if (!step.reply.empty()) send_control(c, step.reply, c.peer);
+  if (step.error) throw *step.error;  // the reply told the peer our configuration first
+  if (!hs.done()) return;
+  // Authenticated.  Every later frame, both ways, is sealed with this
+  // connection's keys (the Accept above still went out plain).
+  if (cfg_.frame_protection == FrameProtection::kAesGcm) {
+    const FrameKeys keys = hs.frame_keys();
+    c.protector = c.outgoing ? std::make_unique<FrameProtector>(keys.client_to_server, keys.server_to_client)
+                             : std::make_unique<FrameProtector>(keys.server_to_client, keys.client_to_server);
+    c.reader->set_protector(c.protector.get());
   }
-  c.stage = Stage::kReady;  // frames are checked against the full limits from now on
+  c.handshake.reset();
+  c.ready = true;  // frames are checked against the full limits from now on
   c.reader->set_max_payload(kMaxPayload);
   peers_[c.peer] = &c;
-  spdlog::debug("aggvm-dsm: node {} authenticated at {}", c.peer, c.remote);
+  spdlog::debug("aggvm-dsm: node {} authenticated at {} (frames: {})", c.peer, c.remote,
+                to_string(cfg_.frame_protection));
 }
 
 void Fabric::drop(Conn& c, const std::string& why) {
@@ -359,31 +425,41 @@ void Fabric::drop(Conn& c, const std::string& why) {
   }
 }
 
+// Closes the connection's endpoint, waiting for UCX at most until deadline.
+// Returns false if the close is still in flight (the Conn must then outlive
+// UCX's worker, which may still call its error handler).
+bool Fabric::close_ep(Conn& c, std::chrono::steady_clock::time_point deadline) {
+  if (!c.ep) return true;
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+  p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+  ucs_status_ptr_t r = ucp_ep_close_nbx(c.ep, &p);
+  c.ep = nullptr;
+  if (!r || UCS_PTR_IS_ERR(r)) return true;
+  while (ucp_request_check_status(r) == UCS_INPROGRESS && std::chrono::steady_clock::now() < deadline)
+    ucp_worker_progress(worker_);
+  const bool done = ucp_request_check_status(r) != UCS_INPROGRESS;
+  ucp_request_free(r);  // released by UCX once it completes, if it has not
+  if (!done) spdlog::warn("aggvm-dsm: closing the connection to {} did not finish in time", c.remote);
+  return done;
+}
+
 // Closes failed connections; reports authenticated ones; schedules redials.
-void Fabric::reap_failed(FabricSink* sink) {
+void Fabric::reap_failed(FabricSink* sink, std::chrono::steady_clock::time_point deadline) {
   for (size_t i = 0; i < conns_.size();) {
     Conn& c = *conns_[i];
     if (!c.failed) {
       ++i;
       continue;
     }
-    const bool was_peer = c.stage == Conn::Stage::kReady && c.peer < peers_.size() && peers_[c.peer] == &c;
+    const bool was_peer = c.ready && c.peer < peers_.size() && peers_[c.peer] == &c;
     if (was_peer) peers_[c.peer] = nullptr;
-    if (c.ep) {
-      ucp_request_param_t p{};
-      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-      ucs_status_ptr_t r = ucp_ep_close_nbx(c.ep, &p);
-      if (r && !UCS_PTR_IS_ERR(r)) {
-        while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(worker_);
-        ucp_request_free(r);
-      }
-      c.ep = nullptr;
-    }
+    const bool closed = close_ep(c, deadline);
     const NodeId peer = c.peer;
-    const bool redial = connecting_ && c.outgoing && c.stage != Conn::Stage::kReady;
+    const bool redial = connecting_ && c.outgoing && !c.ready;
     const std::string failure = c.failure;
     const std::string remote = c.remote;
+    if (!closed) closing_.push_back(std::move(conns_[i]));
     conns_.erase(conns_.begin() + static_cast<std::ptrdiff_t>(i));
     if (was_peer && sink) sink->on_peer_lost(peer, failure);
     if (redial) {
@@ -393,6 +469,17 @@ void Fabric::reap_failed(FabricSink* sink) {
       return;  // conns_ changed: the next pass handles the rest
     }
   }
+}
+
+// Drops connections that did not authenticate in time.
+void Fabric::expire_handshakes(FabricSink& sink) {
+  const auto now = std::chrono::steady_clock::now();
+  for (const auto& c : conns_)
+    if (!c->ready && !c->failed && now > c->handshake_deadline) {
+      const std::string why = fmt::format("did not authenticate within {} ms", handshake_timeout().count());
+      if (!c->outgoing) sink.on_rejected(c->remote, why);
+      drop(*c, why);
+    }
 }
 
 bool Fabric::all_connected() const {
@@ -419,6 +506,10 @@ void Fabric::connect_all(FabricSink& sink) {
     if (arm()) std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   connecting_ = false;
+  // Membership is closed: whoever has not authenticated by now never will.
+  for (const auto& c : conns_)
+    if (!c->ready) drop(*c, "membership closed before it authenticated");
+  reap_failed(&sink, std::chrono::steady_clock::now() + cfg_.timeout);
 }
 
 bool Fabric::progress(FabricSink& sink) {
@@ -432,9 +523,10 @@ bool Fabric::progress(FabricSink& sink) {
     while (ucp_worker_progress(worker_) != 0) {
     }
   }
+  if (connecting_) expire_handshakes(sink);
   for (const auto& c : conns_)
     if (c->failed) {
-      reap_failed(&sink);
+      reap_failed(&sink, std::chrono::steady_clock::now() + cfg_.timeout);
       any = true;
       break;
     }
@@ -462,7 +554,9 @@ void Fabric::close_all() {
   for (auto& c : conns_) c->failed = true;
   std::fill(peers_.begin(), peers_.end(), nullptr);
   connecting_ = false;
-  while (!conns_.empty()) reap_failed(nullptr);
+  // Each pass closes every connection (no redials now); the deadline bounds
+  // the whole close, flush included.
+  while (!conns_.empty()) reap_failed(nullptr, deadline);
 }
 
 }  // namespace aggvm::dsm

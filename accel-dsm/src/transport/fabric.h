@@ -1,14 +1,14 @@
 // The node-to-node fabric: one UCX stream connection per pair of nodes,
-// authenticated before anything else crosses it.
+// authenticated before anything else crosses it (transport/handshake.h).
 //
-//   client (higher id)              server (lower id)
-//   Hello{node, nonce_c}      ->
-//                             <-    Challenge{nonce_s}
-//   Proof{HMAC_client, digest} ->   (wrong secret: closed, nothing else sent)
-//                             <-    Accept{HMAC_server, digest}
+// After that, frames (protocol/wire.h) flow both ways, each sealed with
+// AES-256-GCM unless the configuration says the fabric is trusted
+// (transport/frame_protector.h).  Peers must agree on the configuration
+// digest and the frame protection.  UCX picks TCP, shared memory or verbs;
+// with TCP it uses only the interface that holds this node's address.
 //
-// After that, frames (protocol/wire.h) flow both ways.  Peers must agree on
-// the configuration digest.  UCX picks TCP, shared memory or verbs.
+// Before membership closes, at most 2 * n_nodes incoming connections may be
+// unauthenticated at once, and each has handshake_timeout to authenticate.
 #pragma once
 
 #include <chrono>
@@ -22,6 +22,7 @@
 #include "protocol/wire.h"
 #include "transport/auth.h"
 #include "transport/frame_reader.h"
+#include "transport/handshake.h"
 
 namespace aggvm::dsm {
 
@@ -43,7 +44,10 @@ struct FabricConfig {
   std::vector<uint8_t> config_digest;
   std::string transports = "tcp";      // UCX_TLS
   std::chrono::milliseconds timeout{5000};
+  // Time a connection has to authenticate; 0: half of timeout.
+  std::chrono::milliseconds handshake_timeout{0};
   std::function<WireLimits()> limits;  // for frames from authenticated peers
+  FrameProtection frame_protection = FrameProtection::kAesGcm;
 };
 
 class Fabric {
@@ -69,6 +73,9 @@ class Fabric {
   // Flushes sends and closes every connection (bounded by the timeout).
   void close_all();
 
+  // Incoming connections accepted and not yet authenticated.
+  size_t unauthenticated() const;
+
  private:
   struct Conn;
   static void on_conn_request(ucp_conn_request_h request, void* arg);
@@ -83,8 +90,12 @@ class Fabric {
   void on_frame(Conn& c, const WireHeader& h, std::span<const std::byte> payload, FabricSink& sink);
   void handshake(Conn& c, const WireHeader& h, std::span<const std::byte> payload);
   void drop(Conn& c, const std::string& why);
-  void reap_failed(FabricSink* sink);
+  void reap_failed(FabricSink* sink, std::chrono::steady_clock::time_point deadline);
+  bool close_ep(Conn& c, std::chrono::steady_clock::time_point deadline);
+  std::chrono::milliseconds handshake_timeout() const;
+  void expire_handshakes(FabricSink& sink);
   bool all_connected() const;
+  HandshakeParams handshake_params() const;
 
   FabricConfig cfg_;
   const ClusterKey& key_;
@@ -93,8 +104,10 @@ class Fabric {
   ucp_listener_h listener_ = nullptr;
   int event_fd_ = -1;
   std::vector<std::unique_ptr<Conn>> conns_;
+  std::vector<std::unique_ptr<Conn>> closing_;  // closes that outlived their deadline
   std::vector<Conn*> peers_;  // authenticated connection per node id
   bool connecting_ = false;
+  uint64_t refused_ = 0;  // connections refused for the cap on unauthenticated ones
 };
 
 }  // namespace aggvm::dsm

@@ -1,0 +1,84 @@
+// The membership handshake of one connection as a pure state machine (no
+// UCX): it decodes the peer's control messages, checks them and says what
+// to answer, so it can be tested and fuzzed on its own.
+//
+//   client (higher id)              server (lower id)
+//   Hello{node, nonce_c}      ->
+//                             <-    Challenge{nonce_s}
+//   Proof{HMAC_c, digest, fp} ->    (wrong secret: closed, nothing else sent)
+//                             <-    Accept{HMAC_s, digest, fp}
+//
+// fp is the frame protection each side uses; both HMACs cover it, and
+// peers must agree on it and on the configuration digest.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "error.h"
+#include "transport/auth.h"
+
+namespace aggvm::dsm {
+
+// How frames after the handshake are protected.  Zero is the secure default.
+enum class FrameProtection : uint8_t {
+  kAesGcm = 0,  // AES-256-GCM per frame: confidential and authenticated
+  kNone = 1,    // plain frames: only on a fabric no one else can reach
+};
+const char* to_string(FrameProtection p);
+
+struct HandshakeParams {
+  NodeId self = 0;
+  uint16_t n_nodes = 1;
+  const ClusterKey* key = nullptr;
+  std::vector<uint8_t> config_digest;
+  FrameProtection protection = FrameProtection::kAesGcm;
+  // True if the node already has an authenticated connection to node.
+  std::function<bool(NodeId)> connected;
+};
+
+class Handshake {
+ public:
+  // The client dials server; send hello() first.
+  static Handshake client(HandshakeParams params, NodeId server);
+  // The server waits for a Hello.
+  static Handshake server(HandshakeParams params);
+
+  std::string hello() const;
+
+  struct Step {
+    std::string reply;              // control message to send, if not empty
+    std::optional<DsmError> error;  // after the reply: the configurations differ (EBADMSG)
+  };
+  // Consumes one control message from the peer (src: the header's source).
+  // Throws DsmError: EPROTO for a malformed or unexpected message, EACCES
+  // for a wrong proof.  After a throw the connection must be dropped.
+  Step on_message(NodeId src, std::span<const std::byte> payload);
+
+  bool done() const { return stage_ == Stage::kDone; }
+  bool is_client() const { return client_; }
+  NodeId peer() const { return peer_; }  // kNoNode until a Hello names it
+  // The connection's frame keys; only once done().
+  FrameKeys frame_keys() const;
+
+ private:
+  enum class Stage { kAwaitHello, kAwaitChallenge, kAwaitProof, kAwaitAccept, kDone, kFailed };
+  Handshake(HandshakeParams params, bool client);
+  std::vector<uint8_t> bound(std::span<const uint8_t> digest, FrameProtection p) const;
+  NodeId client_id() const { return client_ ? params_.self : peer_; }
+  NodeId server_id() const { return client_ ? peer_ : params_.self; }
+  std::optional<DsmError> mismatch(std::span<const uint8_t> digest, uint32_t protection) const;
+
+  HandshakeParams params_;
+  bool client_;
+  Stage stage_;
+  NodeId peer_ = kNoNode;
+  Nonce client_nonce_{};
+  Nonce server_nonce_{};
+};
+
+}  // namespace aggvm::dsm
