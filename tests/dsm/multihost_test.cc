@@ -2,8 +2,10 @@
 // its own network namespace acting as a host, talking UCX over veth.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <regex>
+#include <sstream>
 
 #include "harness.h"
 
@@ -134,3 +136,48 @@ TEST_F(MultiHost, PeerWithWrongSecretGetsNothing) {
 }
 
 }  // namespace
+
+namespace {
+
+// Local "address:port" of every TCP socket pid listens on, from `ss -ltnpH`
+// run inside host.
+std::vector<std::string> listening(aggvm::harness::Host& host, int pid) {
+  auto ss = host.spawn({"ss", "-ltnpH"});
+  const auto st = ss.wait(std::chrono::seconds(10));
+  EXPECT_TRUE(st.exited && st.code == 0) << aggvm::harness::describe(st) << ss.log();
+  std::vector<std::string> out;
+  std::istringstream lines(ss.log());
+  const std::string tag = "pid=" + std::to_string(pid) + ",";
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find(tag) == std::string::npos) continue;
+    std::istringstream f(line);
+    std::string state, recv_q, send_q, local;
+    f >> state >> recv_q >> send_q >> local;
+    out.push_back(local);
+  }
+  return out;
+}
+
+}  // namespace
+
+// A node listens only where its configuration says: its own address, on
+// the configured port, plus the one listener UCX's TCP transport needs for
+// its data connections, on the same address (docs/dsm.md).  Before, UCX
+// also listened on 127.0.0.1 and on every other interface.
+TEST_F(MultiHost, ListensOnlyOnConfiguredAddress) {
+  Cluster c(ClusterOptions{.hosts = 2, .name = "listen"});
+  auto procs = start(c, {"--mode", "endless", "--region-mib", "16", "--threads", "1"});
+  for (auto& p : procs) ASSERT_TRUE(p.wait_for_line("working", 60s)) << p.log();
+  for (int i = 0; i < c.size(); ++i) {
+    const std::string address = c.host(i).address();
+    const std::string configured = address + ":" + std::to_string(17400 + i);
+    const auto sockets = listening(c.host(i), procs[i].pid());
+    std::string all;
+    for (const auto& s : sockets) all += s + " ";
+    std::printf("node %d listens on: %s\n", i, all.c_str());
+    EXPECT_EQ(std::count(sockets.begin(), sockets.end(), configured), 1) << all;
+    EXPECT_LE(sockets.size(), 2u) << all;
+    for (const auto& s : sockets) EXPECT_EQ(s.rfind(address + ":", 0), 0u) << "stray listener " << s;
+  }
+  for (auto& p : procs) p.kill(SIGKILL);
+}
