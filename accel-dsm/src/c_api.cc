@@ -75,6 +75,10 @@ AggvmDsm* aggvm_dsm_new(const AggvmDsmOptions* opts, char** errmsg) {
     cfg.resident_cap_bytes = opts->resident_cap_bytes;
     cfg.timeout = std::chrono::milliseconds(opts->timeout_ms ? opts->timeout_ms : 5000);
     cfg.transports = opts->ucx_transports ? opts->ucx_transports : "tcp";
+    if (opts->frame_protection != AGGVM_DSM_FRAMES_SEALED && opts->frame_protection != AGGVM_DSM_FRAMES_PLAIN)
+      aggvm::dsm::fail(EINVAL, "frame_protection {} is neither SEALED (0) nor PLAIN (1)", opts->frame_protection);
+    cfg.frame_protection = opts->frame_protection == AGGVM_DSM_FRAMES_PLAIN ? aggvm::dsm::FrameProtection::kNone
+                                                                           : aggvm::dsm::FrameProtection::kAesGcm;
     if (opts->on_failure) {
       auto cb = opts->on_failure;
       void* opaque = opts->opaque;

@@ -42,6 +42,7 @@ struct Options {
   uint32_t timeout_ms = 3000;
   std::string mode = "torture";
   std::string ucx_transports;  // empty: the library's default (tcp)
+  std::string frames = "sealed";  // frame protection: sealed (AES-256-GCM) | plain
   int threads = 2;
   uint64_t ops = 2000;
   uint64_t iterations = 100000;
@@ -85,6 +86,7 @@ class Cluster {
     opts.resident_cap_bytes = o.cap_mib << 20;
     opts.timeout_ms = o.timeout_ms;
     opts.ucx_transports = o.ucx_transports.empty() ? nullptr : o.ucx_transports.c_str();
+    opts.frame_protection = o.frames == "plain" ? AGGVM_DSM_FRAMES_PLAIN : AGGVM_DSM_FRAMES_SEALED;
     char* err = nullptr;
     dsm_ = aggvm_dsm_new(&opts, &err);
     if (!dsm_) die(2, fmt::format("configuration rejected: {}", err));
@@ -488,6 +490,8 @@ int main(int argc, char** argv) {
   app.add_option("--timeout-ms", o.timeout_ms, "peer timeout");
   app.add_option("--mode", o.mode, "torture | sb | mp | aggregate | bench | endless | idle")->required();
   app.add_option("--ucx-transports", o.ucx_transports, "UCX_TLS for the fabric (default: tcp)");
+  app.add_option("--frames", o.frames, "frame protection: sealed (AES-256-GCM, default) | plain (trusted fabric)")
+      ->check(CLI::IsMember({"sealed", "plain"}));
   app.add_option("--threads", o.threads, "faulting threads");
   app.add_option("--ops", o.ops, "operations per thread (torture)");
   app.add_option("--iterations", o.iterations, "litmus iterations; bench: faults per figure");

@@ -181,3 +181,35 @@ TEST_F(MultiHost, ListensOnlyOnConfiguredAddress) {
   }
   for (auto& p : procs) p.kill(SIGKILL);
 }
+
+// Frames sealed (the default) and plain both keep memory coherent.
+TEST_F(MultiHost, TortureTwoHostsPlainFrames) {
+  Cluster c(ClusterOptions{.hosts = 2, .name = "plain"});
+  auto procs = start(c, {"--mode", "torture", "--region-mib", "64", "--threads", "2", "--ops", "2000", "--frames",
+                         "plain"});
+  expect_all_pass(procs, 180s);
+  const std::string r = result_line(procs[0]);
+  EXPECT_NE(r.find("counter_total=8000 records=8000 expected=8000 torn=0 status=pass"), std::string::npos) << r;
+}
+
+// Nodes that disagree on frame protection do not start, and say why.
+TEST_F(MultiHost, DifferentFrameProtectionFailsStart) {
+  Cluster c(ClusterOptions{.hosts = 2, .name = "frames"});
+  std::string addresses = c.host(0).address() + ":17400," + c.host(1).address() + ":17401";
+  auto secret = c.log_dir() / "secret";
+  std::ofstream(secret) << "correct horse battery staple, 32b";
+  std::vector<Process> procs;
+  for (int i = 0; i < 2; ++i)
+    procs.push_back(c.host(i).spawn({worker_path(), "--node", std::to_string(i), "--addresses", addresses,
+                                     "--secret-file", secret.string(), "--mode", "idle", "--region-mib", "16",
+                                     "--timeout-ms", "3000", "--frames", i == 0 ? "sealed" : "plain"}));
+  for (int i = 0; i < 2; ++i) {
+    const auto st = procs[i].wait(20s);
+    EXPECT_TRUE(st.exited && st.code == 2) << aggvm::harness::describe(st) << procs[i].log();
+    EXPECT_EQ(procs[i].log().find("started"), std::string::npos) << procs[i].log();
+  }
+  EXPECT_NE(procs[0].log().find("protects frames with none, this node with AES-256-GCM"), std::string::npos)
+      << procs[0].log();
+  EXPECT_NE(procs[1].log().find("protects frames with AES-256-GCM, this node with none"), std::string::npos)
+      << procs[1].log();
+}

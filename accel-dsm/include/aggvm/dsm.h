@@ -70,7 +70,22 @@ typedef struct AggvmDsmOptions {
      */
     void (*on_page_change)(void *opaque, uint64_t gpa, uint64_t len);
     void *opaque;
+
+    /*
+     * How frames between nodes are protected once peers have authenticated
+     * (every node must use the same; a mismatch fails start with -EBADMSG).
+     * AGGVM_DSM_FRAMES_SEALED (0, the default of a zeroed struct): each
+     * frame is encrypted and authenticated with AES-256-GCM under keys
+     * fresh for each connection, so no one on the wire reads or forges
+     * guest memory.  AGGVM_DSM_FRAMES_PLAIN: no protection after the
+     * handshake, for a fabric no one else can reach (a trusted RDMA
+     * network); saves the encryption's CPU time.
+     */
+    int frame_protection;
 } AggvmDsmOptions;
+
+#define AGGVM_DSM_FRAMES_SEALED 0
+#define AGGVM_DSM_FRAMES_PLAIN 1
 
 /* Validates the options and creates the node; it does not touch the network yet. */
 AggvmDsm *aggvm_dsm_new(const AggvmDsmOptions *opts, char **errmsg);

@@ -119,6 +119,7 @@ void Node::start() {
   fc.addresses = cfg_.addresses;
   fc.config_digest = config_digest(describe_configuration());
   fc.transports = cfg_.transports;
+  fc.frame_protection = cfg_.frame_protection;
   fc.timeout = cfg_.timeout;
   fc.limits = [this] {
     return WireLimits{.self = cfg_.self, .n_nodes = cfg_.n_nodes, .region_pages = space_->region_pages()};

@@ -28,12 +28,13 @@ struct NodeConfig {
   NodeId self = 0;
   uint16_t n_nodes = 1;
   std::vector<std::string> addresses;
-  std::vector<uint8_t> secret;
+  SecretBytes secret;  // wiped when freed
   std::string cluster_name;
   std::vector<HomeRange> homes;
   uint64_t resident_cap_bytes = 0;
   std::chrono::milliseconds timeout{5000};
   std::string transports = "tcp";
+  FrameProtection frame_protection = FrameProtection::kAesGcm;
   std::function<void(int err, const std::string& message)> on_failure;
   std::function<void(uint64_t gpa, uint64_t len)> on_page_change;
 };
