@@ -82,7 +82,9 @@ AggvmDsm* aggvm_dsm_new(const AggvmDsmOptions* opts, char** errmsg) {
     if (opts->on_failure) {
       auto cb = opts->on_failure;
       void* opaque = opts->opaque;
-      cfg.on_failure = [cb, opaque](int err, const std::string& msg) { cb(opaque, -err, msg.c_str()); };
+      cfg.on_failure = [cb, opaque](int err, int node, const std::string& msg) {
+        cb(opaque, -err, node, msg.c_str());
+      };
     }
     if (opts->on_page_change) {
       auto cb = opts->on_page_change;
@@ -126,6 +128,20 @@ int aggvm_dsm_wait_failure(AggvmDsm* dsm, uint32_t timeout_ms, char** errmsg) {
   if (!failure) return 0;
   set_error(errmsg, failure->what());
   return -failure->err();
+}
+
+int aggvm_dsm_failed_node(AggvmDsm* dsm) { return dsm->node->failed_node(); }
+
+int aggvm_dsm_cancel_calls(AggvmDsm* dsm, int err) {
+  return guarded(nullptr, [&] {
+    const int e = err < 0 ? -err : err;
+    dsm->calls->cancel_all(e ? e : ECANCELED, fmt::format("call cancelled on node {}: {}", dsm->node->self(),
+                                                          std::strerror(e ? e : ECANCELED)));
+  });
+}
+
+int aggvm_dsm_poison_lost(AggvmDsm* dsm, char** errmsg) {
+  return guarded(errmsg, [&] { dsm->node->poison_lost(); });
 }
 
 void aggvm_dsm_free_error(char* errmsg) { free(errmsg); }

@@ -332,5 +332,114 @@ TEST(ProtocolRace, RandomDeliveryOrderKeepsSingleWriterAndFreshCopies) {
   }
 }
 
+// ---- bounded structures (issue 9, item 5) --------------------------------
+
+// Pages node k holds (Shared or Modified) that are homed elsewhere: what
+// eviction may pick, and all the victim list may hold.
+uint64_t resident_non_home(ModelCluster& c, NodeId k, uint64_t pages) {
+  uint64_t n = 0;
+  for (uint64_t i = 0; i < pages; ++i) {
+    const PageKey p(0, i);
+    if (i / c.pages_per_node() != k && c.engine(k).cache().state(p) != S::kInvalid) ++n;
+  }
+  return n;
+}
+
+// 100k writes bouncing pages between two nodes, no cap: every install of a
+// page homed elsewhere used to append to the victim list for good (50,000
+// entries a node with nothing resident); now it holds exactly the pages
+// resident here and homed elsewhere, and nothing else grows.
+TEST(Bounded, VictimListHoldsOnlyResidentPagesUnderPingPong) {
+  ModelCluster c(2, 4);
+  const uint64_t pages = 8;
+  size_t max_victims[2] = {0, 0};
+  for (uint64_t i = 0; i < 100'000; ++i) {
+    const NodeId k = i % 2;
+    const PageKey p(0, (i / 2) % pages);
+    c.write_byte(k, p, static_cast<uint8_t>(i));
+    if (i % 1000 == 0 || i + 2 >= 100'000)
+      for (NodeId n : {0, 1}) {
+        const size_t v = c.engine(n).cache().victims();
+        ASSERT_LE(v, resident_non_home(c, n, pages)) << "after write " << i << " node " << n;
+        max_victims[n] = std::max(max_victims[n], v);
+      }
+  }
+  for (NodeId n : {0, 1}) {
+    EXPECT_LE(max_victims[n], 4u) << "node " << n;
+    EXPECT_EQ(c.engine(n).cache().requests_in_flight(), 0u);
+    EXPECT_EQ(c.engine(n).directory().transactions(), 0u);
+    EXPECT_TRUE(c.node(n).rejections.empty()) << c.node(n).rejections.front();
+  }
+}
+
+// The same with a cap: residency stays under it, and the victim list still
+// lists exactly the resident pages homed elsewhere.
+TEST(Bounded, CapHoldsUnderPingPong) {
+  const uint64_t per_node = 16, pages = 2 * per_node, cap = per_node + 4;
+  ModelCluster c(2, per_node, cap);
+  std::mt19937_64 rng(9);
+  std::vector<uint8_t> truth(pages, 0);
+  for (uint64_t i = 0; i < 100'000; ++i) {
+    const NodeId k = i % 2;
+    const PageKey p(0, rng() % pages);
+    if (rng() % 4 == 0) {
+      ASSERT_EQ(c.read_byte(k, p), truth[p.index()]) << "read " << i;
+    } else {
+      truth[p.index()] = static_cast<uint8_t>(i);
+      c.write_byte(k, p, truth[p.index()]);
+    }
+    for (NodeId n : {0, 1}) {
+      ASSERT_LE(c.engine(n).cache().resident_pages(), cap) << "after op " << i;
+      ASSERT_EQ(c.engine(n).cache().victims(), resident_non_home(c, n, pages)) << "after op " << i;
+    }
+  }
+  for (NodeId n : {0, 1}) {
+    EXPECT_LE(c.engine(n).cache().resident_peak_pages(), cap);
+    EXPECT_GT(c.engine(n).counters().writebacks, 0u) << "the cap was never reached";
+    EXPECT_EQ(c.engine(n).cache().requests_in_flight(), 0u);
+  }
+}
+
+// Each node keeps directory entries only for the pages it homes; the
+// cache keeps one byte for every page.
+TEST(Bounded, DirectoryKeepsOnlyHomedPages) {
+  ModelCluster c(4, 1000);
+  for (NodeId n = 0; n < 4; ++n) EXPECT_EQ(c.engine(n).directory().entries(), 1000u) << "node " << n;
+  EXPECT_EQ(Cache::kBytesPerPage, 1u);
+  // Pages homed elsewhere have no entry here, but still answer as empty.
+  const DirEntry& d = c.engine(0).directory().entry(c.page_homed_on(3));
+  EXPECT_EQ(d.owner, kNoNode);
+  EXPECT_TRUE(d.sharers.none());
+  // What a 64 TiB guest costs each node of 8 (16 GiB of cache state plus
+  // a 16-byte entry per homed page): printed for docs/dsm.md.
+  EXPECT_EQ(sizeof(DirEntry), 16u);
+  const double pages_64t = 64.0 * (1ull << 40) / kPageSize, gib = 1ull << 30;
+  const double before = pages_64t * (24 + 2) / gib;  // a 24-byte entry for every page, 2 bytes of cache
+  const double after = pages_64t * (Cache::kBytesPerPage + sizeof(DirEntry) / 8.0) / gib;
+  std::printf("64 TiB guest, 8 nodes: %.0f GiB a node before, %.0f GiB after (DirEntry %zu bytes)\n", before,
+              after, sizeof(DirEntry));
+}
+
+TEST(Bounded, HomedRunsFollowTheHomeMapAndGiveGapsToNodeZero) {
+  // Region: pages [0, 100) at gpa 0.  Ranges: [10, 20) node 1, [20, 30) node 1, [50, 60) node 2.
+  const uint64_t P = kPageSize;
+  PageSpace space({{"ram", 0, 100}}, HomeMap({{10 * P, 20 * P, 1}, {50 * P, 60 * P, 2}, {20 * P, 30 * P, 1}}, 3));
+  using Runs = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(space.homed_runs(0, 0), (Runs{{0, 10}, {30, 50}, {60, 100}}));
+  EXPECT_EQ(space.homed_runs(0, 1), (Runs{{10, 30}}));
+  EXPECT_EQ(space.homed_runs(0, 2), (Runs{{50, 60}}));
+  EXPECT_EQ(space.pages_homed_on(0), 70u);
+  for (uint64_t i = 0; i < 100; ++i) {
+    const NodeId h = space.home(PageKey(0, i));
+    bool found = false;
+    for (const auto& [a, b] : space.homed_runs(0, h)) found |= a <= i && i < b;
+    EXPECT_TRUE(found) << "page " << i;
+  }
+  // A region starting inside a range.
+  PageSpace inner({{"hi", 55 * P, 10}}, HomeMap({{50 * P, 60 * P, 2}}, 3));
+  EXPECT_EQ(inner.homed_runs(0, 2), (Runs{{0, 5}}));
+  EXPECT_EQ(inner.homed_runs(0, 0), (Runs{{5, 10}}));
+}
+
 }  // namespace
 }  // namespace aggvm::dsm::testing

@@ -58,10 +58,13 @@ typedef struct AggvmDsmOptions {
     /*
      * Called once, on the service thread, when the node can no longer keep
      * memory coherent (a peer died or stopped answering, a protocol
-     * violation by an authenticated peer).  Faulting threads stay blocked:
-     * they are never handed a page whose content is unknown.
+     * violation by an authenticated peer, a stop barrier a peer missed).
+     * err is a negative errno; node is the peer to blame, or -1 when no
+     * single peer is (a local error, several peers missing).  Faulting
+     * threads stay blocked: they are never handed a page whose content is
+     * unknown (see aggvm_dsm_poison_lost()).
      */
-    void (*on_failure)(void *opaque, int err, const char *message);
+    void (*on_failure)(void *opaque, int err, int node, const char *message);
     /*
      * Called on the service thread after this node's copy of guest pages
      * [gpa, gpa + len) was dropped because another node writes them: TCG
@@ -109,6 +112,9 @@ int aggvm_dsm_start(AggvmDsm *dsm, char **errmsg);
  * Synchronises with every peer (all nodes must call it), then disarms
  * userfaultfd and stops the service.  After it, region contents are
  * undefined.  Safe to call on a failed node: it then skips the barrier.
+ * Calls in flight end at once with -ECANCELED.  A peer that does not reach
+ * the barrier within timeout_ms fails it: -ETIMEDOUT naming the node(s),
+ * and the node is failed (aggvm_dsm_failed_node()).
  */
 int aggvm_dsm_stop(AggvmDsm *dsm, char **errmsg);
 
@@ -120,6 +126,23 @@ int aggvm_dsm_stop(AggvmDsm *dsm, char **errmsg);
  */
 int aggvm_dsm_abandon(AggvmDsm *dsm, char **errmsg);
 
+/*
+ * For a FAILED node (-EBUSY otherwise), instead of aggvm_dsm_abandon():
+ * stops the service without a barrier and marks every page this node does
+ * not hold valid (Invalid here: its content is lost or unreachable) as
+ * poisoned with UFFDIO_POISON, which wakes the threads blocked on them.
+ * Any later access to such a page raises SIGBUS (BUS_MCEERR_AR) in user
+ * space, KVM returns -EHWPOISON (and QEMU's vCPU thread gets SIGBUS), and a
+ * system call reading it (a disk write from that memory) fails with EFAULT:
+ * never zeros.  Pages held Shared here stay mapped and readable; a thread
+ * blocked writing one stays blocked (its write is not lost silently, nor
+ * made): userfaultfd stays registered until aggvm_dsm_free(), which wakes
+ * it.  Pages held Modified here stay as they are.  -ENOTSUP when the
+ * kernel lacks UFFD_FEATURE_POISON (Linux 6.6+): then fall back to
+ * aggvm_dsm_abandon().
+ */
+int aggvm_dsm_poison_lost(AggvmDsm *dsm, char **errmsg);
+
 /* Stops (without barrier if needed) and frees.  NULL is ignored. */
 void aggvm_dsm_free(AggvmDsm *dsm);
 
@@ -128,6 +151,12 @@ void aggvm_dsm_free(AggvmDsm *dsm);
  * healthy, or the failure's negative errno with its message.
  */
 int aggvm_dsm_wait_failure(AggvmDsm *dsm, uint32_t timeout_ms, char **errmsg);
+
+/*
+ * The peer blamed for the node's failure (the same node on_failure got), or
+ * -1: no failure, or no single peer to blame.
+ */
+int aggvm_dsm_failed_node(AggvmDsm *dsm);
 
 void aggvm_dsm_free_error(char *errmsg);
 
@@ -204,13 +233,24 @@ int aggvm_dsm_register_call(AggvmDsm *dsm, uint16_t channel,
 
 /*
  * Sends a request and blocks until its reply, at most timeout_ms (0: the
- * node's timeout), or until the node fails.  On success returns 0 and
+ * node's timeout), or until the node stops or fails, the peer leaves or
+ * aggvm_dsm_cancel_calls() ends it.  On success returns 0 and
  * stores the reply's length in *reply_len.
  */
 int aggvm_dsm_call(AggvmDsm *dsm, uint16_t to, uint16_t channel,
                    const void *request, size_t request_len,
                    void *reply, size_t reply_cap, size_t *reply_len,
                    uint32_t timeout_ms, char **errmsg);
+
+/*
+ * Ends every call in flight on this node at once: each aggvm_dsm_call()
+ * waiting returns -err (err is a positive errno; 0 means ECANCELED).  Calls
+ * made afterwards proceed as usual.  For QEMU's shutdown path.  Calls also
+ * end at once, without this, when the node stops (-ECANCELED) or fails
+ * (the failure's errno), and a call to a peer that already said goodbye
+ * fails with -ESHUTDOWN.
+ */
+int aggvm_dsm_cancel_calls(AggvmDsm *dsm, int err);
 
 /* Answers a call; status 0 on success or a positive errno for the caller. */
 int aggvm_dsm_reply(AggvmDsm *dsm, uint16_t to, uint64_t call_id, int status,

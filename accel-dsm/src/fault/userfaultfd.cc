@@ -1,8 +1,6 @@
 #include "fault/userfaultfd.h"
 
 #include <fcntl.h>
-#include <linux/userfaultfd.h>
-#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -33,12 +31,25 @@ int open_userfaultfd() {
   return fd;
 }
 
+// The features this kernel offers: UFFDIO_API on a throw-away descriptor
+// (a descriptor takes one UFFDIO_API only, and asking for an unknown
+// feature fails it).
+uint64_t offered_features() {
+  const int fd = open_userfaultfd();
+  uffdio_api api{};
+  api.api = UFFD_API;
+  const bool ok = ::ioctl(fd, UFFDIO_API, &api) == 0;
+  ::close(fd);
+  return ok ? api.features : 0;
+}
+
 }  // namespace
 
 Userfaultfd::Userfaultfd() : fd_(open_userfaultfd()) {
+  const uint64_t poison = offered_features() & UFFD_FEATURE_POISON;
   uffdio_api api{};
   api.api = UFFD_API;
-  api.features = kFeatures;
+  api.features = kFeatures | poison;
   if (::ioctl(fd_, UFFDIO_API, &api) != 0) {
     const int saved = errno;
     ::close(fd_);
@@ -49,6 +60,7 @@ Userfaultfd::Userfaultfd() : fd_(open_userfaultfd()) {
     ::close(fd_);
     fail(ENOSYS, "userfaultfd cannot register ranges");
   }
+  can_poison_ = poison != 0 && (api.features & UFFD_FEATURE_POISON) != 0;
 }
 
 Userfaultfd::~Userfaultfd() {
@@ -66,6 +78,7 @@ void Userfaultfd::register_range(void* host, size_t len) {
   const uint64_t need = (uint64_t{1} << _UFFDIO_COPY) | (uint64_t{1} << _UFFDIO_WRITEPROTECT) |
                         (uint64_t{1} << _UFFDIO_WAKE);
   if ((reg.ioctls & need) != need) fail(ENOTSUP, "userfaultfd range lacks copy/write-protect ioctls");
+  if ((reg.ioctls & (uint64_t{1} << _UFFDIO_POISON)) == 0) can_poison_ = false;
 }
 
 void Userfaultfd::unregister_range(void* host, size_t len) {
@@ -121,6 +134,28 @@ void Userfaultfd::write_protect(void* addr, size_t len, bool protect) {
   wp.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
   if (::ioctl(fd_, UFFDIO_WRITEPROTECT, &wp) != 0)
     fail_errno(fmt::format("UFFDIO_WRITEPROTECT {} at {}", protect ? "set" : "clear", addr));
+}
+
+size_t Userfaultfd::poison(void* addr, size_t len) {
+  if (!can_poison_) fail(ENOTSUP, "this kernel cannot poison userfaultfd ranges (UFFDIO_POISON needs Linux 6.6+)");
+  uffdio_poison p{};
+  p.range.start = reinterpret_cast<uint64_t>(addr);
+  p.range.len = len;
+  size_t ioctls = 1;
+  while (::ioctl(fd_, UFFDIO_POISON, &p) != 0) {
+    if (errno != EAGAIN && errno != EEXIST)
+      fail_errno(fmt::format("UFFDIO_POISON of {} bytes at {:#x}", p.range.len, p.range.start));
+    // EAGAIN: the mm changed under us; EEXIST: a page is mapped after all
+    // (it keeps its content).  Either way poison the rest.
+    uint64_t done = p.updated > 0 ? static_cast<uint64_t>(p.updated) : 0;
+    if (errno == EEXIST) done += AGGVM_DSM_PAGE_SIZE;
+    if (done >= p.range.len) break;
+    p.range.start += done;
+    p.range.len -= done;
+    p.updated = 0;
+    ++ioctls;
+  }
+  return ioctls;
 }
 
 void Userfaultfd::wake(void* addr, size_t len) {

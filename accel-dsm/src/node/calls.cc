@@ -19,8 +19,6 @@ struct ReplyHeader {
   uint32_t reserved;
 };
 
-constexpr auto kWaitSlice = std::chrono::milliseconds(20);
-
 template <typename H>
 std::vector<std::byte> frame(const H& header, std::span<const std::byte> body) {
   std::vector<std::byte> out(sizeof header + body.size());
@@ -34,6 +32,42 @@ std::vector<std::byte> frame(const H& header, std::span<const std::byte> body) {
 Calls::Calls(Node& node) : node_(node) {
   node_.register_service(kRequestChannel, [this](NodeId from, auto data) { on_request(from, data); });
   node_.register_service(kReplyChannel, [this](NodeId from, auto data) { on_reply(from, data); });
+  node_.add_listener(NodeListener{
+      .finished =
+          [this](int err, const std::string& why) {
+            std::lock_guard lock(mu_);
+            closed_err_ = err;
+            closed_why_ = why;
+            cancel_locked(err, why, [](NodeId) { return true; });
+          },
+      .peer_leaving =
+          [this](NodeId peer) {
+            std::lock_guard lock(mu_);
+            cancel_locked(ESHUTDOWN, fmt::format("node {} is shutting down", peer),
+                          [peer](NodeId to) { return to == peer; });
+          },
+  });
+}
+
+template <typename Pred>
+size_t Calls::cancel_locked(int err, const std::string& why, Pred pred) {
+  size_t n = 0;
+  for (auto& [id, entry] : pending_) {
+    Pending& p = *entry.second;
+    if (p.done || !pred(entry.first)) continue;
+    p.done = true;
+    p.status = err;
+    p.cancelled = why.empty() ? std::string("call cancelled") : why;
+    p.cv.notify_one();
+    ++n;
+  }
+  return n;
+}
+
+size_t Calls::cancel_all(int err, const std::string& why) {
+  if (err <= 0) fail(EINVAL, "calls cancelled with errno {}: a positive errno is needed", err);
+  std::lock_guard lock(mu_);
+  return cancel_locked(err, why, [](NodeId) { return true; });
 }
 
 void Calls::handle(uint16_t channel, Handler handler) {
@@ -57,7 +91,11 @@ size_t Calls::call(NodeId to, uint16_t channel, std::span<const std::byte> reque
   Pending p;
   const uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   {
+    // Checked under mu_, which the listeners take: a stop, failure or
+    // goodbye either shows here or finds this call pending.
     std::lock_guard lock(mu_);
+    if (closed_err_) throw DsmError(closed_err_, closed_why_);
+    if (to != node_.self() && node_.peer_leaving(to)) fail(ESHUTDOWN, "node {} is shutting down", to);
     pending_.emplace(id, std::make_pair(to, &p));
   }
   struct Forget {
@@ -73,17 +111,9 @@ size_t Calls::call(NodeId to, uint16_t channel, std::span<const std::byte> reque
 
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_lock lock(mu_);
-  while (!p.done) {
-    const auto now = std::chrono::steady_clock::now();
-    if (now >= deadline)
-      fail(ETIMEDOUT, "node {} did not answer a call on channel {} within {} ms", to, channel, timeout.count());
-    p.cv.wait_for(lock, std::min<std::chrono::steady_clock::duration>(kWaitSlice, deadline - now));
-    if (!p.done) {
-      lock.unlock();
-      if (auto failure = node_.wait_failure(std::chrono::milliseconds(0))) throw *failure;
-      lock.lock();
-    }
-  }
+  if (!p.cv.wait_until(lock, deadline, [&] { return p.done; }))
+    fail(ETIMEDOUT, "node {} did not answer a call on channel {} within {} ms", to, channel, timeout.count());
+  if (!p.cancelled.empty()) throw DsmError(p.status, p.cancelled);
   if (p.status != 0) fail(p.status, "node {} refused a call on channel {}: {}", to, channel, std::strerror(p.status));
   if (p.data.size() > reply.size())
     fail(EMSGSIZE, "node {} answered {} bytes on channel {}, expected at most {}", to, p.data.size(), channel,

@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "node/node.h"
@@ -41,9 +42,16 @@ class Calls final {
 
   // Sends request to node `to` on channel and waits for the reply, which is
   // copied into reply (truncation is an error).  Returns the reply's length.
-  // Throws DsmError: ETIMEDOUT, the node's failure, or the handler's status.
+  // Throws DsmError: ETIMEDOUT, the handler's status, ESHUTDOWN when `to`
+  // is leaving, ECANCELED once this node stops, the node's failure, or
+  // what cancel_all() gave.  Only the timeout waits: the others end the
+  // call as soon as they happen.
   size_t call(NodeId to, uint16_t channel, std::span<const std::byte> request, std::span<std::byte> reply,
               std::chrono::milliseconds timeout);
+
+  // Ends every call in flight now with err (positive errno); later calls
+  // proceed as usual.  Returns how many were in flight.
+  size_t cancel_all(int err, const std::string& why);
 
   // Answers call_id from node `to`; status 0 is success, else a positive errno.
   void reply(NodeId to, uint64_t call_id, int status, std::span<const std::byte> data);
@@ -54,17 +62,24 @@ class Calls final {
     bool done = false;
     int status = 0;
     std::vector<std::byte> data;
+    std::string cancelled;  // why it ended without a reply; empty for a reply
   };
 
   void add_handler(uint16_t channel, Handler handler);
   void on_request(NodeId from, std::span<const std::byte> payload);
   void on_reply(NodeId from, std::span<const std::byte> payload);
+  // Ends the pending calls matching pred; mu_ must be held.
+  template <typename Pred>
+  size_t cancel_locked(int err, const std::string& why, Pred pred);
 
   Node& node_;
   std::map<uint16_t, Handler> handlers_;  // fixed once the node starts
   std::atomic<uint64_t> next_id_{1};
   std::mutex mu_;
   std::map<uint64_t, std::pair<NodeId, Pending*>> pending_;
+  // Set once the node stopped or failed: every later call fails at once.
+  int closed_err_ = 0;
+  std::string closed_why_;
 };
 
 }  // namespace aggvm::dsm

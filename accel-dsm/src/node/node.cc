@@ -67,6 +67,11 @@ void Node::add_region(std::string name, uint64_t gpa, void* host, uint64_t size)
   regions_.push_back(Region{std::move(name), gpa, static_cast<std::byte*>(host), size});
 }
 
+void Node::add_listener(NodeListener listener) {
+  if (started_) fail(EBUSY, "node listener added after start");
+  listeners_.push_back(std::move(listener));
+}
+
 void Node::register_service(uint16_t channel, ServiceHandler handler) {
   if (started_) fail(EBUSY, "service channel {} registered after start", channel);
   if (!services_.emplace(channel, std::move(handler)).second)
@@ -90,9 +95,7 @@ void Node::start() {
 
   const uint64_t cap_pages = cfg_.resident_cap_bytes / kPageSize;
   if (cap_pages) {
-    uint64_t homed = 0;
-    for (const Region& r : regions_) homed += space_->homes().bytes_homed_on(cfg_.self, r.gpa, r.size);
-    homed /= kPageSize;
+    const uint64_t homed = space_->pages_homed_on(cfg_.self);  // O(ranges): guests may be TBs
     if (cap_pages < homed + kFaultSlackPages)
       fail(EINVAL,
            "resident cap of {} KiB is below the {} KiB this node homes plus {} KiB for faults in flight",
@@ -150,6 +153,7 @@ void Node::run() {
       serve_commands();
       sync_counters();
       if (abandon_ || (stopping_ && goodbyes_.count() >= static_cast<size_t>(cfg_.n_nodes))) break;
+      if (stopping_) check_stop_deadline();
       {
         std::lock_guard lock(fail_mu_);
         if (failure_) break;
@@ -169,10 +173,12 @@ void Node::run() {
           (void)::read(wake_fd_, &v, sizeof v);
         }
     }
+  } catch (const PeerError& e) {
+    fail_node(e.err(), e.node(), e.what());
   } catch (const DsmError& e) {
-    fail_node(e.err(), e.what());
+    fail_node(e.err(), -1, e.what());
   } catch (const std::exception& e) {
-    fail_node(EIO, e.what());
+    fail_node(EIO, -1, e.what());
   }
   try {
     fabric_->close_all();
@@ -235,8 +241,25 @@ void Node::serve_commands() {
   }
   if (stop_requested_ && !stopping_) {
     stopping_ = true;
+    stop_deadline_ = std::chrono::steady_clock::now() + cfg_.timeout;
     send_goodbyes();
   }
+}
+
+// The stop barrier waits for every peer's goodbye at most the node's timeout.
+void Node::check_stop_deadline() {
+  if (std::chrono::steady_clock::now() < stop_deadline_) return;
+  std::string missing;
+  int blamed = -1;
+  for (NodeId n = 0; n < cfg_.n_nodes; ++n) {
+    if (goodbyes_.test(n)) continue;
+    missing += fmt::format("{}{}", missing.empty() ? "" : ", ", n);
+    blamed = blamed == -1 ? n : -2;  // -2: more than one
+  }
+  const std::string what = fmt::format("stop barrier: node{} {} did not say goodbye within {} ms",
+                                       blamed == -2 ? "s" : "", missing, cfg_.timeout.count());
+  if (blamed >= 0) throw PeerError(ETIMEDOUT, static_cast<NodeId>(blamed), what);
+  fail(ETIMEDOUT, "{}", what);
 }
 
 void Node::send_goodbyes() {
@@ -257,6 +280,7 @@ void Node::send_goodbyes() {
 
 void Node::stop() {
   if (!started_) return;
+  notify_finished(ECANCELED, fmt::format("node {} is stopping", cfg_.self));
   stop_requested_ = true;
   uint64_t one = 1;
   (void)::write(wake_fd_, &one, sizeof one);
@@ -269,6 +293,7 @@ void Node::stop() {
 
 void Node::abandon() {
   if (started_) {
+    notify_finished(ECANCELED, fmt::format("node {} was abandoned", cfg_.self));
     abandon_ = true;  // no barrier
     if (wake_fd_ >= 0) {
       uint64_t one = 1;
@@ -285,15 +310,73 @@ void Node::abandon() {
   }
 }
 
-void Node::fail_node(int err, const std::string& message) {
+void Node::poison_lost() {
+  {
+    std::lock_guard lock(fail_mu_);
+    if (!failure_) fail(EBUSY, "node {} has not failed: only a failed node poisons the memory it lost", cfg_.self);
+  }
+  if (!uffd_) fail(EINVAL, "node {} holds no guest memory any more (abandoned)", cfg_.self);
+  if (!uffd_->can_poison())
+    fail(ENOTSUP, "node {}: this kernel cannot poison guest memory (UFFD_FEATURE_POISON needs Linux 6.6+)",
+         cfg_.self);
+  if (started_) {
+    notify_finished(ECANCELED, fmt::format("node {} was stopped to poison lost memory", cfg_.self));
+    abandon_ = true;  // no barrier: the cluster failed
+    uint64_t one = 1;
+    if (::write(wake_fd_, &one, sizeof one) < 0 && errno != EAGAIN) fail_errno("write(eventfd)");
+    if (thread_.joinable()) thread_.join();
+    started_ = false;
+  }
+  fabric_.reset();
+  // The service thread is gone: the engine's page states are final.  Every
+  // Invalid page is lost here (its content is on a peer or unknown): poison
+  // it, in runs.  Shared and Modified pages are mapped and keep their data;
+  // userfaultfd stays registered, so a writer blocked on a Shared page
+  // stays blocked (see dsm.h).
+  uint64_t pages = 0, runs = 0, ioctls = 0;
+  const Cache& cache = engine_->cache();
+  for (uint32_t ri = 0; ri < regions_.size(); ++ri) {
+    const uint64_t n = regions_[ri].size / kPageSize;
+    for (uint64_t i = 0; i < n;) {
+      if (cache.state(PageKey(ri, i)) != PageState::kInvalid) {
+        ++i;
+        continue;
+      }
+      uint64_t j = i + 1;
+      while (j < n && cache.state(PageKey(ri, j)) == PageState::kInvalid) ++j;
+      ioctls += uffd_->poison(host(PageKey(ri, i)), (j - i) * kPageSize);
+      pages += j - i;
+      ++runs;
+      i = j;
+    }
+  }
+  spdlog::warn("aggvm-dsm: node {} poisoned {} lost pages in {} runs ({} ioctls)", cfg_.self, pages, runs, ioctls);
+}
+
+void Node::fail_node(int err, int node, const std::string& message) {
+  if (node == cfg_.self || node >= cfg_.n_nodes) node = -1;
   {
     std::lock_guard lock(fail_mu_);
     if (failure_) return;
     failure_.emplace(err, fmt::format("aggvm-dsm node {}: {}", cfg_.self, message));
+    failed_node_ = node;
     fail_cv_.notify_all();
   }
   spdlog::error("aggvm-dsm: node {} failed: {}", cfg_.self, message);
-  if (cfg_.on_failure) cfg_.on_failure(err, failure_->what());
+  notify_finished(err, failure_->what());
+  if (cfg_.on_failure) cfg_.on_failure(err, node, failure_->what());
+}
+
+// Once: stop, abandon or failure, whichever comes first.
+void Node::notify_finished(int err, const std::string& why) {
+  if (finished_notified_.exchange(true)) return;
+  for (const NodeListener& l : listeners_)
+    if (l.finished) l.finished(err, why);
+}
+
+int Node::failed_node() const {
+  std::lock_guard lock(fail_mu_);
+  return failure_ ? failed_node_ : -1;
 }
 
 std::optional<DsmError> Node::wait_failure(std::chrono::milliseconds timeout) {
@@ -333,7 +416,13 @@ AggvmDsmNodeStats Node::stats() const {
 
 void Node::send(const Message& m) {
   const auto header = encode_header(m);
-  fabric_->send(m.dst, header, m.payload);
+  try {
+    fabric_->send(m.dst, header, m.payload);
+  } catch (const PeerError&) {
+    throw;
+  } catch (const DsmError& e) {
+    throw PeerError(e.err(), m.dst, e.what());  // its connection is gone
+  }
   std::lock_guard lock(stats_mu_);
   counters_.messages_sent++;
   if (m.has(kFlagData)) counters_.bytes_sent += m.payload.size();
@@ -348,7 +437,13 @@ void Node::install(PageKey page, std::span<const std::byte> data, bool writable)
 
 void Node::set_writable(PageKey page) { uffd_->write_protect(host(page), kPageSize, false); }
 void Node::write_protect(PageKey page) { uffd_->write_protect(host(page), kPageSize, true); }
-void Node::read(PageKey page, PageBuffer out) { std::memcpy(out.data(), host(page), kPageSize); }
+void Node::read(PageKey page, PageBuffer out) {
+  // The service thread must never fault on its own userfaultfd: nobody
+  // would resolve it.  Only pages mapped here are read (item 4 of issue 9).
+  if (engine_->cache().state(page) == PageState::kInvalid)
+    fail(EFAULT, "service thread asked to read page {:#x}, which is not mapped here", space_->gpa(page));
+  std::memcpy(out.data(), host(page), kPageSize);
+}
 
 void Node::drop(PageKey page) {
   if (::madvise(host(page), kPageSize, MADV_DONTNEED) != 0) fail_errno("madvise(MADV_DONTNEED)");
@@ -381,6 +476,9 @@ void Node::on_frame(NodeId from, const WireHeader& h, std::span<const std::byte>
     if (!msg.ParseFromArray(payload.data(), static_cast<int>(payload.size())) || !msg.has_goodbye())
       return rejected(from, "unexpected control message");
     goodbyes_.set(from);
+    leaving_.fetch_or(uint64_t{1} << from, std::memory_order_release);
+    for (const NodeListener& l : listeners_)
+      if (l.peer_leaving) l.peer_leaving(from);
     return;
   }
   if (type == MsgType::kService) {
@@ -398,7 +496,7 @@ void Node::on_frame(NodeId from, const WireHeader& h, std::span<const std::byte>
 
 void Node::on_peer_lost(NodeId peer, const std::string& why) {
   if (goodbyes_.test(peer)) return;  // it finished and left
-  fail(ECONNRESET, "lost node {} ({}): {}", peer, cfg_.addresses[peer], why);
+  fail_peer(peer, ECONNRESET, "lost node {} ({}): {}", peer, cfg_.addresses[peer], why);
 }
 
 void Node::on_rejected(const std::string& who, const std::string& why) {

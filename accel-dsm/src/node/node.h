@@ -35,11 +35,21 @@ struct NodeConfig {
   std::chrono::milliseconds timeout{5000};
   std::string transports = "tcp";
   FrameProtection frame_protection = FrameProtection::kAesGcm;
-  std::function<void(int err, const std::string& message)> on_failure;
+  // node: the peer to blame, or -1 when no single peer is (a local error).
+  std::function<void(int err, int node, const std::string& message)> on_failure;
   std::function<void(uint64_t gpa, uint64_t len)> on_page_change;
 };
 
 using ServiceHandler = std::function<void(NodeId from, std::span<const std::byte> data)>;
+
+// What users of the node's fabric (calls) must know to stop waiting at once.
+struct NodeListener {
+  // The node stopped, was abandoned or failed: no more answers will come.
+  // err is ECANCELED for a stop, else the failure's errno.
+  std::function<void(int err, const std::string& why)> finished;
+  // A peer said goodbye: it is leaving and will answer nothing new.
+  std::function<void(NodeId peer)> peer_leaving;
+};
 
 class Node final : private Env, private FabricSink {
  public:
@@ -51,16 +61,31 @@ class Node final : private Env, private FabricSink {
 
   void add_region(std::string name, uint64_t gpa, void* host, uint64_t size);
   void register_service(uint16_t channel, ServiceHandler handler);
+  // Before start(); listeners are called on the service thread or in stop().
+  void add_listener(NodeListener listener);
   void start();
-  // Barrier with every peer, then stops serving.
+  // Barrier with every peer, then stops serving.  A peer that does not say
+  // goodbye within the timeout fails it (ETIMEDOUT naming the node).
   void stop();
   // Stops serving at once, without a barrier, and lets go of guest memory:
   // threads blocked on a fault resume on whatever the memory holds.  For a
   // node whose guest is stopped because the cluster failed.
   void abandon();
 
+  // For a failed node: stops serving without a barrier and poisons every
+  // page not held valid here (UFFDIO_POISON), keeping userfaultfd armed.
+  // Throws DsmError(ENOTSUP) when the kernel cannot poison.
+  void poison_lost();
+
   // The failure, once the node has failed; waits up to timeout for one.
   std::optional<DsmError> wait_failure(std::chrono::milliseconds timeout);
+  NodeId self() const { return cfg_.self; }
+  // The peer blamed for the failure, or -1 (no failure, or no single peer).
+  int failed_node() const;
+  // The peer said goodbye: it is stopping.
+  bool peer_leaving(NodeId peer) const {
+    return peer < kMaxNodes && (leaving_.load(std::memory_order_acquire) >> peer) & 1;
+  }
   void send_service(NodeId to, uint16_t channel, std::span<const std::byte> data);
 
   AggvmDsmNodeStats stats() const;
@@ -100,7 +125,9 @@ class Node final : private Env, private FabricSink {
   void sync_counters();
   void serve_commands();
   void send_goodbyes();
-  void fail_node(int err, const std::string& message);
+  void fail_node(int err, int node, const std::string& message);
+  void notify_finished(int err, const std::string& why);
+  void check_stop_deadline();
   std::byte* host(PageKey page) const { return regions_[page.region()].host + page.index() * kPageSize; }
   std::string describe_configuration() const;
   static uint64_t now_ns();
@@ -114,6 +141,7 @@ class Node final : private Env, private FabricSink {
   std::unique_ptr<Userfaultfd> uffd_;
   std::unique_ptr<Fabric> fabric_;
   std::map<uint16_t, ServiceHandler> services_;
+  std::vector<NodeListener> listeners_;  // fixed once started
   std::thread thread_;
   int wake_fd_ = -1;
   int epoll_fd_ = -1;
@@ -126,11 +154,15 @@ class Node final : private Env, private FabricSink {
 
   // Service thread only.
   bool stopping_ = false;
+  std::chrono::steady_clock::time_point stop_deadline_{};
   NodeSet goodbyes_;
+  std::atomic<uint64_t> leaving_{0};  // peers that said goodbye, for other threads
+  std::atomic<bool> finished_notified_{false};
 
   mutable std::mutex fail_mu_;
   std::condition_variable fail_cv_;
   std::optional<DsmError> failure_;
+  int failed_node_ = -1;
   bool finished_ = false;
 
   FaultStatistics faults_;

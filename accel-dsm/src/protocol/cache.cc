@@ -9,6 +9,42 @@
 
 namespace aggvm::dsm {
 
+void VictimList::push_back(PageKey p) {
+  if (contains(p)) fail(EPROTO, "page {:#x} is already a victim", p.raw());
+  size_t s;
+  if (free_.empty()) {
+    s = slots_.size();
+    slots_.emplace_back();
+  } else {
+    s = free_.back();
+    free_.pop_back();
+  }
+  slots_[s] = Slot{p.raw(), tail_, kNil};
+  if (tail_ != kNil) slots_[tail_].next = s;
+  else head_ = s;
+  tail_ = s;
+  index_.emplace(p.raw(), s);
+}
+
+void VictimList::remove(PageKey p) {
+  auto it = index_.find(p.raw());
+  if (it == index_.end()) return;
+  const size_t s = it->second;
+  index_.erase(it);
+  const Slot& slot = slots_[s];
+  if (slot.prev != kNil) slots_[slot.prev].next = slot.next;
+  else head_ = slot.next;
+  if (slot.next != kNil) slots_[slot.next].prev = slot.prev;
+  else tail_ = slot.prev;
+  if (index_.empty()) {  // give the pool back once nothing is listed
+    slots_.clear();
+    free_.clear();
+    head_ = tail_ = kNil;
+  } else {
+    free_.push_back(s);
+  }
+}
+
 Cache::Cache(EngineContext& ctx, uint64_t cap_pages) : ctx_(ctx), cap_pages_(cap_pages) {
   for (const auto& r : ctx_.space->regions()) entries_.emplace_back(r.pages);
 }
@@ -65,6 +101,7 @@ void Cache::unmapped(PageKey page, Entry& e) {
   ctx_.env->drop(page);
   e.state = PageState::kInvalid;
   --resident_;
+  victims_.remove(page);
 }
 
 void Cache::on_grant(const Message& m) {
@@ -85,12 +122,12 @@ void Cache::on_grant(const Message& m) {
 
   if (m.has(kFlagData) || m.has(kFlagZero)) {
     if (!was_invalid)
-      fail(EPROTO, "node {} granted page {:#x} with data while this node holds it {}", m.src,
+      fail_peer(m.src, EPROTO, "node {} granted page {:#x} with data while this node holds it {}", m.src,
            ctx_.space->gpa(m.page), to_string(e.state));
     ctx_.env->install(m.page, m.has(kFlagData) ? m.payload : std::span<const std::byte>{}, write);
     mapped(m.page, e, target);
   } else if (was_invalid) {
-    fail(EPROTO, "node {} granted page {:#x} without data but this node holds no copy", m.src,
+    fail_peer(m.src, EPROTO, "node {} granted page {:#x} without data but this node holds no copy", m.src,
          ctx_.space->gpa(m.page));
   } else if (write && e.state == PageState::kShared) {
     ctx_.env->set_writable(m.page);
@@ -212,25 +249,14 @@ bool Cache::evict_one() {
     const Entry& e = entry(p);
     return e.state != PageState::kInvalid && e.pending == Pending::kNone;
   };
-  // Prefer a shared copy among the oldest: dropping it costs no data transfer.
-  const size_t scan = std::min<size_t>(victims_.size(), 64);
-  for (size_t i = 0; i < scan; ++i) {
-    const PageKey p = victims_[i];
-    if (evictable(p) && entry(p).state == PageState::kShared) {
-      victims_.erase(victims_.begin() + static_cast<std::ptrdiff_t>(i));
-      evict(p, entry(p));
-      return true;
-    }
-  }
-  while (!victims_.empty()) {
-    const PageKey p = victims_.front();
-    victims_.pop_front();
-    if (evictable(p)) {
-      evict(p, entry(p));
-      return true;
-    }
-  }
-  return false;
+  // Prefer a shared copy among the oldest: dropping it costs no data
+  // transfer.  Else the oldest page with no request in flight (those are
+  // few: at most one per fault in flight).  evict() unlists it.
+  auto victim = victims_.find([&](PageKey p) { return evictable(p) && entry(p).state == PageState::kShared; }, 64);
+  if (!victim) victim = victims_.find(evictable);
+  if (!victim) return false;
+  evict(*victim, entry(*victim));
+  return true;
 }
 
 void Cache::evict(PageKey page, Entry& e) {
@@ -263,7 +289,7 @@ void Cache::check_timeouts() const {
   for (const auto& [page, op] : ops_) {
     const Entry& e = entry(page);
     if (e.pending != Pending::kNone && op.deadline_ns <= ctx_.now_ns)
-      fail(ETIMEDOUT, "node {} (home of page {:#x}) did not answer within {} ms", home(page),
+      fail_peer(home(page), ETIMEDOUT, "node {} (home of page {:#x}) did not answer within {} ms", home(page),
            ctx_.space->gpa(page), ctx_.timeout_ns / 1'000'000);
   }
 }

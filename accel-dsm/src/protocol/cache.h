@@ -6,14 +6,47 @@
 #pragma once
 
 #include <array>
-#include <deque>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
 #include "protocol/context.h"
 
 namespace aggvm::dsm {
+
+// The pages eviction may pick, oldest first: one entry per page, O(1) to
+// add, remove and take, memory O(pages listed).  Slots are pooled and
+// linked by index; a hash index finds a page's slot.
+class VictimList {
+ public:
+  void push_back(PageKey p);
+  // Forgets p; nothing happens when it is not listed.
+  void remove(PageKey p);
+  bool contains(PageKey p) const { return index_.count(p.raw()) != 0; }
+  size_t size() const { return index_.size(); }
+  // The oldest of the first `limit` pages for which pred holds.
+  template <typename Pred>
+  std::optional<PageKey> find(Pred pred, size_t limit = std::numeric_limits<size_t>::max()) const {
+    for (size_t s = head_; s != kNil && limit > 0; s = slots_[s].next, --limit)
+      if (pred(PageKey::from_raw(slots_[s].key))) return PageKey::from_raw(slots_[s].key);
+    return std::nullopt;
+  }
+
+ private:
+  static constexpr size_t kNil = std::numeric_limits<size_t>::max();
+  struct Slot {
+    uint64_t key = 0;
+    size_t prev = kNil;
+    size_t next = kNil;
+  };
+  std::vector<Slot> slots_;
+  std::vector<size_t> free_;
+  std::unordered_map<uint64_t, size_t> index_;
+  size_t head_ = kNil;
+  size_t tail_ = kNil;
+};
 
 class Cache {
  public:
@@ -33,6 +66,10 @@ class Cache {
 
   PageState state(PageKey page) const { return entry(page).state; }
   Pending pending(PageKey page) const { return entry(page).pending; }
+  // Pages eviction may pick: exactly the resident pages homed elsewhere.
+  size_t victims() const { return victims_.size(); }
+  // Bytes of per-page state kept for every page of the guest.
+  static constexpr size_t kBytesPerPage = 1;
   uint64_t resident_pages() const { return resident_; }
   uint64_t resident_peak_pages() const { return resident_peak_; }
   size_t requests_in_flight() const { return ops_.size(); }
@@ -40,10 +77,12 @@ class Cache {
   void check_timeouts() const;
 
  private:
+  // One byte a page: this node's copy of every page of a multi-TB guest.
   struct Entry {
-    PageState state = PageState::kInvalid;
-    Pending pending = Pending::kNone;
+    PageState state : 2 = PageState::kInvalid;
+    Pending pending : 3 = Pending::kNone;
   };
+  static_assert(sizeof(Entry) == kBytesPerPage);
   struct Op {
     std::vector<Waiter> waiters;
     uint64_t deadline_ns = 0;
@@ -68,7 +107,7 @@ class Cache {
   uint64_t cap_pages_;  // 0: no cap
   std::vector<std::vector<Entry>> entries_;
   std::unordered_map<PageKey, Op, PageKeyHash> ops_;
-  std::deque<PageKey> victims_;  // mapped non-home pages, oldest first (lazily pruned)
+  VictimList victims_;  // mapped pages homed elsewhere, oldest first
   uint64_t resident_ = 0;
   uint64_t resident_peak_ = 0;
   uint64_t installs_in_flight_ = 0;

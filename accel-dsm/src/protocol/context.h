@@ -8,10 +8,28 @@
 #include <string>
 #include <vector>
 
+#include "error.h"
 #include "protocol/env.h"
 #include "protocol/page_space.h"
 
 namespace aggvm::dsm {
+
+// A failure one peer is to blame for (it timed out, broke the protocol or
+// was lost): the node reports that peer's id with the failure.
+class PeerError : public DsmError {
+ public:
+  PeerError(int err, NodeId node, const std::string& what) : DsmError(err, what), node_(node) {}
+  NodeId node() const noexcept { return node_; }
+
+ private:
+  NodeId node_;
+};
+
+// Throws PeerError(err, node, "<formatted message>").
+template <typename... Args>
+[[noreturn]] void fail_peer(NodeId node, int err, fmt::format_string<Args...> format, Args&&... args) {
+  throw PeerError(err, node, fmt::format(format, std::forward<Args>(args)...));
+}
 
 // A message rejected as invalid in the current state; the sender is logged
 // and the node goes on.

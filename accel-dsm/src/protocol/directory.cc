@@ -1,5 +1,6 @@
 #include "protocol/directory.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -8,8 +9,41 @@
 
 namespace aggvm::dsm {
 
+// Entries for the pages homed here only: a node homing 1/N of a multi-TB
+// guest keeps 1/N of its directory.
 Directory::Directory(EngineContext& ctx, Cache& cache) : ctx_(ctx), cache_(cache) {
-  for (const auto& r : ctx_.space->regions()) entries_.emplace_back(r.pages);
+  for (uint32_t r = 0; r < ctx_.space->regions().size(); ++r) {
+    auto& segs = segments_.emplace_back();
+    for (const auto& [first, last] : ctx_.space->homed_runs(r, ctx_.self)) {
+      segs.push_back(Segment{first, std::vector<DirEntry>(last - first)});
+      entry_count_ += last - first;
+    }
+  }
+}
+
+const DirEntry* Directory::find(PageKey p) const {
+  if (p.region() >= segments_.size()) return nullptr;
+  const auto& segs = segments_[p.region()];
+  auto it = std::upper_bound(segs.begin(), segs.end(), p.index(),
+                             [](uint64_t i, const Segment& s) { return i < s.first; });
+  if (it == segs.begin()) return nullptr;
+  --it;
+  const uint64_t k = p.index() - it->first;
+  return k < it->entries.size() ? &it->entries[k] : nullptr;
+}
+
+const DirEntry& Directory::entry(PageKey p) const {
+  static const DirEntry kNotHomed{};
+  const DirEntry* d = find(p);
+  return d ? *d : kNotHomed;
+}
+
+DirEntry& Directory::entry(PageKey p) {
+  // Every caller checked the page is homed here (on_request) or has a
+  // transaction, which only homed pages get.
+  const DirEntry* d = find(p);
+  if (!d) fail(EPROTO, "page {:#x} has no directory entry on node {}", ctx_.space->gpa(p), ctx_.self);
+  return const_cast<DirEntry&>(*d);
 }
 
 void Directory::send(MsgType type, NodeId to, PageKey page, uint32_t txn, uint16_t flags,
@@ -222,12 +256,13 @@ void Directory::check_timeouts() const {
     const uint64_t gpa = ctx_.space->gpa(page);
     const uint64_t ms = ctx_.timeout_ns / 1'000'000;
     if (t.awaiting_fetch != kNoNode)
-      fail(ETIMEDOUT, "node {} did not return page {:#x} within {} ms", t.awaiting_fetch, gpa, ms);
+      fail_peer(t.awaiting_fetch, ETIMEDOUT, "node {} did not return page {:#x} within {} ms", t.awaiting_fetch,
+                gpa, ms);
     for (NodeId n = 0; n < ctx_.n_nodes; ++n)
       if (t.awaiting_acks.test(n))
-        fail(ETIMEDOUT, "node {} did not acknowledge invalidation of page {:#x} within {} ms", n,
+        fail_peer(n, ETIMEDOUT, "node {} did not acknowledge invalidation of page {:#x} within {} ms", n,
              gpa, ms);
-    fail(ETIMEDOUT, "node {} did not confirm its grant of page {:#x} within {} ms", t.req.from,
+    fail_peer(t.req.from, ETIMEDOUT, "node {} did not confirm its grant of page {:#x} within {} ms", t.req.from,
          gpa, ms);
   }
 }

@@ -17,9 +17,10 @@
 
 namespace aggvm::dsm {
 
+// 16 bytes (the set first: 24 with the owner first, for padding).
 struct DirEntry {
-  NodeId owner = kNoNode;  // node holding the page Modified
   NodeSet sharers;         // nodes holding it Shared
+  NodeId owner = kNoNode;  // node holding the page Modified
   bool touched = false;    // ever granted for writing: not known to be zero
 };
 
@@ -33,7 +34,10 @@ class Directory {
   void on_fetch_resp(const Message& m);
   void on_unblock(const Message& m);
 
-  const DirEntry& entry(PageKey p) const { return entries_[p.region()][p.index()]; }
+  // The entry of a page homed here; an empty one for any other page.
+  const DirEntry& entry(PageKey p) const;
+  // Entries kept: one per page homed on this node (none for the others).
+  uint64_t entries() const { return entry_count_; }
   bool busy(PageKey p) const { return txns_.count(p) != 0; }
   size_t transactions() const { return txns_.size(); }
   void check_timeouts() const;
@@ -59,7 +63,13 @@ class Directory {
     std::deque<Request> queue;  // requests for this page waiting their turn
   };
 
-  DirEntry& entry(PageKey p) { return entries_[p.region()][p.index()]; }
+  // Pages [first, first + entries.size()) of a region, homed here.
+  struct Segment {
+    uint64_t first = 0;
+    std::vector<DirEntry> entries;
+  };
+  const DirEntry* find(PageKey p) const;
+  DirEntry& entry(PageKey p);
   Txn& active_txn(const Message& m, const char* what);
   void start(PageKey page, Txn& t);
   void finish(PageKey page);
@@ -70,7 +80,8 @@ class Directory {
 
   EngineContext& ctx_;
   Cache& cache_;
-  std::vector<std::vector<DirEntry>> entries_;
+  std::vector<std::vector<Segment>> segments_;  // per region, by first page
+  uint64_t entry_count_ = 0;
   std::unordered_map<PageKey, Txn, PageKeyHash> txns_;  // pages with a transaction
   uint32_t next_txn_ = 1;
 };

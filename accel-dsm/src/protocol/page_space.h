@@ -1,7 +1,9 @@
 // The guest pages a cluster keeps coherent: its regions and their homes.
 #pragma once
 
+#include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "protocol/home_map.h"
@@ -30,6 +32,37 @@ class PageSpace {
   const std::vector<RegionInfo>& regions() const { return regions_; }
   const std::vector<uint64_t>& region_pages() const { return region_pages_; }
   const HomeMap& homes() const { return homes_; }
+
+  // The runs [first, end) of page indexes of region homed on node, in
+  // order: O(home ranges), not O(pages).  Gaps between ranges are node 0's.
+  std::vector<std::pair<uint64_t, uint64_t>> homed_runs(uint32_t region, NodeId node) const {
+    const RegionInfo& r = regions_[region];
+    const uint64_t end = r.gpa + r.pages * kPageSize;
+    std::vector<std::pair<uint64_t, uint64_t>> runs;
+    auto add = [&](uint64_t a, uint64_t b, NodeId owner) {  // gpa range [a, b) homed on owner
+      a = std::max(a, r.gpa);
+      b = std::min(b, end);
+      if (owner != node || a >= b) return;
+      const uint64_t first = (a - r.gpa) / kPageSize, last = (b - r.gpa) / kPageSize;
+      if (!runs.empty() && runs.back().second == first) runs.back().second = last;
+      else runs.emplace_back(first, last);
+    };
+    uint64_t cursor = r.gpa;
+    for (const HomeRange& h : homes_.ranges()) {  // sorted by gpa_start
+      if (h.gpa_end <= r.gpa || h.gpa_start >= end) continue;
+      add(cursor, h.gpa_start, 0);
+      add(h.gpa_start, h.gpa_end, h.node);
+      cursor = std::max(cursor, h.gpa_end);
+    }
+    add(cursor, end, 0);
+    return runs;
+  }
+  uint64_t pages_homed_on(NodeId node) const {
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < regions_.size(); ++i)
+      for (const auto& [first, last] : homed_runs(i, node)) n += last - first;
+    return n;
+  }
 
  private:
   std::vector<RegionInfo> regions_;
