@@ -103,6 +103,9 @@ void isr_dispatch(struct frame *f)
         return;
     case VEC_SPURIOUS:
         return;
+    case 2:                                  /* NMI: counted, nothing to ack */
+        this_cpu()->nmis++;
+        return;
     default:
         if (f->vector < 32)
             exception(f);

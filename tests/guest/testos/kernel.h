@@ -117,6 +117,7 @@ struct percpu {
     void *volatile job_arg;
     volatile u32 job_done;
     volatile u64 timer_ticks;
+    volatile u64 nmis;              /* NMIs taken (the nmi workload) */
     struct tss tss __attribute__((aligned(16)));
 } __attribute__((aligned(64)));
 

@@ -50,5 +50,6 @@ enum wl_status wl_sweep(const struct params *p);
 enum wl_status wl_timer(const struct params *p);
 enum wl_status wl_tscsync(const struct params *p);
 enum wl_status wl_devices(const struct params *p);
+enum wl_status wl_nmi(const struct params *p);
 
 #endif
