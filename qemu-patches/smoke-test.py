@@ -9,60 +9,48 @@ binary has not been built (`meson test --no-rebuild` without `make qemu`).
 
 import json
 import os
-import select
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lib"))
+from qmp_client import Qmp as QmpClient  # noqa: E402
+
 TIMEOUT_S = 60
 SECRET = "0123456789abcdef0123456789abcdef"
 
 
 class Qmp:
-    """QEMU with its QMP monitor on stdio; every read is bounded."""
+    """QEMU with its QMP monitor on a unix socket, through the tests' client."""
 
     def __init__(self, binary, args):
-        self.proc = subprocess.Popen([binary, "-qmp", "stdio", *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.buf = b""
-        greeting = self._read()
-        if "QMP" not in greeting:
-            raise AssertionError(f"no QMP greeting: {greeting}")
-        self.cmd("qmp_capabilities")
+        self.dir = tempfile.mkdtemp(prefix="aggvm-smoke-")
+        path = os.path.join(self.dir, "qmp.sock")
+        self.stderr = open(os.path.join(self.dir, "stderr"), "w+")
+        self.proc = subprocess.Popen([binary, "-qmp", f"unix:{path},server=on,wait=off", *args],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=self.stderr)
+        try:
+            self.qmp = QmpClient(path, timeout=TIMEOUT_S, alive=lambda: self.proc.poll() is None)
+        except (OSError, ConnectionError) as e:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            raise AssertionError(f"no QMP ({e}); QEMU exited (rc {self.proc.wait()}): "
+                                 f"{self.errors()}")
 
-    def _read(self):
-        deadline = time.monotonic() + TIMEOUT_S
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("QMP: no answer within %d s" % TIMEOUT_S)
-            ready, _, _ = select.select([self.proc.stdout], [], [], left)
-            if ready:
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-                if not chunk:
-                    err = self.proc.stderr.read().decode(errors="replace")
-                    raise AssertionError(f"QEMU exited (rc {self.proc.wait()}): {err}")
-                self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
+    def errors(self):
+        self.stderr.seek(0)
+        return self.stderr.read()
 
     def cmd(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
-        self.proc.stdin.flush()
-        while True:
-            resp = self._read()
-            if "event" in resp:
-                continue
-            return resp
+        return self.qmp.command(name, **args)
 
     def quit(self):
         self.cmd("quit")
         rc = self.proc.wait(timeout=TIMEOUT_S)
+        self.qmp.close()
         if rc != 0:
             raise AssertionError(f"QEMU exited with {rc} after quit")
 
@@ -202,7 +190,7 @@ def check_query_aggvm(binary):
                              stderr=subprocess.PIPE)
     try:
         q = Qmp(binary, [*machine, "-S", *cluster_args(0, addresses=addrs)])
-        info = expect_ok(q.cmd("query-aggvm"), "query-aggvm")
+        info = expect_ok(q.cmd("x-query-aggvm"), "x-query-aggvm")
         q.quit()
         rc = node1.wait(timeout=TIMEOUT_S)
     finally:
@@ -222,7 +210,7 @@ def check_query_aggvm(binary):
     if "read-faults" not in info.get("dsm", {}):
         raise AssertionError(f"query-aggvm: no memory-service counters: {info}")
     q = Qmp(binary, ["-machine", "pc", "-display", "none", "-nodefaults", "-S", "-accel", "tcg"])
-    resp = q.cmd("query-aggvm")
+    resp = q.cmd("x-query-aggvm")
     q.quit()
     if "error" not in resp:
         raise AssertionError(f"query-aggvm on a plain guest should fail: {resp}")

@@ -12,8 +12,14 @@ process (a node) with the same machine, started the way a user would:
 Node 0 owns the devices and QMP; the guest's console is node 0's serial.
 Scenarios (--scenario):
   run      boot the guest, check its results (vCPUs, NUMA nodes, workloads)
-  kill     kill the last worker while the guest runs: node 0 must emit
-           AGGVM_NODE_FAILED, stop the guest, and every process must end
+  kill     kill the last worker (SIGKILL) while the guest runs: node 0 must
+           emit AGGVM_NODE_FAILED, stop the guest, and every process must end
+  sigterm  the same with SIGTERM: the worker says it leaves, and exits
+  sigstop  the same with SIGSTOP: a frozen worker is noticed within the timeout
+  stopcont QMP stop on node 0 pauses the workers' vCPUs too, cont resumes
+           them; the guest's results (its clock included) must still pass
+  nmi      QMP inject-nmi on node 0 once testos's nmi workload is armed:
+           every vCPU, on every node, must take it
 Exit status: 0 pass, 1 fail, 77 skip (QEMU, KVM or the harness missing).
 Without AGGVM_HOST0_NETNS in the environment the script runs itself under
 `aggvm-harness run`, which makes the namespaces and removes them after.
@@ -27,7 +33,6 @@ import re
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,8 +44,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "tests" / "guest" / "linux"))
 sys.path.insert(0, str(REPO / "tests" / "guest" / "testos"))
+sys.path.insert(0, str(REPO / "tests" / "lib"))
 import run_linux_guest as linux  # noqa: E402
 import run_testos as testos  # noqa: E402
+from qmp_client import Qmp  # noqa: E402
 
 SKIP = 77
 PORT = 7100
@@ -49,72 +56,6 @@ PROCESS_EXIT_S = 20
 
 def log(msg):
     print(f"aggvm-guest: {msg}", flush=True)
-
-
-class Qmp:
-    """A small QMP client: commands in order, events collected on the side."""
-
-    def __init__(self, path, timeout=30, alive=lambda: True):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(path)
-                break
-            except OSError:
-                self.sock.close()
-                if time.monotonic() > deadline or not alive():
-                    raise
-                time.sleep(0.1)
-        self.sock.settimeout(timeout)
-        self.file = self.sock.makefile("rwb")
-        self.events = []
-        self._read()  # greeting
-        self.execute("qmp_capabilities")
-
-    def _read(self):
-        line = self.file.readline()
-        if not line:
-            raise ConnectionError("QMP socket closed")
-        return json.loads(line)
-
-    def execute(self, command, **arguments):
-        msg = {"execute": command}
-        if arguments:
-            msg["arguments"] = arguments
-        self.file.write(json.dumps(msg).encode() + b"\n")
-        self.file.flush()
-        while True:
-            reply = self._read()
-            if "event" in reply:
-                self.events.append(reply)
-                continue
-            if "error" in reply:
-                raise RuntimeError(f"{command}: {reply['error'].get('desc')}")
-            return reply.get("return")
-
-    def wait_event(self, name, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            for e in self.events:
-                if e["event"] == name:
-                    return e
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self.sock.settimeout(left)
-            try:
-                reply = self._read()
-            except (socket.timeout, TimeoutError):
-                return None
-            if "event" in reply:
-                self.events.append(reply)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 class Node:
@@ -258,7 +199,7 @@ def guest_facts(args, results):
 
 
 def describe_query(info):
-    lines = [f"query-aggvm on node {info['node']} ({info['accelerator']}, cluster "
+    lines = [f"x-query-aggvm on node {info['node']} ({info['accelerator']}, cluster "
              f"{info['cluster']}):"]
     for n in info["nodes"]:
         clock = ""
@@ -335,26 +276,35 @@ def run_cluster(args):
                     report["seconds_to_result"] = when - t0
                 if line.strip():
                     print(f"[{when - t0:7.2f} s] {line}", flush=True)
+                if args.scenario == "nmi" and "testos: nmi armed" in line:
+                    log("QMP inject-nmi on node 0")
+                    qmp.execute("inject-nmi")
             now = time.monotonic()
+            if now - last_query > 1.0:
+                sample_rss(nodes, report)
             if info is None or now - last_query > 1.0:
                 try:
-                    info = qmp.execute("query-aggvm")
+                    info = qmp.execute("x-query-aggvm")
                 except (OSError, RuntimeError, ConnectionError, ValueError):
                     pass
                 last_query = now
-            if args.scenario == "kill" and killed_at is None and \
-                    (results.get("banner") or results.get("topology")):
+            started = results.get("banner") or results.get("topology")
+            if args.scenario in FAILURES and killed_at is None and started:
                 time.sleep(args.kill_delay)
                 victim = nodes[-1]
-                log(f"killing node {victim.index} (SIGKILL) while the guest runs")
-                victim.kill()
+                sig = FAILURES[args.scenario]
+                log(f"sending {sig.name} to node {victim.index} while the guest runs")
+                victim.kill(sig)
                 killed_at = time.monotonic()
                 break
+            if args.scenario == "stopcont" and not report.get("paused") and started:
+                time.sleep(args.kill_delay)
+                report["paused"] = pause_and_resume(args, nodes, qmp, check)
             if now > deadline:
                 check.expect(False, f"no result within {args.timeout:.0f} s")
                 break
-        if args.scenario == "kill":
-            judge_kill(args, nodes, qmp, killed_at, check, report)
+        if args.scenario in FAILURES:
+            judge_failure(args, nodes, qmp, killed_at, check, report)
         else:
             rc = node0.wait(PROCESS_EXIT_S)
             judge(args, results, rc, check)
@@ -362,14 +312,21 @@ def run_cluster(args):
                 wrc = n.wait(PROCESS_EXIT_S)
                 check.expect(wrc is not None, f"node {n.index} still running "
                              f"{PROCESS_EXIT_S} s after node 0 exited")
+        if args.max_rss_mib:
+            for i, mib in sorted(report.get("rss_peak_mib", {}).items()):
+                log(f"node {i}: largest resident set {mib} MiB (guest RAM {args.mem} MiB)")
+                check.expect(mib <= args.max_rss_mib, f"node {i} held {mib} MiB resident, "
+                             f"more than {args.max_rss_mib} MiB")
+            check.expect(len(report.get("rss_peak_mib", {})) == args.hosts,
+                         "resident set not sampled on every node")
         if info:
             print(describe_query(info), flush=True)
             report["query_aggvm"] = info
-            if args.scenario == "run":
+            if args.scenario in ("run", "stopcont", "nmi"):
                 # Node 0 shares its clock before any vCPU runs.
                 unshared = [n["id"] for n in info["nodes"]
                             if n["id"] != 0 and "clock-error-ns" not in n]
-                check.expect(not unshared, f"query-aggvm shows no shared clock "
+                check.expect(not unshared, f"x-query-aggvm shows no shared clock "
                              f"for nodes {unshared}")
     finally:
         if qmp:
@@ -402,7 +359,52 @@ def finish(args, nodes, check, results, report, t0):
     return 0 if not check.failures else 1
 
 
-def judge_kill(args, nodes, qmp, killed_at, check, report):
+def sample_rss(nodes, report):
+    """Keeps each node's largest resident set seen, in MiB."""
+    peak = report.setdefault("rss_peak_mib", {})
+    for n in nodes:
+        try:
+            status = Path(f"/proc/{n.proc.pid}/status").read_text()
+        except OSError:
+            continue
+        m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        if m:
+            peak[n.index] = max(peak.get(n.index, 0), int(m.group(1)) >> 10)
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pause_and_resume(args, nodes, qmp, check):
+    """QMP stop on node 0 pauses every node's vCPUs; cont resumes them."""
+    qmp.execute("stop")
+    status = qmp.execute("query-status")
+    check.expect(status["status"] == "paused", f"node 0 is {status['status']} after stop")
+    time.sleep(0.5)  # the workers follow node 0's word
+    before = {n.index: cpu_seconds(n.proc.pid) for n in nodes[1:]}
+    time.sleep(args.pause_s)
+    used = {i: cpu_seconds(nodes[i].proc.pid) - t for i, t in before.items()}
+    for i, cpu in used.items():
+        log(f"node {i} used {cpu:.2f} s of CPU in {args.pause_s:.1f} s while paused")
+        # A running TCG vCPU spinning in ring 3 burns a whole core.
+        check.expect(cpu < 0.25 * args.pause_s,
+                     f"node {i} used {cpu:.2f} s of CPU in {args.pause_s:.1f} s: its vCPUs "
+                     "did not pause with node 0's")
+    qmp.execute("cont")
+    status = qmp.execute("query-status")
+    check.expect(status["running"], f"node 0 is {status['status']} after cont")
+    log(f"paused {args.pause_s:.1f} s and resumed")
+    return {"seconds": args.pause_s, "worker_cpu_s": used}
+
+
+# Scenarios in which the last worker fails, and how it is made to.
+FAILURES = {"kill": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigstop": signal.SIGSTOP}
+
+
+def judge_failure(args, nodes, qmp, killed_at, check, report):
     if not check.expect(killed_at is not None, "the guest never started: nothing killed"):
         return
     victim = nodes[-1]
@@ -410,10 +412,20 @@ def judge_kill(args, nodes, qmp, killed_at, check, report):
     event = qmp.wait_event("AGGVM_NODE_FAILED", wait_s)
     if check.expect(event is not None, f"no AGGVM_NODE_FAILED within {wait_s:.0f} s"):
         data = event["data"]
-        log(f"event AGGVM_NODE_FAILED node={data['node']} after "
-            f"{time.monotonic() - killed_at:.2f} s: {data['reason']}")
+        took = time.monotonic() - killed_at
+        log(f"event AGGVM_NODE_FAILED node={data['node']} after {took:.2f} s: {data['reason']}")
         check.expect(data["node"] == victim.index,
-                     f"event names node {data['node']}, node {victim.index} was killed")
+                     f"event names node {data['node']}, node {victim.index} failed")
+        if args.scenario == "sigterm":
+            # A worker told to end says so: no need to wait for a timeout.
+            check.expect("left the cluster" in data["reason"],
+                         f"reason does not say node {victim.index} left: {data['reason']}")
+            check.expect(victim.wait(PROCESS_EXIT_S) is not None,
+                         f"node {victim.index} still running {PROCESS_EXIT_S} s after SIGTERM")
+        if args.scenario == "sigstop":
+            check.expect(took < args.peer_timeout_ms / 1000 + 5,
+                         f"a frozen node was noticed only after {took:.1f} s "
+                         f"(timeout {args.peer_timeout_ms} ms)")
         report["event"] = data
     status = None
     for _ in range(50):
@@ -426,14 +438,14 @@ def judge_kill(args, nodes, qmp, killed_at, check, report):
             break
         time.sleep(0.1)
     try:
-        info = qmp.execute("query-aggvm")
+        info = qmp.execute("x-query-aggvm")
         states = {n["id"]: n["state"] for n in info["nodes"]}
-        log(f"query-aggvm after the failure: node states {states}")
+        log(f"x-query-aggvm after the failure: node states {states}")
         check.expect(states.get(victim.index) == "failed",
-                     f"query-aggvm shows node {victim.index} {states.get(victim.index)}, "
+                     f"x-query-aggvm shows node {victim.index} {states.get(victim.index)}, "
                      "expected failed")
     except (OSError, RuntimeError, ConnectionError, ValueError) as e:
-        check.expect(False, f"query-aggvm failed after the failure: {e}")
+        check.expect(False, f"x-query-aggvm failed after the failure: {e}")
     if status:
         log(f"node 0 status: {status['status']}")
         check.expect(not status["running"] and status["status"] == "internal-error",
@@ -489,11 +501,16 @@ def parse_args(argv=None):
                    "(aggregated mode's user-space APIC is xAPIC only)")
     p.add_argument("--workload", default="all", help="testos workload")
     p.add_argument("--append", default="", help="testos options")
-    p.add_argument("--scenario", choices=["run", "kill"], default="run")
-    p.add_argument("--kill-delay", type=float, default=0.5)
+    p.add_argument("--scenario", choices=["run", "stopcont", "nmi"] + list(FAILURES),
+                   default="run")
+    p.add_argument("--kill-delay", type=float, default=0.5,
+                   help="seconds after the guest starts before the scenario acts")
+    p.add_argument("--pause-s", type=float, default=2.0, help="stopcont: how long to stay paused")
     p.add_argument("--cluster-prop", action="append", default=[],
                    help="extra aggvm-cluster property, e.g. placement.0.vcpu=1")
     p.add_argument("--peer-timeout-ms", type=int, default=5000)
+    p.add_argument("--max-rss-mib", type=int, default=0,
+                   help="fail when a node's resident set grows beyond this (with resident-cap)")
     p.add_argument("--timeout", type=float, default=240)
     p.add_argument("--no-aggregate", dest="aggregate", action="store_false",
                    help="one stock process (the baseline): --hosts 1")

@@ -5,7 +5,9 @@
 Each case starts the node(s) on the loopback address and expects every one
 to exit non-zero within a bound, with a message naming the problem:
 an unknown node id, a placement naming a vCPU the machine lacks, a wrong
-cluster secret, the bootstrap vCPU placed off node 0, an unreachable peer.  Exit 0 pass, 1 fail, 77 skip.
+cluster secret, the bootstrap vCPU placed off node 0, an unreachable peer,
+guest RAM that is shared or file-backed, vmport asked for.  Exit 0 pass,
+1 fail, 77 skip.
 """
 
 import json
@@ -33,10 +35,10 @@ def free_ports(n):
     return ports
 
 
-def machine(qemu):
-    return [qemu, "-nodefaults", "-display", "none", "-machine", "pc", "-m", "64",
+def machine(qemu, backend0="memory-backend-ram,id=m0,size=32M", machine_opts="pc"):
+    return [qemu, "-nodefaults", "-display", "none", "-machine", machine_opts, "-m", "64",
             "-accel", "tcg,aggregate=agg0", "-smp", "4",
-            "-object", "memory-backend-ram,id=m0,size=32M",
+            "-object", backend0,
             "-object", "memory-backend-ram,id=m1,size=32M",
             "-numa", "node,nodeid=0,cpus=0-1,memdev=m0",
             "-numa", "node,nodeid=1,cpus=2-3,memdev=m1"]
@@ -103,6 +105,22 @@ def main():
          [r"vCPU 0, the bootstrap processor, must run on node 0"]),
         ("unreachable peer", [machine(qemu) + cluster(0, addrs3, key, timeout_ms=1000)],
          [rf"127\.0\.0\.1:{p1}|node 1"]),
+        # The memory service drops copies with MADV_DONTNEED: only private
+        # anonymous memory in base pages keeps it coherent.
+        ("shared RAM backend",
+         [machine(qemu, "memory-backend-ram,id=m0,size=32M,share=on") + cluster(0, fresh(), key)],
+         [r"guest RAM 'm0' is shared or backed by a file"]),
+        ("memfd RAM backend",
+         [machine(qemu, "memory-backend-memfd,id=m0,size=32M") + cluster(0, fresh(), key)],
+         [r"guest RAM 'm0' is shared or backed by a file"]),
+        ("file RAM backend",
+         [machine(qemu, f"memory-backend-file,id=m0,size=32M,mem-path={work}/ram0")
+          + cluster(0, fresh(), key)],
+         [r"guest RAM 'm0' is shared or backed by a file"]),
+        # vmport reads and writes the calling vCPU's registers, which only
+        # the node running that vCPU has.
+        ("vmport asked for", [machine(qemu, machine_opts="pc,vmport=on") + cluster(0, fresh(), key)],
+         [r"vmport needs the registers of the vCPU"]),
     ]
     failures = []
     for name, cmds, patterns in cases:

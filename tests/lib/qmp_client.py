@@ -1,0 +1,95 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The tests' one QMP client: commands in order, events collected on the side.
+
+Every read is bounded by the client's timeout.  Used by the aggregation
+driver (tests/aggregation) and the patched QEMU's smoke test.
+"""
+
+import json
+import socket
+import time
+
+
+class QmpError(RuntimeError):
+    """A command answered with an error: its class and description."""
+
+    def __init__(self, command, error):
+        self.error_class = error.get("class", "")
+        self.desc = error.get("desc", "")
+        super().__init__(f"{command}: {self.desc}")
+
+
+class Qmp:
+    def __init__(self, path, timeout=30, alive=lambda: True):
+        """Connects to the unix socket at path, retrying while alive() until timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline or not alive():
+                    raise
+                time.sleep(0.1)
+        self.timeout = timeout
+        self.sock.settimeout(timeout)
+        self.file = self.sock.makefile("rwb")
+        self.events = []
+        greeting = self._read()
+        if "QMP" not in greeting:
+            raise ConnectionError(f"no QMP greeting: {greeting}")
+        self.execute("qmp_capabilities")
+
+    def _read(self):
+        line = self.file.readline()
+        if not line:
+            raise ConnectionError("QMP socket closed")
+        return json.loads(line)
+
+    def command(self, command, **arguments):
+        """Sends a command; returns its whole answer ({"return": ...} or {"error": ...})."""
+        msg = {"execute": command}
+        if arguments:
+            msg["arguments"] = arguments
+        self.sock.settimeout(self.timeout)
+        self.file.write(json.dumps(msg).encode() + b"\n")
+        self.file.flush()
+        while True:
+            reply = self._read()
+            if "event" in reply:
+                self.events.append(reply)
+                continue
+            return reply
+
+    def execute(self, command, **arguments):
+        """Sends a command; returns its result or raises QmpError."""
+        reply = self.command(command, **arguments)
+        if "error" in reply:
+            raise QmpError(command, reply["error"])
+        return reply.get("return")
+
+    def wait_event(self, name, timeout):
+        """The first event called name (already received or within timeout), or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for e in self.events:
+                if e["event"] == name:
+                    return e
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                reply = self._read()
+            except (socket.timeout, TimeoutError):
+                return None
+            if "event" in reply:
+                self.events.append(reply)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
