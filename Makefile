@@ -6,6 +6,7 @@
 #   make check-dsm / check-guests / check-aggregation   one test suite
 #   make bench-dsm / bench-guest                        one benchmark
 #   make qemu      the patched QEMU alone (build/qemu-patches/qemu-system-x86_64)
+#   make check-series  build the tree after each patch in turn (each must build)
 
 BUILD ?= build
 MESON ?= meson
@@ -13,7 +14,7 @@ MESON ?= meson
 TESTARGS ?=
 
 .PHONY: all deps setup build qemu demo check check-dsm check-guests check-aggregation \
-        bench bench-dsm bench-guest demo-dsm clean distclean
+        bench bench-dsm bench-guest demo-dsm check-series clean distclean
 
 QEMU_BIN = $(BUILD)/qemu-patches/qemu-system-x86_64
 HARNESS_BIN = $(BUILD)/tests/harness/aggvm-harness
@@ -51,6 +52,11 @@ check-aggregation: qemu
 qemu: build
 	@echo "== building the patched QEMU (qemu-patches/build-qemu.py) =="
 	@$(MESON) compile -C $(BUILD) qemu-system-x86_64
+
+# Each patch of the series builds on its own (incremental: minutes per patch).
+check-series: build
+	@python3 qemu-patches/build-qemu.py --build-dir build-qemu \
+	    --dsm-pkgconfig $(CURDIR)/$(BUILD)/meson-uninstalled --check-series
 
 bench: bench-dsm bench-guest
 

@@ -34,6 +34,7 @@ TARBALL_TOPDIR = "qemu-10.0.2"
 APT_SOURCE = ["apt-get", "source", "--download-only", "-t", "bookworm-backports", "qemu"]
 DEFAULT_CACHE = "/var/cache/aggvm/qemu"
 BASE_TAG = "aggvm-orig"
+COVER_LETTER = "0000-cover-letter.patch"
 # Fixed identity and date for the tree's commits: the same inputs give the same tree.
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "aggvm build", "GIT_AUTHOR_EMAIL": "build@aggvm.invalid",
@@ -196,8 +197,8 @@ def snapshot(src, paths):
     return snap
 
 
-def apply_series(src, patch_dir, discard):
-    names = read_series(patch_dir)
+def apply_series(src, patch_dir, discard, names=None):
+    names = read_series(patch_dir) if names is None else names
     digest = series_digest(patch_dir, names)
     stamp = src / ".aggvm-series"
     head = git(src, "rev-parse", "HEAD").strip()
@@ -246,11 +247,14 @@ def export_series(src, patch_dir):
         raise BuildError(f"no commits on top of {BASE_TAG} in {src}")
     if git(src, "status", "--porcelain", "--untracked-files=no").strip():
         raise BuildError(f"{src} has uncommitted changes: commit them first")
+    # The cover letter (0000-cover-letter.patch) is written by hand.
     for old in patch_dir.glob("[0-9][0-9][0-9][0-9]-*.patch"):
-        old.unlink()
+        if old.name != COVER_LETTER:
+            old.unlink()
     out = git(src, "format-patch", "-q", "--no-signature", "--zero-commit", "--no-numbered",
               "-o", str(patch_dir), BASE_TAG + "..HEAD")
-    names = sorted(p.name for p in patch_dir.glob("[0-9][0-9][0-9][0-9]-*.patch"))
+    names = sorted(p.name for p in patch_dir.glob("[0-9][0-9][0-9][0-9]-*.patch")
+                   if p.name != COVER_LETTER)
     (patch_dir / "series").write_text(
         "# Applied in order by build-qemu.py on top of the QEMU 10.0.2 tarball.\n"
         + "".join(n + "\n" for n in names))
@@ -294,6 +298,30 @@ def build(obj, jobs, env):
     run(["nice", "-n", "10", "ninja", "-C", str(obj), f"-j{jobs}", BINARY], env=env)
     stage("build", f"done in {time.monotonic() - start:.0f} s")
     return obj / BINARY
+
+
+def check_series(src, obj, patch_dir, jobs, env):
+    """Builds the tree after each patch in turn: each must build on its own.
+
+    Incremental (one object tree), so a patch costs what it touches.  Leaves
+    the whole series applied and built.
+    """
+    names = read_series(patch_dir)
+    failed = []
+    for k in range(1, len(names) + 1):
+        stage("check", f"[{k}/{len(names)}] {names[k - 1]}")
+        apply_series(src, patch_dir, discard=True, names=names[:k])
+        try:
+            build(obj, jobs, env)
+        except BuildError as e:
+            failed.append(names[k - 1])
+            print(f"build-qemu: {names[k - 1]} does not build on its own:\n{e}",
+                  file=sys.stderr)
+    apply_series(src, patch_dir, discard=True)
+    build(obj, jobs, env)
+    stage("check", f"{len(names) - len(failed)} of {len(names)} patches build on their own")
+    if failed:
+        raise BuildError("patches that do not build on their own: " + ", ".join(failed))
 
 
 def link_firmware(obj):
@@ -349,6 +377,8 @@ def main():
     ap.add_argument("--export", action="store_true",
                     help="write the commits in src/ on top of the tarball to the patch directory")
     ap.add_argument("--no-build", action="store_true", help="stop after configure")
+    ap.add_argument("--check-series", action="store_true",
+                    help="build after each patch in turn (each must build on its own)")
     a = ap.parse_args()
 
     build_dir = Path(a.build_dir).absolute()
@@ -380,6 +410,10 @@ def main():
         env = configure(src, obj, a.python, a.dsm_pkgconfig)
         if a.no_build:
             return 0
+        if a.check_series:
+            if git(src, "status", "--porcelain", "--untracked-files=no").strip():
+                raise BuildError(f"{src} has uncommitted changes: export or discard them first")
+            check_series(src, obj, patch_dir, a.jobs, env)
         binary = build(obj, a.jobs, env)
         link_firmware(obj)
         out = publish(binary, build_dir, a.output)
