@@ -213,3 +213,120 @@ TEST_F(MultiHost, DifferentFrameProtectionFailsStart) {
   EXPECT_NE(procs[1].log().find("protects frames with AES-256-GCM, this node with none"), std::string::npos)
       << procs[1].log();
 }
+
+// ---- litmus controls: the same patterns where the relaxed outcome is allowed --
+//
+// The DSM litmus tests above pass only if a forbidden outcome never shows,
+// which a test that cannot see one would pass too.  These run the same
+// patterns, outcomes encoded as dsm-worker encodes them, between two plain
+// threads of this process, in configurations where the relaxed outcome is
+// allowed, and require that it shows: store buffering with plain x86
+// stores and loads and no fence (TSO lets a load pass an earlier store to
+// another address), and message passing with a writer that stores its flag
+// before its data.  If they fail, the detection is what broke.
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+struct LocalLitmus {
+  uint64_t seen[4] = {0, 0, 0, 0};  // by outcome, as in dsm-worker's result line
+  uint64_t instances = 0;
+  std::string outcomes() const {
+    return "outcomes=[00:" + std::to_string(seen[0]) + " 01:" + std::to_string(seen[1]) +
+           " 10:" + std::to_string(seen[2]) + " 11:" + std::to_string(seen[3]) + "]";
+  }
+};
+
+// One cache line per variable, so that each store sits in a store buffer
+// of its own while the other thread loads.
+struct alignas(64) Line {
+  std::atomic<uint64_t> v{0};
+};
+
+// Runs at least `instances` instances (whole batches), and on up to ten
+// times that while `relaxed` has not shown (a loaded machine may
+// deschedule a thread between the barrier and the pattern).  Both threads
+// meet at a spin barrier before each instance, so that they run it at the
+// same moment.
+LocalLitmus run_local_litmus(bool store_buffering, int relaxed, uint64_t instances) {
+  constexpr uint64_t kBatch = 4096;
+  std::vector<Line> x(kBatch), y(kBatch);
+  std::vector<uint8_t> r0(kBatch), r1(kBatch);
+  LocalLitmus out;
+  std::atomic<uint64_t> arrived_a{0}, arrived_b{0};
+  uint64_t ticket = 0;  // instances started, across batches
+  while (out.instances < instances || (out.seen[relaxed] == 0 && out.instances < 10 * instances)) {
+    for (uint64_t k = 0; k < kBatch; ++k) {
+      x[k].v.store(0, std::memory_order_relaxed);
+      y[k].v.store(0, std::memory_order_relaxed);
+    }
+    const uint64_t first = ticket;
+    auto meet = [&](std::atomic<uint64_t>& mine, std::atomic<uint64_t>& theirs, uint64_t n) {
+      mine.store(n, std::memory_order_seq_cst);
+      while (theirs.load(std::memory_order_seq_cst) < n) {
+      }
+    };
+    std::thread b([&] {
+      for (uint64_t k = 0; k < kBatch; ++k) {
+        meet(arrived_b, arrived_a, first + k + 1);
+        if (store_buffering) {  // y=1; r1=x
+          y[k].v.store(1, std::memory_order_relaxed);
+          std::atomic_signal_fence(std::memory_order_seq_cst);  // the compiler keeps the order; the CPU need not
+          r1[k] = static_cast<uint8_t>(x[k].v.load(std::memory_order_relaxed));
+        } else {  // r1 = flag << 1 | data
+          const uint64_t flag = y[k].v.load(std::memory_order_acquire);
+          const uint64_t data = x[k].v.load(std::memory_order_acquire);
+          r1[k] = static_cast<uint8_t>(flag << 1 | data);
+        }
+      }
+    });
+    for (uint64_t k = 0; k < kBatch; ++k) {
+      meet(arrived_a, arrived_b, first + k + 1);
+      if (store_buffering) {  // x=1; r0=y
+        x[k].v.store(1, std::memory_order_relaxed);
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        r0[k] = static_cast<uint8_t>(y[k].v.load(std::memory_order_relaxed));
+      } else {  // flag first, then data: the order a weaker writer may show
+        y[k].v.store(1, std::memory_order_relaxed);
+        for (int spin = 0; spin < 64; ++spin) std::atomic_signal_fence(std::memory_order_seq_cst);
+        x[k].v.store(1, std::memory_order_relaxed);
+      }
+    }
+    b.join();
+    ticket += kBatch;
+    for (uint64_t k = 0; k < kBatch; ++k) {
+      const int outcome = store_buffering ? (r0[k] << 1 | r1[k]) : (r1[k] & 3);
+      out.seen[outcome]++;
+    }
+    out.instances += kBatch;
+  }
+  return out;
+}
+
+// As many instances as the DSM litmus tests run.
+constexpr uint64_t kControlInstances = 100'000;
+
+}  // namespace
+
+// x86 shows r0 == 0 && r1 == 0 for plain stores and loads without mfence.
+TEST(LitmusControl, StoreBufferingRelaxedOutcomeShowsWithoutFences) {
+  const auto r = run_local_litmus(true, 0, kControlInstances);
+  std::printf("result: litmus=sb-control instances=%lu %s relaxed(00)=%lu\n",
+              static_cast<unsigned long>(r.instances), r.outcomes().c_str(), static_cast<unsigned long>(r.seen[0]));
+  EXPECT_GT(r.seen[0], 0u) << "no 00 outcome in " << r.instances << " instances: " << r.outcomes()
+                           << "; this test could not see a store-buffering violation";
+}
+
+// A writer that stores the flag before the data lets a reader see flag
+// without data: the outcome the DSM's message passing test forbids.
+TEST(LitmusControl, MessagePassingForbiddenOutcomeShowsWithReorderedWriter) {
+  const auto r = run_local_litmus(false, 2, kControlInstances);
+  std::printf("result: litmus=mp-control instances=%lu %s forbidden(10)=%lu\n",
+              static_cast<unsigned long>(r.instances), r.outcomes().c_str(), static_cast<unsigned long>(r.seen[2]));
+  EXPECT_GT(r.seen[2], 0u) << "no 10 outcome in " << r.instances << " instances: " << r.outcomes()
+                           << "; this test could not see a message-passing violation";
+}
