@@ -135,9 +135,10 @@ int aggvm_dsm_abandon(AggvmDsm *dsm, char **errmsg);
  * space, KVM returns -EHWPOISON (and QEMU's vCPU thread gets SIGBUS), and a
  * system call reading it (a disk write from that memory) fails with EFAULT:
  * never zeros.  Pages held Shared here stay mapped and readable; a thread
- * blocked writing one stays blocked (its write is not lost silently, nor
- * made): userfaultfd stays registered until aggvm_dsm_free(), which wakes
- * it.  Pages held Modified here stay as they are.  -ENOTSUP when the
+ * blocked writing one is let go and writes this node's copy, which no
+ * other node will see (so that a vCPU blocked there can stop).  Pages held
+ * Modified here stay as they are.  userfaultfd stays registered until
+ * aggvm_dsm_free().  -ENOTSUP when the
  * kernel lacks UFFD_FEATURE_POISON (Linux 6.6+): then fall back to
  * aggvm_dsm_abandon().
  */

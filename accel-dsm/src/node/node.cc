@@ -316,6 +316,7 @@ void Node::poison_lost() {
     if (!failure_) fail(EBUSY, "node {} has not failed: only a failed node poisons the memory it lost", cfg_.self);
   }
   if (!uffd_) fail(EINVAL, "node {} holds no guest memory any more (abandoned)", cfg_.self);
+  if (poisoned_) return;
   if (!uffd_->can_poison())
     fail(ENOTSUP, "node {}: this kernel cannot poison guest memory (UFFD_FEATURE_POISON needs Linux 6.6+)",
          cfg_.self);
@@ -333,24 +334,52 @@ void Node::poison_lost() {
   // it, in runs.  Shared and Modified pages are mapped and keep their data;
   // userfaultfd stays registered, so a writer blocked on a Shared page
   // stays blocked (see dsm.h).
-  uint64_t pages = 0, runs = 0, ioctls = 0;
+  // A page being written back is unmapped, but its last Modified content
+  // is here: it is mapped again (write-protected), not poisoned.
+  uint64_t pages = 0, runs = 0, ioctls = 0, restored = 0;
   const Cache& cache = engine_->cache();
   for (uint32_t ri = 0; ri < regions_.size(); ++ri) {
     const uint64_t n = regions_[ri].size / kPageSize;
+    auto lost = [&](uint64_t i) {
+      const PageKey p(ri, i);
+      return cache.state(p) == PageState::kInvalid && !cache.writeback_copy(p);
+    };
     for (uint64_t i = 0; i < n;) {
-      if (cache.state(PageKey(ri, i)) != PageState::kInvalid) {
+      if (!lost(i)) {
+        const PageKey p(ri, i);
+        if (const std::byte* data = cache.writeback_copy(p); data && cache.state(p) == PageState::kInvalid) {
+          uffd_->copy(host(p), data, kPageSize, false);
+          ++restored;
+        }
         ++i;
         continue;
       }
       uint64_t j = i + 1;
-      while (j < n && cache.state(PageKey(ri, j)) == PageState::kInvalid) ++j;
+      while (j < n && lost(j)) ++j;
       ioctls += uffd_->poison(host(PageKey(ri, i)), (j - i) * kPageSize);
       pages += j - i;
       ++runs;
       i = j;
     }
   }
-  spdlog::warn("aggvm-dsm: node {} poisoned {} lost pages in {} runs ({} ioctls)", cfg_.self, pages, runs, ioctls);
+  // A thread blocked writing a page held Shared here would stay blocked
+  // for good, and a vCPU thread that cannot run cannot pause either, so
+  // the embedder's stop would never complete: let it write its own copy,
+  // which is valid, and which no other node will ever see now.
+  uint64_t released = 0;
+  for (uint32_t ri = 0; ri < regions_.size(); ++ri) {
+    const uint64_t n = regions_[ri].size / kPageSize;
+    for (uint64_t i = 0; i < n; ++i) {
+      const PageKey page(ri, i);
+      if (cache.state(page) == PageState::kShared && cache.pending(page) == Cache::Pending::kWrite) {
+        uffd_->write_protect(host(page), kPageSize, false);
+        ++released;
+      }
+    }
+  }
+  poisoned_ = true;
+  spdlog::warn("aggvm-dsm: node {} poisoned {} lost pages in {} runs ({} ioctls), restored {} written back; let {} "
+               "blocked writers of pages it holds go", cfg_.self, pages, runs, ioctls, restored, released);
 }
 
 void Node::fail_node(int err, int node, const std::string& message) {

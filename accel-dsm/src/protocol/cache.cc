@@ -288,7 +288,10 @@ void Cache::evict(PageKey page, Entry& e) {
 void Cache::check_timeouts() const {
   for (const auto& [page, op] : ops_) {
     const Entry& e = entry(page);
-    if (e.pending != Pending::kNone && op.deadline_ns <= ctx_.now_ns)
+    // A page homed here is this node's own directory transaction, which
+    // times out on its own and names the peer it waits for (an owner or a
+    // sharer): blaming this node instead would name the wrong one.
+    if (e.pending != Pending::kNone && op.deadline_ns <= ctx_.now_ns && home(page) != ctx_.self)
       fail_peer(home(page), ETIMEDOUT, "node {} (home of page {:#x}) did not answer within {} ms", home(page),
            ctx_.space->gpa(page), ctx_.timeout_ns / 1'000'000);
   }
