@@ -311,7 +311,7 @@ int scenario_poison(Node& nd) {
   std::this_thread::sleep_for(300ms);
   std::printf("result: writer done=%d\n", writer_done.load());
   std::fflush(stdout);
-  _exit(0);  // the writer stays blocked until the process ends
+  _exit(0);
 }
 
 }  // namespace

@@ -151,7 +151,8 @@ TEST_F(Failure, CallToLeavingPeerFailsAtOnce) {
 // and a writer blocked on node 1's pages when node 1 is killed.  After
 // aggvm_dsm_poison_lost the reader gets SIGBUS, a disk write from lost
 // memory fails with EFAULT (the file never receives zeros), the Shared
-// page still reads its content and the writer stays blocked.
+// page still reads its content (or the released writer's own write), and
+// the writer is let go so that its thread can stop.
 TEST_F(Failure, PoisonLostPagesInsteadOfZeros) {
   Cluster c(ClusterOptions{.hosts = 2, .name = "poison"});
   auto procs = start(c, "poison", 5000, {1});
@@ -181,8 +182,8 @@ TEST_F(Failure, PoisonLostPagesInsteadOfZeros) {
   EXPECT_NE(result(procs[0], "read untouched").find("sigbus code=BUS_"), std::string::npos) << log;
   const std::string shared = result(procs[0], "shared");
   EXPECT_EQ(field(shared, "first"), 0x5a) << shared;
-  EXPECT_NE(shared.find("now value=90"), std::string::npos) << shared;
-  EXPECT_EQ(field(result(procs[0], "writer"), "done"), 0) << log;
+  EXPECT_TRUE(std::regex_search(shared, std::regex("now value=(90|17)$"))) << shared;  // 0x5a, or 0x11 written
+  EXPECT_EQ(field(result(procs[0], "writer"), "done"), 1) << log;
   const auto st = procs[0].wait(20s);
   EXPECT_TRUE(st.exited && st.code == 0) << aggvm::harness::describe(st) << "\n" << log;
 }

@@ -146,6 +146,7 @@ class Node final : private Env, private FabricSink {
   int wake_fd_ = -1;
   int epoll_fd_ = -1;
   bool started_ = false;
+  bool poisoned_ = false;
 
   std::mutex cmd_mu_;
   std::vector<Outgoing> outgoing_;

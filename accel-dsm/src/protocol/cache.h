@@ -66,6 +66,12 @@ class Cache {
 
   PageState state(PageKey page) const { return entry(page).state; }
   Pending pending(PageKey page) const { return entry(page).pending; }
+  // The content of a page this node is writing back (unmapped, its last
+  // Modified copy held until the home acks), or nullptr.
+  const std::byte* writeback_copy(PageKey page) const {
+    auto it = ops_.find(page);
+    return it != ops_.end() && it->second.writeback ? it->second.writeback->data() : nullptr;
+  }
   // Pages eviction may pick: exactly the resident pages homed elsewhere.
   size_t victims() const { return victims_.size(); }
   // Bytes of per-page state kept for every page of the guest.
