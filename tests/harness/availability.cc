@@ -1,11 +1,14 @@
 // Whether this process can build clusters at all, decided up front so that
-// tests skip (exit 77) with a reason instead of failing half-way.
+// tests skip (exit 77) with a reason instead of failing half-way, or fail
+// with it under CI=true (prerequisites_required).
 #include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "harness.h"
 #include "internal/spawn.h"
@@ -48,6 +51,11 @@ std::optional<std::string> unavailable_reason() {
 std::optional<std::string> firewall_unavailable_reason() {
   if (!have_tool("nft")) return std::string("`nft` (nftables) not found");
   return std::nullopt;
+}
+
+bool prerequisites_required() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && std::string_view(ci) == "true";
 }
 
 }  // namespace aggvm::harness

@@ -142,4 +142,9 @@ std::optional<std::string> unavailable_reason();
 // nullopt if Host::cut_off can work (`nft` present); else the reason.
 std::optional<std::string> firewall_unavailable_reason();
 
+// True when the environment has CI=true: a test whose prerequisite is
+// missing (network namespaces, /dev/kvm) must then fail with the reason
+// instead of skipping, so that CI cannot pass by skipping everything.
+bool prerequisites_required();
+
 }  // namespace aggvm::harness

@@ -85,7 +85,10 @@ TEST(Cluster, ThreeHostsReachEachOther) {
 }
 
 TEST(Cluster, CutOffIsolatesOneHostAndRestoreReconnects) {
-  if (auto reason = firewall_unavailable_reason()) GTEST_SKIP() << *reason;
+  if (auto reason = firewall_unavailable_reason()) {
+    if (prerequisites_required()) FAIL() << *reason << " (CI=true: a missing prerequisite is an error)";
+    GTEST_SKIP() << *reason;
+  }
   Cluster cluster(options(3, "cut"));
   std::vector<Process> servers;
   for (int i = 0; i < 3; ++i) servers.push_back(listen_on(cluster.host(i)));

@@ -20,6 +20,11 @@ namespace aggvm::harness::testing {
 int run_tests_or_skip(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   if (auto reason = unavailable_reason()) {
+    if (prerequisites_required()) {
+      std::cout << "FAIL: the harness cannot build network namespaces here: " << *reason
+                << " (CI=true: a missing prerequisite is an error, not a skip)\n";
+      return 1;
+    }
     std::cout << "SKIP: the harness cannot build network namespaces here: " << *reason << "\n";
     return 77;
   }

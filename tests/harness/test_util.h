@@ -11,7 +11,7 @@
 namespace aggvm::harness::testing {
 
 // Runs GoogleTest; exits 77 (meson's "skipped") with the reason when this
-// process cannot build clusters.
+// process cannot build clusters, or 1 with it under CI=true.
 int run_tests_or_skip(int argc, char** argv);
 
 // True once `pid` no longer exists or is a zombie.

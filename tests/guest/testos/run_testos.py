@@ -2,7 +2,9 @@
 """Boot testos under QEMU, run its workloads and judge the result.
 
 Exit status: 0 pass, 1 fail, 77 skip (meson's convention; e.g. /dev/kvm
-is missing or unusable, or every requested workload reported skip).
+is missing or unusable, or every requested workload reported skip).  A
+skip always prints its reason; with CI=true in the environment a missing
+prerequisite is a failure (exit 1) instead, so CI cannot pass by skipping.
 
 The guest reports over COM1 ("testos: result workload=... status=...")
 and ends QEMU through isa-debug-exit: QEMU exits 1 when the guest passed,
@@ -29,6 +31,15 @@ DEFAULT_CPU = "qemu64,-x2apic"
 # qboot boots the PVH kernel in a fraction of SeaBIOS's time under this
 # project's KVM, where firmware runs in emulated ring 0.
 QBOOT = "/usr/share/qemu/qboot.rom"
+
+
+def skip(reason):
+    """Exit status for a missing prerequisite: 77 (skip), or 1 under CI=true."""
+    if os.environ.get("CI") == "true":
+        print(f"run_testos: FAIL: {reason} (CI=true: a missing prerequisite is an error, not a skip)")
+        return 1
+    print(f"run_testos: SKIP: {reason}")
+    return SKIP
 
 
 def kvm_unusable():
@@ -103,13 +114,11 @@ def main():
     args = ap.parse_args()
 
     if not os.access(args.qemu, os.X_OK):
-        print(f"run_testos: SKIP: QEMU {args.qemu} not found (set AGGVM_QEMU)")
-        return SKIP
+        return skip(f"QEMU {args.qemu} not found (set AGGVM_QEMU)")
     if args.accel == "kvm":
         why = kvm_unusable()
         if why:
-            print(f"run_testos: SKIP: KVM not usable: {why}")
-            return SKIP
+            return skip(f"KVM not usable: {why}")
 
     cmd = qemu_command(args, args.qemu)
     print("run_testos: " + shlex.join(cmd), flush=True)
@@ -128,8 +137,7 @@ def main():
             f.write(text)
 
     if args.accel == "kvm" and re.search(r"failed to initialize kvm|Could not access KVM", text, re.I):
-        print("run_testos: SKIP: QEMU could not initialise KVM (see above)")
-        return SKIP
+        return skip("QEMU could not initialise KVM (see above)")
 
     banner, results = parse(text.splitlines())
     wanted = WORKLOADS if args.workload == "all" else [args.workload]
@@ -161,9 +169,8 @@ def main():
             print(f"run_testos: FAIL: {p}")
         return 1
     if all(got[w].get("status") == "skip" for w in wanted):
-        print("run_testos: SKIP: every requested workload reported skip "
-              f"({', '.join(got[w].get('reason', '?') for w in wanted)})")
-        return SKIP
+        return skip("every requested workload reported skip "
+                    f"({', '.join(got[w].get('reason', '?') for w in wanted)})")
     print("run_testos: PASS")
     return 0
 
