@@ -45,6 +45,7 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "tests" / "guest" / "linux"))
 sys.path.insert(0, str(REPO / "tests" / "guest" / "testos"))
 sys.path.insert(0, str(REPO / "tests" / "lib"))
+import check_blocks  # noqa: E402
 import run_linux_guest as linux  # noqa: E402
 import run_testos as testos  # noqa: E402
 from qmp_client import Qmp  # noqa: E402
@@ -113,7 +114,7 @@ def guest_command(args):
         ns = argparse.Namespace(
             qemu=args.qemu, accel=accel_value(args), machine=args.machine, cpu=args.cpu,
             smp=args.vcpus, mem=args.mem, kernel=args.kernel, initrd=args.initrd,
-            run=list(linux.WORKLOADS), append=[], numa_nodes=args.numa_nodes, qemu_arg=[])
+            run=args.linux_run, append=[], numa_nodes=args.numa_nodes, qemu_arg=[])
         return linux.qemu_command(ns)
     ns = argparse.Namespace(
         workload=args.workload, append=args.append, accel=args.accel, machine=args.machine,
@@ -123,6 +124,18 @@ def guest_command(args):
     cmd[cmd.index("-accel") + 1] = accel_value(args)
     # One NUMA node per host, so that the default placement spreads the vCPUs.
     return cmd + linux.numa_args(args.vcpus, args.numa_nodes, args.mem)
+
+
+def disk_args(args, node, image):
+    """A virtio-blk disk at a fixed slot: node 0's is the image, the
+    workers' an empty stand-in (their device models are never used, but the
+    machine must be the same on every node)."""
+    size = args.disk_blocks * check_blocks.BLOCK
+    if node == 0:
+        drive = f"file={image},format=raw,if=none,id=disk0,cache=none,aio=threads"
+        return ["-drive", drive, "-device", "virtio-blk-pci,drive=disk0,addr=0x5"]
+    return ["-blockdev", f"driver=null-co,node-name=disk0,size={size}",
+            "-device", "virtio-blk-pci,drive=disk0,addr=0x5"]
 
 
 def accel_value(args):
@@ -171,7 +184,7 @@ def parse_guest_line(args, line, results):
 
 def judge(args, results, rc, check):
     if args.guest == "linux":
-        ns = argparse.Namespace(run=list(linux.WORKLOADS), expect_numa_nodes=args.numa_nodes,
+        ns = argparse.Namespace(run=args.linux_run, expect_numa_nodes=args.numa_nodes,
                                 numa_nodes=args.numa_nodes, smp=args.vcpus, mem=args.mem,
                                 expect_vcpus=args.vcpus, cpu=args.cpu)
         linux.check_results(ns, results, check)
@@ -229,6 +242,9 @@ def run_cluster(args):
     key = work / "cluster.key"
     key.write_text(secrets.token_hex(32))
     qmp_path = work / "qmp.sock"
+    disk = work / "disk.img"
+    if args.disk_blocks:
+        check_blocks.prepare(disk, args.disk_blocks)
     base = guest_command(args)
     report = {"hosts": args.hosts, "vcpus": args.vcpus, "guest": args.guest,
               "accel": args.accel, "scenario": args.scenario, "log_dir": str(work)}
@@ -247,6 +263,8 @@ def run_cluster(args):
             else:
                 # A worker's devices are never used; its console stays empty.
                 cmd[cmd.index("-serial") + 1] = "null"
+            if args.disk_blocks:
+                cmd += disk_args(args, i, disk)
             if i == 0 or args.verbose:
                 log(f"node {i} ({hosts[i][0]}): {shlex.join(cmd)}")
             nodes.insert(0, Node(i, hosts[i][0], cmd, work))
@@ -261,6 +279,7 @@ def run_cluster(args):
             return finish(args, nodes, check, results, report, t0)
         info = None
         killed_at = None
+        started_by_line = False
         deadline = t0 + args.timeout
         last_query = 0.0
         while True:
@@ -289,6 +308,9 @@ def run_cluster(args):
                     pass
                 last_query = now
             started = results.get("banner") or results.get("topology")
+            if args.kill_after:
+                started = started_by_line or (item and re.search(args.kill_after, item[1]))
+                started_by_line = bool(started)
             if args.scenario in FAILURES and killed_at is None and started:
                 time.sleep(args.kill_delay)
                 victim = nodes[-1]
@@ -305,6 +327,8 @@ def run_cluster(args):
                 break
         if args.scenario in FAILURES:
             judge_failure(args, nodes, qmp, killed_at, check, report)
+            if args.disk_blocks:
+                judge_disk(disk, check, report)
         else:
             rc = node0.wait(PROCESS_EXIT_S)
             judge(args, results, rc, check)
@@ -398,6 +422,20 @@ def pause_and_resume(args, nodes, qmp, check):
     check.expect(status["running"], f"node 0 is {status['status']} after cont")
     log(f"paused {args.pause_s:.1f} s and resumed")
     return {"seconds": args.pause_s, "worker_cpu_s": used}
+
+
+def judge_disk(disk, check, report):
+    """The guest's disk holds what it wrote or what was there: no block of
+    zeros (lost memory handed out as zero pages and written out) or torn."""
+    counts, first_bad = check_blocks.census(disk)
+    log(f"disk after the failure: {counts['valid']} valid blocks, {counts['untouched']} "
+        f"untouched, {counts['zeroed']} zeroed, {counts['torn']} torn")
+    report["disk"] = counts
+    check.expect(counts["valid"] >= 64, f"only {counts['valid']} valid blocks: the guest "
+                 "barely wrote, the test shows nothing")
+    check.expect(counts["zeroed"] == 0 and counts["torn"] == 0,
+                 f"{counts['zeroed']} zeroed and {counts['torn']} torn blocks on the disk "
+                 f"(first at block {first_bad})")
 
 
 # Scenarios in which the last worker fails, and how it is made to.
@@ -506,6 +544,12 @@ def parse_args(argv=None):
     p.add_argument("--kill-delay", type=float, default=0.5,
                    help="seconds after the guest starts before the scenario acts")
     p.add_argument("--pause-s", type=float, default=2.0, help="stopcont: how long to stay paused")
+    p.add_argument("--kill-after", help="act once node 0's console prints a line matching this")
+    p.add_argument("--linux-run", default=",".join(linux.WORKLOADS),
+                   help="Linux guest workloads, comma-separated (e.g. blkwrite)")
+    p.add_argument("--disk-blocks", type=int, default=0,
+                   help="give the guest a virtio-blk disk of this many 4 KiB blocks (node 0's "
+                        "is an image filled with 0xee, checked after a failure)")
     p.add_argument("--cluster-prop", action="append", default=[],
                    help="extra aggvm-cluster property, e.g. placement.0.vcpu=1")
     p.add_argument("--peer-timeout-ms", type=int, default=5000)
@@ -522,6 +566,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.guest == "linux" and not args.initrd:
         p.error("--guest linux needs --initrd")
+    args.linux_run = [w for w in args.linux_run.split(",") if w]
     args.mem = args.mem or (1024 if args.guest == "linux" else 256)
     args.cpu = args.cpu or (linux.DEFAULT_CPU if args.guest == "linux" else "qemu64") + ",-x2apic"
     args.vcpus = args.hosts * args.vcpus_per_host

@@ -54,6 +54,12 @@ REQUIRED_CONFIG = {
 }
 
 
+# Modules the initramfs loads for a virtio-blk disk, in load order (the
+# cloud kernel builds them as modules).
+VIRTIO_BLK_MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
+                      "virtio_pci", "virtio_blk")
+
+
 class BuildError(Exception):
     pass
 
@@ -154,6 +160,11 @@ def build_kernel(args):
             raise BuildError(f"{pkg} lacks built-in support the guest needs: "
                              + ", ".join(missing))
         shutil.copyfile(configs[0], out / "kernel.config")
+        for name in VIRTIO_BLK_MODULES:
+            found = sorted(Path(tmp).glob(f"lib/modules/*/kernel/**/{name}.ko"))
+            if len(found) != 1:
+                raise BuildError(f"{deb.name}: expected one {name}.ko, found {len(found)}")
+            shutil.copyfile(found[0], out / f"{name}.ko")
         # Replace atomically so a concurrent reader never sees half a kernel.
         shutil.copyfile(images[0], Path(tmp) / "vmlinuz.new")
         os.replace(Path(tmp) / "vmlinuz.new", out / "vmlinuz")
@@ -247,6 +258,11 @@ def build_initramfs(args):
             cpio.symlink(f"bin/{applet}", "busybox")
     for exe in args.bin:
         cpio.file(f"bin/{Path(exe).name}", stripped(exe))
+    if args.module:
+        cpio.directory("lib")
+        cpio.directory("lib/modules")
+    for ko in args.module:
+        cpio.file(f"lib/modules/{Path(ko).name}", Path(ko).read_bytes(), perm=0o644)
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -266,6 +282,8 @@ def main():
     i.add_argument("--init", required=True)
     i.add_argument("--busybox", required=True)
     i.add_argument("--bin", nargs="+", default=[])
+    i.add_argument("--module", nargs="+", default=[],
+                   help="kernel modules for /lib/modules, loaded by /init in this order")
     args = parser.parse_args()
     try:
         if args.cmd == "kernel":

@@ -8,6 +8,7 @@
 #   aggvm.atomics=ARGS                  arguments for aggvm-atomics, commas for spaces
 #   aggvm.stream=ARGS                   arguments for aggvm-stream, commas for spaces
 #   aggvm.shell=1                       drop to a shell instead of powering off
+#   aggvm.blkwrite_cpu=N                blkwrite: the vCPU that writes /dev/vda (default: the last)
 export PATH=/bin
 
 mount -t proc proc /proc
@@ -17,6 +18,7 @@ mount -t devtmpfs devtmpfs /dev
 run=topology,clock,atomics,stream
 atomics_args=
 stream_args=
+blkwrite_cpu=
 shell=0
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -24,6 +26,7 @@ for arg in $(cat /proc/cmdline); do
     aggvm.atomics=*) atomics_args=$(echo "${arg#aggvm.atomics=}" | tr , ' ') ;;
     aggvm.stream=*) stream_args=$(echo "${arg#aggvm.stream=}" | tr , ' ') ;;
     aggvm.shell=1) shell=1 ;;
+    aggvm.blkwrite_cpu=*) blkwrite_cpu=${arg#aggvm.blkwrite_cpu=} ;;
     esac
 done
 
@@ -49,6 +52,20 @@ clock_report() {
     [ "$st" = pass ]
 }
 
+# A virtio-blk disk (/dev/vda), written by aggvm-blkwrite until the guest
+# ends: the modules first, then the device node.
+blkwrite() {
+    for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
+        out=$(insmod /lib/modules/$m.ko 2>&1) || grep -q "^$m " /proc/modules || {
+            echo "aggvm-blkwrite: cannot load $m ($out) status=fail"; return 1; }
+    done
+    i=0
+    while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -b /dev/vda ] || { echo "aggvm-blkwrite: no /dev/vda status=fail"; return 1; }
+    cpu=${blkwrite_cpu:-$(($(grep -c ^processor /proc/cpuinfo) - 1))}
+    /bin/aggvm-blkwrite /dev/vda "$cpu"
+}
+
 read -r uptime _ </proc/uptime
 echo "aggvm-guest: start uptime_s=$uptime kernel=$(uname -r) run=$run"
 status=pass
@@ -58,6 +75,7 @@ for w in $(echo "$run" | tr , ' '); do
     clock) clock_report || status=fail ;;
     atomics) /bin/aggvm-atomics $atomics_args || status=fail ;;
     stream) /bin/aggvm-stream $stream_args || status=fail ;;
+    blkwrite) blkwrite || status=fail ;;
     *) echo "aggvm-guest: unknown workload '$w'"; status=fail ;;
     esac
 done
