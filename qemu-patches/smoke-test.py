@@ -181,8 +181,8 @@ def check_cluster_options(binary):
             "irqchip are refused")
 
 
-def check_query_aggvm(binary):
-    """Two nodes on loopback: node 0 answers query-aggvm, quitting it ends node 1."""
+def check_x_query_aggvm(binary):
+    """Two nodes on loopback: node 0 answers x-query-aggvm, quitting it ends node 1."""
     addrs = free_addresses(2)
     machine = [*NUMA2, "-machine", "pc", "-display", "none", "-nodefaults"]
     node1 = subprocess.Popen([binary, *machine, *cluster_args(1, addresses=addrs)],
@@ -203,18 +203,18 @@ def check_query_aggvm(binary):
     want_nodes = [{"id": 0, "address": addrs[0], "state": "local"},
                   {"id": 1, "address": addrs[1], "state": "connected"}]
     if info["node"] != 0 or info["accelerator"] != "tcg" or info["nodes"] != want_nodes:
-        raise AssertionError(f"query-aggvm: unexpected nodes: {info}")
+        raise AssertionError(f"x-query-aggvm: unexpected nodes: {info}")
     placed = [(v["vcpu"], v["numa-node"], v["node"], v["local"]) for v in info["vcpus"]]
     if placed != [(0, 0, 0, True), (1, 1, 1, False)]:
-        raise AssertionError(f"query-aggvm: unexpected placement: {info['vcpus']}")
+        raise AssertionError(f"x-query-aggvm: unexpected placement: {info['vcpus']}")
     if "read-faults" not in info.get("dsm", {}):
-        raise AssertionError(f"query-aggvm: no memory-service counters: {info}")
+        raise AssertionError(f"x-query-aggvm: no memory-service counters: {info}")
     q = Qmp(binary, ["-machine", "pc", "-display", "none", "-nodefaults", "-S", "-accel", "tcg"])
     resp = q.cmd("x-query-aggvm")
     q.quit()
     if "error" not in resp:
-        raise AssertionError(f"query-aggvm on a plain guest should fail: {resp}")
-    return "query-aggvm: nodes connected, NUMA placement, counters; node 0 quitting ends node 1"
+        raise AssertionError(f"x-query-aggvm on a plain guest should fail: {resp}")
+    return "x-query-aggvm: nodes connected, NUMA placement, counters; node 0 quitting ends node 1"
 
 
 def check_kvm_user_apic(binary):
@@ -228,7 +228,7 @@ def check_kvm_user_apic(binary):
 
 
 CHECKS = [check_qmp_tcg, check_seabios_tcg, check_seabios_kvm, check_cluster_options,
-          check_query_aggvm, check_kvm_user_apic]
+          check_x_query_aggvm, check_kvm_user_apic]
 
 
 def main():

@@ -4,7 +4,7 @@
 
 1. Debian's Linux under TCG, 4 vCPUs and 2 NUMA nodes over 2 hosts (network
    namespaces on this machine): the guest's own view of its vCPUs and NUMA
-   nodes, its threaded workload's result, and node 0's query-aggvm.
+   nodes, its threaded workload's result, and node 0's x-query-aggvm.
 2. testos under KVM (TCG where /dev/kvm is unusable), 2 hosts x 2 vCPUs: AP
    bring-up and IPIs across hosts.
 The last line is `aggvm demo: ok hosts=H vcpus=V numa_nodes=N`, with the
