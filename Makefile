@@ -10,6 +10,8 @@
 
 BUILD ?= build
 MESON ?= meson
+# make check-series FROM=N starts at patch N.
+FROM ?= 1
 # Extra arguments for `meson test`, e.g. TESTARGS='--repeat 3'.
 TESTARGS ?=
 
@@ -56,7 +58,7 @@ qemu: build
 # Each patch of the series builds on its own (incremental: minutes per patch).
 check-series: build
 	@python3 qemu-patches/build-qemu.py --build-dir build-qemu \
-	    --dsm-pkgconfig $(CURDIR)/$(BUILD)/meson-uninstalled --check-series
+	    --dsm-pkgconfig $(CURDIR)/$(BUILD)/meson-uninstalled --check-series --from $(FROM)
 
 bench: bench-dsm bench-guest
 

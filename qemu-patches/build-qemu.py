@@ -300,15 +300,16 @@ def build(obj, jobs, env):
     return obj / BINARY
 
 
-def check_series(src, obj, patch_dir, jobs, env):
+def check_series(src, obj, patch_dir, jobs, env, first=1):
     """Builds the tree after each patch in turn: each must build on its own.
 
-    Incremental (one object tree), so a patch costs what it touches.  Leaves
-    the whole series applied and built.
+    Incremental (one object tree), so a patch costs what it touches; from
+    patch `first` on (the ones before are taken as checked).  Leaves the
+    whole series applied and built.
     """
     names = read_series(patch_dir)
     failed = []
-    for k in range(1, len(names) + 1):
+    for k in range(max(first, 1), len(names) + 1):
         stage("check", f"[{k}/{len(names)}] {names[k - 1]}")
         apply_series(src, patch_dir, discard=True, names=names[:k])
         try:
@@ -319,7 +320,9 @@ def check_series(src, obj, patch_dir, jobs, env):
                   file=sys.stderr)
     apply_series(src, patch_dir, discard=True)
     build(obj, jobs, env)
-    stage("check", f"{len(names) - len(failed)} of {len(names)} patches build on their own")
+    checked = len(names) - max(first, 1) + 1
+    stage("check", f"{checked - len(failed)} of {checked} patches build on their own "
+          f"(patches {max(first, 1)}-{len(names)})")
     if failed:
         raise BuildError("patches that do not build on their own: " + ", ".join(failed))
 
@@ -379,6 +382,8 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="stop after configure")
     ap.add_argument("--check-series", action="store_true",
                     help="build after each patch in turn (each must build on its own)")
+    ap.add_argument("--from", dest="first", type=int, default=1, metavar="N",
+                    help="--check-series: start at patch N")
     a = ap.parse_args()
 
     build_dir = Path(a.build_dir).absolute()
@@ -413,7 +418,7 @@ def main():
         if a.check_series:
             if git(src, "status", "--porcelain", "--untracked-files=no").strip():
                 raise BuildError(f"{src} has uncommitted changes: export or discard them first")
-            check_series(src, obj, patch_dir, a.jobs, env)
+            check_series(src, obj, patch_dir, a.jobs, env, a.first)
         binary = build(obj, a.jobs, env)
         link_firmware(obj)
         out = publish(binary, build_dir, a.output)
