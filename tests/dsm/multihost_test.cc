@@ -225,6 +225,7 @@ TEST_F(MultiHost, DifferentFrameProtectionFailsStart) {
 // another address), and message passing with a writer that stores its flag
 // before its data.  If they fail, the detection is what broke.
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -249,26 +250,30 @@ struct alignas(64) Line {
 
 // Runs at least `instances` instances (whole batches), and on up to ten
 // times that while `relaxed` has not shown (a loaded machine may
-// deschedule a thread between the barrier and the pattern).  Both threads
-// meet at a spin barrier before each instance, so that they run it at the
-// same moment.
+// deschedule a thread between the barrier and the pattern), within 30 s.
+// Both threads meet at a spin barrier before each instance, so that they
+// run it at the same moment.
 LocalLitmus run_local_litmus(bool store_buffering, int relaxed, uint64_t instances) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   constexpr uint64_t kBatch = 4096;
   std::vector<Line> x(kBatch), y(kBatch);
   std::vector<uint8_t> r0(kBatch), r1(kBatch);
   LocalLitmus out;
   std::atomic<uint64_t> arrived_a{0}, arrived_b{0};
   uint64_t ticket = 0;  // instances started, across batches
-  while (out.instances < instances || (out.seen[relaxed] == 0 && out.instances < 10 * instances)) {
+  while ((out.instances < instances || (out.seen[relaxed] == 0 && out.instances < 10 * instances)) &&
+         std::chrono::steady_clock::now() < deadline) {
     for (uint64_t k = 0; k < kBatch; ++k) {
       x[k].v.store(0, std::memory_order_relaxed);
       y[k].v.store(0, std::memory_order_relaxed);
     }
     const uint64_t first = ticket;
+    // Spins, then yields: with fewer free cores than threads a pure spin
+    // costs a whole time slice per instance.
     auto meet = [&](std::atomic<uint64_t>& mine, std::atomic<uint64_t>& theirs, uint64_t n) {
       mine.store(n, std::memory_order_seq_cst);
-      while (theirs.load(std::memory_order_seq_cst) < n) {
-      }
+      for (int spins = 0; theirs.load(std::memory_order_seq_cst) < n;)
+        if (++spins > 2000) std::this_thread::yield();
     };
     std::thread b([&] {
       for (uint64_t k = 0; k < kBatch; ++k) {
