@@ -261,6 +261,7 @@ int litmus(Cluster& c, const Options& o, bool store_buffering) {
   const uint64_t slice = (c.size() / c.nodes()) & ~(kPage - 1);
   const uint64_t xs = 64 * kPage, ys = slice + 64 * kPage;
   const uint64_t results = slice + 256 * kPage;  // r values of node 1, read by node 0
+  auto* go = c.at<std::atomic<uint64_t>>(slice + 255 * kPage);  // rounds node 1 has started
   uint64_t forbidden = 0, seen[4] = {0, 0, 0, 0};
   std::vector<uint8_t> mine(batch);
   uint64_t gen = 0;
@@ -271,6 +272,16 @@ int litmus(Cluster& c, const Options& o, bool store_buffering) {
         c.at<std::atomic<uint64_t>>(litmus_slot(ys, k))->store(0);
       }
     c.barrier(++gen);
+    // Start together: the barrier lets node 0 (its counter's home) go
+    // first, and it would finish its round before node 1 left, so the
+    // hosts' instances would never overlap (SB showed 01 only).  Node 0
+    // waits for node 1's go, one fault away.
+    if (c.self() == 1) go->store(round + 1);
+    if (c.self() == 0) {
+      const auto deadline = Clock::now() + std::chrono::seconds(60);
+      while (go->load() < round + 1)
+        if (Clock::now() > deadline) die(1, "litmus start timed out");
+    }
     if (c.self() <= 1) {
       for (uint64_t k = 0; k < batch; ++k) {
         auto* x = c.at<std::atomic<uint64_t>>(litmus_slot(xs, k));
