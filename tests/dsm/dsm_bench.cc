@@ -4,7 +4,8 @@
 // which crosses network namespaces on one machine: a stand-in for an RDMA
 // fabric's latency):
 //   1. the raw fabric floor: dsm-ucx-floor, a UCP stream ping-pong of 64 B
-//      and 4 KiB without libaggvm-dsm (server on host 0, client on host 1);
+//      and 4 KiB without libaggvm-dsm (server on host 0, client on host 1,
+//      polling, pinned to CPUs 0 and 1: the best case);
 //   2. dsm-worker --mode bench: the library's service round trip, the local
 //      userfaultfd floor, remote read faults, write faults that invalidate
 //      one sharer, fault throughput.
@@ -12,11 +13,11 @@
 //   read fault  >= 64 B one-way (request) + 4 KiB one-way (page) + local uffd fault
 //   write fault >= 64 B round trip (request, grant; the home is the sharer) + local uffd fault
 // The last line is "dsm-fault-latency: key=value ...": unprefixed keys are
-// TCP, shm_ keys shared memory; floor_us/ratio are the read fault's,
+// the DSM and its TCP floor, shm_ keys the shared-memory floor and the
+// same DSM figures against it; floor_us/ratio are the read fault's,
 // ucx_rtt/ucx_one_way the raw 4 KiB ping-pong's.
 //
 //   dsm-bench [DSM_WORKER [FAULTS [UCX_FLOOR]]]
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -24,6 +25,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "harness.h"
@@ -37,25 +39,24 @@ struct Fabric {
   std::string name;  // key prefix and label
   std::string tls;   // UCX_TLS, for the floor and the DSM alike
   std::map<std::string, std::string> env;
-  std::string why;   // what it stands for, for the first line
-  int fault_divisor;  // fewer faults where each one waits for a periodic scan
+  std::string why;       // what it stands for
+  std::string no_dsm;    // empty: the DSM runs on it too; else why it cannot
 };
 
 // "tcp" carries the connection manager in the shared-memory set; data goes
 // over posix (the floor's log shows the lanes).  UCX 1.13 selects shared
-// memory for endpoints with peer error handling (which the DSM asks for)
-// only with UCX_MM_ERROR_HANDLING=y.
+// memory for endpoints with peer error handling only with
+// UCX_MM_ERROR_HANDLING=y.  The DSM itself keeps its lanes to the device
+// its connection came through (UCX_CM_USE_ALL_DEVICES=n, fabric.cc), so
+// it would run over TCP there whatever UCX_TLS says: it is measured once,
+// over TCP, and put beside both floors.
 const std::vector<Fabric> kFabrics = {
-    {"tcp", "tcp", {}, "UCX/TCP on veth (the DSM's default)", 1},
+    {"tcp", "tcp", {}, "UCX/TCP on veth (the DSM's default)", ""},
     {"shm", "posix,cma,self,tcp", {{"UCX_MM_ERROR_HANDLING", "y"}},
-     "UCX shared memory across namespaces (stand-in for RDMA latency)", 10},
+     "UCX shared memory across namespaces (stand-in for an RDMA fabric's latency)",
+     "the DSM keeps its lanes to its connection's device (UCX_CM_USE_ALL_DEVICES=n), so it cannot use "
+     "shared memory: its figures here are the TCP run's, against this floor"},
 };
-// Shared-memory wake-ups do not cross network namespaces (UCX signals them
-// over a socket of one namespace), so the DSM's service thread, asleep on
-// its worker's event fd, sees such messages only at its periodic scan
-// (20 ms): measured, not hidden, with fewer faults.  Above this a fault
-// waited for the scan.
-constexpr double kScanBoundUs = 5000;
 
 // key=value words of the lines that start with `prefix`; keys get `tag`.
 void parse_figures(const std::string& log, const std::string& prefix, const std::string& tag, Figures& out) {
@@ -104,14 +105,23 @@ std::optional<std::string> run_floor(aggvm::harness::Cluster& cluster, const Fab
   auto env = f.env;
   env["UCX_TLS"] = f.tls;
   const std::string addr = cluster.host(0).address() + ":" + std::to_string(port);
-  auto server = cluster.host(0).spawn({floor_bin, "server", "--listen", addr, "--sizes", "64,4096",
-                                       "--iterations", iterations}, env);
+  // Pinned to different cores: a floor is the best case, and two spinning
+  // processes on one core would measure time slices.
+  const bool two_cpus = std::thread::hardware_concurrency() >= 2;
+  std::vector<std::string> server_argv = {floor_bin, "server", "--listen", addr, "--sizes", "64,4096",
+                                          "--iterations", iterations};
+  std::vector<std::string> client_argv = {floor_bin, "client", "--connect", addr, "--sizes", "64,4096",
+                                          "--iterations", iterations};
+  if (two_cpus) {
+    server_argv.insert(server_argv.end(), {"--cpu", "0"});
+    client_argv.insert(client_argv.end(), {"--cpu", "1"});
+  }
+  auto server = cluster.host(0).spawn(server_argv, env);
   if (!server.wait_for_line("ucx-floor: listening", 30s)) {
     server.kill();
     return "dsm-ucx-floor server did not listen\n" + server.log();
   }
-  auto client = cluster.host(1).spawn({floor_bin, "client", "--connect", addr, "--sizes", "64,4096",
-                                       "--iterations", iterations}, env);
+  auto client = cluster.host(1).spawn(client_argv, env);
   auto bad = failed(client, "dsm-ucx-floor client", 180s);
   if (auto s = failed(server, "dsm-ucx-floor server", 30s); s && !bad) bad = s;
   if (bad) return bad;
@@ -178,28 +188,41 @@ void print_readable(const Fabric& f, const Figures& g, const std::string& lane_i
   };
   const Summary s = summarize(g);
   const char* n = f.name.c_str();
+  const char* dsm = f.no_dsm.empty() ? "" : " (TCP)";
   std::printf("dsm-bench: [%s] raw UCX stream ping-pong, lanes %s\n", n, lane_info.c_str());
   std::printf("dsm-bench: [%s]   64 B round trip           %s us   one-way %s us\n", n, pp("ucx_64_rtt").c_str(),
               pp("ucx_64_one_way").c_str());
   std::printf("dsm-bench: [%s]   4 KiB round trip          %s us   one-way %s us\n", n, pp("ucx_4096_rtt").c_str(),
               pp("ucx_4096_one_way").c_str());
   std::printf("dsm-bench: [%s] local uffd fault (COPY)     %s us\n", n, pp("local_uffd_fault").c_str());
-  std::printf("dsm-bench: [%s] DSM service 4 KiB rtt       %s us   (%.1fx the raw 4 KiB rtt at p50)\n", n,
+  if (!f.no_dsm.empty()) std::printf("dsm-bench: [%s] %s\n", n, f.no_dsm.c_str());
+  std::printf("dsm-bench: [%s] DSM service 4 KiB rtt%-6s%s us   (%.1fx the raw 4 KiB rtt at p50)\n", n, dsm,
               pp("service_rtt").c_str(), v("service_rtt_p50_us") / v("ucx_4096_rtt_p50_us"));
-  std::printf("dsm-bench: [%s] remote read fault           %s us   floor %7.1f / %7.1f us   ratio %.2f / %.2f\n", n,
-              pp("remote_read_fault").c_str(), s.read_floor50, s.read_floor99, s.read50 / s.read_floor50,
+  std::printf("dsm-bench: [%s] remote read fault%-10s%s us   floor %7.1f / %7.1f us   ratio %.2f / %.2f\n", n,
+              dsm, pp("remote_read_fault").c_str(), s.read_floor50, s.read_floor99, s.read50 / s.read_floor50,
               s.read99 / s.read_floor99);
-  std::printf("dsm-bench: [%s] write, 1 sharer invalidated %s us   floor %7.1f / %7.1f us   ratio %.2f / %.2f\n", n,
-              pp("write_invalidate_one_sharer").c_str(), s.write_floor50, s.write_floor99,
+  std::printf("dsm-bench: [%s] write, 1 sharer inv.%-7s%s us   floor %7.1f / %7.1f us   ratio %.2f / %.2f\n", n,
+              dsm, pp("write_invalidate_one_sharer").c_str(), s.write_floor50, s.write_floor99,
               s.write50 / s.write_floor50, s.write99 / s.write_floor99);
-  std::printf("dsm-bench: [%s] faults/s: %.0f with 1 thread, %.0f with 2\n", n, v("faults_per_s_1_thread"),
-              v("faults_per_s_2_threads"));
+  if (f.no_dsm.empty())
+    std::printf("dsm-bench: [%s] faults/s: %.0f with 1 thread, %.0f with 2\n", n, v("faults_per_s_1_thread"),
+                v("faults_per_s_2_threads"));
 }
 
-std::string last_line_keys(const std::string& prefix, const Figures& g) {
+std::string last_line_keys(const std::string& prefix, const Figures& g, bool with_dsm) {
   auto v = [&](const std::string& k) { return g.at(k); };
   const Summary s = summarize(g);
   char buf[1024];
+  if (!with_dsm) {  // the floor, and the DSM's (TCP) figures against it
+    std::snprintf(buf, sizeof buf,
+                  "%1$sfloor_us=%2$.1f %1$sratio=%3$.2f %1$swrite_floor_us=%4$.1f %1$swrite_ratio=%5$.2f "
+                  "%1$sucx_rtt_p50_us=%6$.1f %1$sucx_rtt_p99_us=%7$.1f %1$sucx_one_way_p50_us=%8$.1f "
+                  "%1$sucx_one_way_p99_us=%9$.1f %1$sucx_rtt_64_p50_us=%10$.1f",
+                  prefix.c_str(), s.read_floor50, s.read50 / s.read_floor50, s.write_floor50,
+                  s.write50 / s.write_floor50, v("ucx_4096_rtt_p50_us"), v("ucx_4096_rtt_p99_us"),
+                  v("ucx_4096_one_way_p50_us"), v("ucx_4096_one_way_p99_us"), v("ucx_64_rtt_p50_us"));
+    return buf;
+  }
   std::snprintf(buf, sizeof buf,
                 "%1$sread_p50_us=%2$.1f %1$sread_p99_us=%3$.1f %1$swrite_p50_us=%4$.1f %1$swrite_p99_us=%5$.1f "
                 "%1$sfloor_us=%6$.1f %1$sratio=%7$.2f %1$swrite_floor_us=%8$.1f %1$swrite_ratio=%9$.2f "
@@ -230,28 +253,29 @@ int main(int argc, char** argv) {
   std::printf("dsm-bench: 2 hosts (%s, %s), floor ping-pongs of 10000 per size; figures are p50 / p99\n",
               cluster.host(0).address().c_str(), cluster.host(1).address().c_str());
   std::vector<Figures> figures(kFabrics.size());
-  for (size_t k = 0; k < kFabrics.size(); ++k) {
+  std::vector<std::string> lane_info(kFabrics.size());
+  for (size_t k = 0; k < kFabrics.size(); ++k) {  // the floors, then the DSM, in one run
     const Fabric& f = kFabrics[k];
-    std::string lane_info;
     const int port = 17500 + 10 * static_cast<int>(k);  // fresh ports per run: no TIME_WAIT clash
-    std::optional<std::string> bad = run_floor(cluster, f, floor_bin, port + 5, "10000", figures[k], lane_info);
-    const std::string n = std::to_string(std::max(100L, std::stol(faults) / f.fault_divisor));
-    if (!bad) bad = run_dsm(cluster, f, worker, port, n, figures[k]);
+    auto bad = run_floor(cluster, f, floor_bin, port + 5, "10000", figures[k], lane_info[k]);
+    if (!bad && f.no_dsm.empty()) bad = run_dsm(cluster, f, worker, port, faults, figures[k]);
     if (bad) {
       std::fprintf(stderr, "dsm-bench: [%s] %s: %s", f.name.c_str(), f.why.c_str(), bad->c_str());
       return 1;
     }
-    std::printf("dsm-bench: [%s] %s, UCX_TLS=%s, %s faults per figure\n", f.name.c_str(), f.why.c_str(),
-                f.tls.c_str(), n.c_str());
-    print_readable(f, figures[k], lane_info);
-    if (figures[k].at("remote_read_fault_p50_us") > kScanBoundUs)
-      std::printf("dsm-bench: [%s] the DSM's faults waited for its service thread's periodic scan: its "
-                  "wake-ups are lost here (shared-memory signals do not cross network namespaces)\n",
-                  f.name.c_str());
+  }
+  for (size_t k = 0; k < kFabrics.size(); ++k) {
+    const Fabric& f = kFabrics[k];
+    if (!f.no_dsm.empty())  // the DSM's own figures, from the run on the first fabric
+      for (const auto& [key, value] : figures[0])
+        if (key.rfind("ucx_", 0) != 0) figures[k].emplace(key, value);
+    std::printf("dsm-bench: [%s] %s, UCX_TLS=%s%s\n", f.name.c_str(), f.why.c_str(), f.tls.c_str(),
+                f.no_dsm.empty() ? (", DSM: " + faults + " faults per figure").c_str() : "");
+    print_readable(f, figures[k], lane_info[k]);
   }
   std::string last = "dsm-fault-latency:";
   for (size_t k = 0; k < kFabrics.size(); ++k)
-    last += " " + last_line_keys(kFabrics[k].name == "tcp" ? "" : kFabrics[k].name + "_", figures[k]);
+    last += " " + last_line_keys(k == 0 ? "" : kFabrics[k].name + "_", figures[k], kFabrics[k].no_dsm.empty());
   std::printf("%s\n", last.c_str());
   return 0;
 }

@@ -3,23 +3,24 @@
 // same API the DSM's fabric uses (client-server endpoints, stream send and
 // receive) and the transports named by UCX_TLS.  Each measured round trip
 // is one message of each --sizes size each way, with the worker polled
-// (sleeping on its event fd only after 1 ms without progress), so
-// nothing but UCX, the wire and the scheduler is in it.
+// (yielding the CPU when idle, never sleeping), so nothing but UCX, the
+// wire and the scheduler is in it.
 //
-//   dsm-ucx-floor server --listen IP:PORT [--sizes 64,4096] [--iterations N]
-//   dsm-ucx-floor client --connect IP:PORT [--sizes 64,4096] [--iterations N]
+//   dsm-ucx-floor server --listen IP:PORT [--sizes 64,4096] [--iterations N] [--cpu C]
+//   dsm-ucx-floor client --connect IP:PORT [--sizes 64,4096] [--iterations N] [--cpu C]
 //
 // The server prints "ucx-floor: listening" once clients may connect.  The
 // client prints per size
 //   ucx-floor: size=S iterations=N tls=T rtt_p50_us=.. rtt_p99_us=..
-//              one_way_p50_us=.. one_way_p99_us=.. client_sleeps=..
-// (one line; one-way = rtt / 2; client_sleeps: waits that slept), and
+//              one_way_p50_us=.. one_way_p99_us=.. client_yields=..
+// (one line; one-way = rtt / 2; client_yields: waits that yielded), and
 // ucp_ep_print_info's lanes on stderr.  Exit 0 ok, 1 a UCX error, 2 bad usage.
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <poll.h>
+#include <sched.h>
 
 #include <cerrno>
+
 
 #include <chrono>
 #include <cstdio>
@@ -66,7 +67,7 @@ class Worker {
     check(ucp_config_read(nullptr, nullptr, &cfg), "ucp_config_read");  // reads UCX_TLS
     ucp_params_t p{};
     p.field_mask = UCP_PARAM_FIELD_FEATURES;
-    p.features = UCP_FEATURE_STREAM | UCP_FEATURE_WAKEUP;  // as the DSM's fabric
+    p.features = UCP_FEATURE_STREAM | UCP_FEATURE_WAKEUP;  // as the DSM's fabric: the same transports
     const ucs_status_t s = ucp_init(&p, cfg, &ctx_);
     ucp_config_release(cfg);
     check(s, "ucp_init");
@@ -76,11 +77,6 @@ class Worker {
     if (ucs_status_t w = ucp_worker_create(ctx_, &wp, &worker_); w != UCS_OK) {
       ucp_cleanup(ctx_);
       check(w, "ucp_worker_create");
-    }
-    if (ucs_status_t e = ucp_worker_get_efd(worker_, &efd_); e != UCS_OK) {
-      ucp_worker_destroy(worker_);
-      ucp_cleanup(ctx_);
-      check(e, "ucp_worker_get_efd");
     }
   }
   ~Worker() {
@@ -92,40 +88,34 @@ class Worker {
   ucp_worker_h get() const { return worker_; }
 
   // Polls until the request (or immediate status) completes; frees it.
-  // Spins for kSpin, then sleeps on the worker's event fd: with two
-  // spinning processes on a shared 2-core machine, a pure spin loses whole
-  // scheduler slices (ms) whenever a third task runs, while sleeping at
-  // once puts a wake-up (tens to hundreds of us under load) in every trip.  The sleep is
-  // bounded by 1 ms because shared-memory wake-ups do not cross network
-  // namespaces (UCX signals them over a socket that lives in one).
+  // Spins, and yields the CPU after kSpin polls without progress (a peer
+  // descheduled on a shared machine).  It never sleeps on the worker's
+  // event fd: over TCP that was seen to miss data already received (each
+  // trip then took the 1 ms poll timeout, both ways).
   void wait(ucs_status_ptr_t r, const char* what) {
     if (r == nullptr) return;
     if (UCS_PTR_IS_ERR(r)) check(UCS_PTR_STATUS(r), what);
-    const auto spin_until = Clock::now() + kSpin;
     ucs_status_t s;
-    while ((s = ucp_request_check_status(r)) == UCS_INPROGRESS) {
-      if (ucp_worker_progress(worker_) != 0 || Clock::now() < spin_until) continue;
-      const ucs_status_t armed = ucp_worker_arm(worker_);
-      if (armed == UCS_ERR_BUSY) continue;  // events arrived meanwhile
-      if (armed != UCS_OK) {
-        ucp_request_cancel(worker_, r);
-        check(armed, "ucp_worker_arm");
+    bool yielded = false;
+    for (unsigned idle = 0; (s = ucp_request_check_status(r)) == UCS_INPROGRESS;) {
+      if (ucp_worker_progress(worker_) != 0) {
+        idle = 0;
+      } else if (++idle > kSpin) {
+        sched_yield();
+        yielded = true;
       }
-      pollfd p{efd_, POLLIN, 0};
-      if (::poll(&p, 1, 1) < 0 && errno != EINTR) throw UcxError(std::string("poll: ") + std::strerror(errno));
-      ++sleeps_;
     }
+    yields_ += yielded;
     ucp_request_free(r);
     check(s, what);
   }
-  uint64_t sleeps() const { return sleeps_; }
+  uint64_t yields() const { return yields_; }
 
  private:
-  static constexpr auto kSpin = std::chrono::microseconds(1000);
+  static constexpr unsigned kSpin = 20000;  // ~1 ms of polls
   ucp_context_h ctx_ = nullptr;
   ucp_worker_h worker_ = nullptr;
-  int efd_ = -1;
-  uint64_t sleeps_ = 0;
+  uint64_t yields_ = 0;
 };
 
 // One endpoint; a peer that goes away is an error only while we still talk.
@@ -185,6 +175,7 @@ struct Args {
   std::string addr;
   std::vector<size_t> sizes{64, 4096};
   size_t iterations = 10000;
+  int cpu = -1;  // pin to this CPU: client and server on different cores
 };
 
 Args parse_args(int argc, char** argv) {
@@ -199,6 +190,8 @@ Args parse_args(int argc, char** argv) {
     const std::string val = argv[++i];
     if (opt == (a.server ? "--listen" : "--connect")) {
       a.addr = val;
+    } else if (opt == "--cpu") {
+      a.cpu = std::stoi(val);
     } else if (opt == "--iterations") {
       a.iterations = std::stoul(val);
     } else if (opt == "--sizes") {
@@ -294,7 +287,7 @@ int client(const Args& a) {
   for (size_t size : a.sizes) {
     std::vector<double> rtt;
     rtt.reserve(a.iterations);
-    uint64_t sleeps_before = 0;
+    uint64_t yields_before = 0;
     for (size_t i = 0; i < kWarmup + a.iterations; ++i) {
       out[0] = static_cast<char>(i);
       const auto t0 = Clock::now();
@@ -302,15 +295,15 @@ int client(const Args& a) {
       e.recv(in.data(), size);
       const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
       if (in[0] != out[0]) throw UcxError("echo does not match what was sent");
-      if (i + 1 == kWarmup) sleeps_before = w.sleeps();
+      if (i + 1 == kWarmup) yields_before = w.yields();
       if (i >= kWarmup) rtt.push_back(us);
       if (i + 1 == kWarmup && size == a.sizes.front()) e.print_lanes(stderr);
     }
     const auto r = aggvm::bench::percentiles(rtt);
     std::printf("ucx-floor: size=%zu iterations=%zu tls=%s rtt_p50_us=%.2f rtt_p99_us=%.2f "
-                "one_way_p50_us=%.2f one_way_p99_us=%.2f client_sleeps=%lu\n",
+                "one_way_p50_us=%.2f one_way_p99_us=%.2f client_yields=%lu\n",
                 size, a.iterations, tls ? tls : "default", r.p50, r.p99, r.p50 / 2, r.p99 / 2,
-                static_cast<unsigned long>(w.sleeps() - sleeps_before));
+                static_cast<unsigned long>(w.yields() - yields_before));
     std::fflush(stdout);
   }
   e.flush();
@@ -326,6 +319,17 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dsm-ucx-floor: %s\n", e.what());
     return 2;
+  }
+  if (a.cpu >= 0) {
+    // A spinning client and server that share a core hand it over only at
+    // time-slice ends: that is the scheduler, not the fabric.
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(a.cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0) {
+      std::fprintf(stderr, "dsm-ucx-floor: sched_setaffinity(cpu %d): %s\n", a.cpu, std::strerror(errno));
+      return 2;
+    }
   }
   try {
     return a.server ? serve(a) : client(a);
