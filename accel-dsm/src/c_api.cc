@@ -91,6 +91,11 @@ AggvmDsm* aggvm_dsm_new(const AggvmDsmOptions* opts, char** errmsg) {
       void* opaque = opts->opaque;
       cfg.on_page_change = [cb, opaque](uint64_t gpa, uint64_t len) { cb(opaque, gpa, len); };
     }
+    if (opts->on_service_thread) {
+      auto cb = opts->on_service_thread;
+      void* opaque = opts->opaque;
+      cfg.on_service_thread = [cb, opaque](bool starting) { cb(opaque, starting); };
+    }
     const auto timeout_ms = static_cast<uint32_t>(cfg.timeout.count());
     auto node = std::make_unique<Node>(std::move(cfg));
     auto calls = std::make_unique<Calls>(*node);

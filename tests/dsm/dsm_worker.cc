@@ -87,6 +87,22 @@ class Cluster {
     opts.timeout_ms = o.timeout_ms;
     opts.ucx_transports = o.ucx_transports.empty() ? nullptr : o.ucx_transports.c_str();
     opts.frame_protection = o.frames == "plain" ? AGGVM_DSM_FRAMES_PLAIN : AGGVM_DSM_FRAMES_SEALED;
+    // The hooks an embedder (QEMU) relies on: both on the service thread.
+    opts.opaque = this;
+    opts.on_service_thread = [](void* self, int starting) {
+      auto* c = static_cast<Cluster*>(self);
+      if (starting) {
+        c->service_tid_ = static_cast<int>(gettid());
+        c->service_started_++;
+      } else {
+        c->service_ended_ += c->service_tid_ == static_cast<int>(gettid());
+      }
+    };
+    opts.on_page_change = [](void* self, uint64_t, uint64_t len) {
+      auto* c = static_cast<Cluster*>(self);
+      c->page_changes_ += len / kPage;
+      c->page_changes_off_thread_ += c->service_tid_ != static_cast<int>(gettid());
+    };
     char* err = nullptr;
     dsm_ = aggvm_dsm_new(&opts, &err);
     if (!dsm_) die(2, fmt::format("configuration rejected: {}", err));
@@ -122,6 +138,10 @@ class Cluster {
     done_ = true;
     watcher_.join();
     aggvm_dsm_free(dsm_);
+    std::printf("hooks: node=%d service_thread_started=%d ended=%d page_changes=%lu off_thread=%lu\n", o_.node,
+                service_started_.load(), service_ended_.load(), static_cast<unsigned long>(page_changes_.load()),
+                static_cast<unsigned long>(page_changes_off_thread_.load()));
+    std::fflush(stdout);
   }
 
   void stop() {
@@ -155,6 +175,8 @@ class Cluster {
   AggvmDsm* dsm_ = nullptr;
   std::atomic<bool> done_{false};
   std::thread watcher_;
+  std::atomic<int> service_tid_{0}, service_started_{0}, service_ended_{0};
+  std::atomic<uint64_t> page_changes_{0}, page_changes_off_thread_{0};
 };
 
 void print_stats(Cluster& c) {

@@ -67,6 +67,20 @@ TEST_F(MultiHost, TortureTwoHosts) {
   expect_all_pass(procs, 180s);
   const std::string r = result_line(procs[0]);
   EXPECT_NE(r.find("counter_total=18000 records=18000 expected=18000 torn=0 status=pass"), std::string::npos) << r;
+  // Each node's service thread told the embedder it started and ended, and
+  // every drop of a page (there are many: the nodes share counters) was
+  // reported on that thread.
+  for (auto& p : procs) {
+    std::smatch m;
+    const std::string log = p.log();
+    ASSERT_TRUE(std::regex_search(log, m, std::regex("hooks: node=\\d+ service_thread_started=(\\d+) ended=(\\d+) "
+                                                       "page_changes=(\\d+) off_thread=(\\d+)")))
+        << log;
+    EXPECT_EQ(m[1], "1");
+    EXPECT_EQ(m[2], "1");
+    EXPECT_GT(std::stoul(m[3]), 100u) << m.str();
+    EXPECT_EQ(m[4], "0") << m.str();
+  }
 }
 
 TEST_F(MultiHost, TortureFourHosts) {

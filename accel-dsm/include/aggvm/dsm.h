@@ -67,11 +67,20 @@ typedef struct AggvmDsmOptions {
     void (*on_failure)(void *opaque, int err, int node, const char *message);
     /*
      * Called on the service thread after this node's copy of guest pages
-     * [gpa, gpa + len) was dropped because another node writes them: TCG
-     * must drop code it translated from them.  (Installing a page needs no
-     * call: none was mapped there since the drop that reported it.)
+     * [gpa, gpa + len) was dropped (another node is to write them, or the
+     * resident cap evicted them) and before any peer hears of it: TCG
+     * drops the code it translated from them here, so that no vCPU runs
+     * it once the writer may write.  It must not block on anything a
+     * faulting thread may hold.  (Installing a page needs no call: none
+     * was mapped there since the drop that reported it.)
      */
     void (*on_page_change)(void *opaque, uint64_t gpa, uint64_t len);
+    /*
+     * Called on the service thread as it starts (starting = 1), before
+     * any other callback, and as it ends (0), after the last: the
+     * embedder registers the thread with its own runtime (QEMU's RCU).
+     */
+    void (*on_service_thread)(void *opaque, int starting);
     void *opaque;
 
     /*

@@ -145,6 +145,15 @@ void Node::start() {
 
 void Node::run() {
   pthread_setname_np(pthread_self(), "aggvm-dsm");
+  struct ThreadHook {
+    const std::function<void(bool)>& hook;
+    explicit ThreadHook(const std::function<void(bool)>& h) : hook(h) {
+      if (hook) hook(true);
+    }
+    ~ThreadHook() {
+      if (hook) hook(false);
+    }
+  } thread_hook(cfg_.on_service_thread);
   auto next_scan = std::chrono::steady_clock::now() + kTimeoutScan;
   try {
     while (true) {

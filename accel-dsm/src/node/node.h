@@ -37,7 +37,12 @@ struct NodeConfig {
   FrameProtection frame_protection = FrameProtection::kAesGcm;
   // node: the peer to blame, or -1 when no single peer is (a local error).
   std::function<void(int err, int node, const std::string& message)> on_failure;
+  // On the service thread, after the node dropped its copy of a page and
+  // before it tells any peer so.
   std::function<void(uint64_t gpa, uint64_t len)> on_page_change;
+  // On the service thread as it starts (true) and as it ends (false), so
+  // that the embedder can register it with its own runtime.
+  std::function<void(bool starting)> on_service_thread;
 };
 
 using ServiceHandler = std::function<void(NodeId from, std::span<const std::byte> data)>;

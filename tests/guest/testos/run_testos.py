@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-WORKLOADS = ["compute", "counters", "pingpong", "ipi", "sweep", "timer", "tscsync", "devices"]
+WORKLOADS = ["compute", "counters", "pingpong", "ipi", "sweep", "timer", "tscsync", "devices", "xmc"]
 KVM_GET_API_VERSION = 0xAE00
 KVM_CREATE_VM = 0xAE01
 SKIP = 77

@@ -51,5 +51,6 @@ enum wl_status wl_timer(const struct params *p);
 enum wl_status wl_tscsync(const struct params *p);
 enum wl_status wl_devices(const struct params *p);
 enum wl_status wl_nmi(const struct params *p);
+enum wl_status wl_xmc(const struct params *p);
 
 #endif
