@@ -40,6 +40,16 @@ class ModelNode : public Env {
   ModelNode(NodeId id, ModelNetwork& net) : id_(id), net_(net) {}
 
   void send(const Message& m) override {
+    // A message that lets another node write must leave this node's copy
+    // dropped first: the drop is where TCG drops the code translated from
+    // the page (Node::drop -> on_page_change), so old code cannot run once
+    // the writer may write.
+    const bool gives_up = m.type == MsgType::kInvAck || m.type == MsgType::kEvict ||
+                          m.type == MsgType::kWriteback ||
+                          (m.type == MsgType::kFetchResp && !m.has(kFlagRetained));
+    if (gives_up && pages_[m.page.raw()].mapped)
+      throw std::logic_error("node " + std::to_string(id_) + " sent " + std::string(to_string(m.type)) +
+                             " while it still maps the page");
     InFlight f{m, {m.payload.begin(), m.payload.end()}};
     if (m.has(kFlagData)) net_.page_bytes_sent += kPageSize;
     net_.in_flight.push_back(std::move(f));
