@@ -1,12 +1,13 @@
 /*
- * xmc: cross-modifying code.  vCPU 0 keeps calling a function that its
- * peer rewrites ("mov $k, %eax; ret"); after each rewrite the peer raises a
- * flag on another page.  Once vCPU 0 has seen the flag and serialised (as
- * the SDM asks of the processor that executes modified code), the call
- * must return the new k: returning an older one means it ran a stale
- * translation of the function.  Aggregated, the peer writes from another
- * host: the old code must be gone on vCPU 0's host before the peer's write
- * is allowed, that is before the flag can be seen.
+ * xmc: cross-modifying code.  vCPU 0 calls a function that its peer
+ * rewrites ("mov $k, %eax; ret"); after each rewrite the peer raises a flag
+ * on another page.  Once vCPU 0 has seen the flag and serialised (as the
+ * SDM asks of the processor that executes modified code), eight calls must
+ * return the new k, the last seven from its translation, which then waits
+ * cached for the next rewrite: returning an older k means vCPU 0 ran a
+ * stale translation.  Aggregated, the peer writes from another host: the
+ * old code must be gone on vCPU 0's host before the peer's write is
+ * allowed, that is before the flag can be seen.
  */
 #include "workloads.h"
 #include "../ulib.h"
