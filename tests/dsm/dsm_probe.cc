@@ -256,10 +256,12 @@ std::string guarded_read(const std::byte* p) {
 
 int scenario_poison(Node& nd) {
   const uint64_t shared = nd.homed_on(1, 0), lost = nd.homed_on(1, 1), untouched = nd.homed_on(1, 2);
+  const uint64_t shared_later = nd.homed_on(1, 3);  // written only after the poison
   const uint64_t home_zero = nd.homed_on(0, 5);
   if (nd.self == 1) {
     std::memset(nd.page(shared), 0x5a, kPage);
     std::memset(nd.page(lost), 0x6b, kPage);
+    std::memset(nd.page(shared_later), 0x7c, kPage);
     ready(nd);  // the test then creates DIR/written for node 0
     pause();  // stopped, then killed, by the test
     _exit(0);
@@ -267,6 +269,7 @@ int scenario_poison(Node& nd) {
   // Node 0: a Shared copy of a page node 1 wrote (wait until it has).
   wait_for_file(nd.dir + "/written");
   const int first = static_cast<int>(*reinterpret_cast<volatile uint8_t*>(nd.page(shared)));
+  const int later_first = static_cast<int>(*reinterpret_cast<volatile uint8_t*>(nd.page(shared_later)));
   ready(nd);
   wait_for_file(nd.dir + "/go");  // node 1 is SIGSTOPped now
   std::atomic<bool> reader_done{false}, writer_done{false};
@@ -310,6 +313,16 @@ int scenario_poison(Node& nd) {
   std::printf("result: shared first=%d now %s\n", first, guarded_read(nd.page(shared)).c_str());
   std::this_thread::sleep_for(300ms);
   std::printf("result: writer done=%d\n", writer_done.load());
+  // A thread that writes a Shared page only now, after the poison (a vCPU
+  // still running until its stop), must not block for good either.
+  std::atomic<bool> later_done{false};
+  std::thread later([&] {
+    *reinterpret_cast<volatile uint8_t*>(nd.page(shared_later)) = 0x22;
+    later_done = true;
+  });
+  const auto later_deadline = Clock::now() + 3s;
+  while (!later_done && Clock::now() < later_deadline) std::this_thread::sleep_for(5ms);
+  std::printf("result: late writer first=%d done=%d\n", later_first, later_done.load());
   std::fflush(stdout);
   _exit(0);
 }

@@ -151,8 +151,9 @@ TEST_F(Failure, CallToLeavingPeerFailsAtOnce) {
 // and a writer blocked on node 1's pages when node 1 is killed.  After
 // aggvm_dsm_poison_lost the reader gets SIGBUS, a disk write from lost
 // memory fails with EFAULT (the file never receives zeros), the Shared
-// page still reads its content (or the released writer's own write), and
-// the writer is let go so that its thread can stop.
+// page still reads its content (or the released writer's own write), the
+// writer is let go so that its thread can stop, and so is a thread that
+// writes a Shared page only after the poison.
 TEST_F(Failure, PoisonLostPagesInsteadOfZeros) {
   Cluster c(ClusterOptions{.hosts = 2, .name = "poison"});
   auto procs = start(c, "poison", 5000, {1});
@@ -184,6 +185,10 @@ TEST_F(Failure, PoisonLostPagesInsteadOfZeros) {
   EXPECT_EQ(field(shared, "first"), 0x5a) << shared;
   EXPECT_TRUE(std::regex_search(shared, std::regex("now value=(90|17)$"))) << shared;  // 0x5a, or 0x11 written
   EXPECT_EQ(field(result(procs[0], "writer"), "done"), 1) << log;
+  // A write to another Shared page after the poison goes through too.
+  const std::string later = result(procs[0], "late writer");
+  EXPECT_EQ(field(later, "first"), 0x7c) << later;
+  EXPECT_EQ(field(later, "done"), 1) << later;
   const auto st = procs[0].wait(20s);
   EXPECT_TRUE(st.exited && st.code == 0) << aggvm::harness::describe(st) << "\n" << log;
 }

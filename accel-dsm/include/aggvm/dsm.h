@@ -143,9 +143,10 @@ int aggvm_dsm_abandon(AggvmDsm *dsm, char **errmsg);
  * Any later access to such a page raises SIGBUS (BUS_MCEERR_AR) in user
  * space, KVM returns -EHWPOISON (and QEMU's vCPU thread gets SIGBUS), and a
  * system call reading it (a disk write from that memory) fails with EFAULT:
- * never zeros.  Pages held Shared here stay mapped and readable; a thread
- * blocked writing one is let go and writes this node's copy, which no
- * other node will see (so that a vCPU blocked there can stop).  Pages held
+ * never zeros.  Pages held Shared here stay mapped and become writable: a
+ * thread blocked writing one now, or writing one later, writes this
+ * node's copy, which no other node will see (so that no vCPU blocks on it
+ * for good and cannot stop).  Pages held
  * Modified here stay as they are.  userfaultfd stays registered until
  * aggvm_dsm_free().  -ENOTSUP when the
  * kernel lacks UFFD_FEATURE_POISON (Linux 6.6+): then fall back to

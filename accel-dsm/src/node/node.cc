@@ -340,11 +340,9 @@ void Node::poison_lost() {
   fabric_.reset();
   // The service thread is gone: the engine's page states are final.  Every
   // Invalid page is lost here (its content is on a peer or unknown): poison
-  // it, in runs.  Shared and Modified pages are mapped and keep their data;
-  // userfaultfd stays registered, so a writer blocked on a Shared page
-  // stays blocked (see dsm.h).
+  // it, in runs.  Shared and Modified pages are mapped and keep their data.
   // A page being written back is unmapped, but its last Modified content
-  // is here: it is mapped again (write-protected), not poisoned.
+  // is here: it is mapped again, not poisoned.
   uint64_t pages = 0, runs = 0, ioctls = 0, restored = 0;
   const Cache& cache = engine_->cache();
   for (uint32_t ri = 0; ri < regions_.size(); ++ri) {
@@ -357,7 +355,7 @@ void Node::poison_lost() {
       if (!lost(i)) {
         const PageKey p(ri, i);
         if (const std::byte* data = cache.writeback_copy(p); data && cache.state(p) == PageState::kInvalid) {
-          uffd_->copy(host(p), data, kPageSize, false);
+          uffd_->copy(host(p), data, kPageSize, true);  // writable: see below
           ++restored;
         }
         ++i;
@@ -371,24 +369,32 @@ void Node::poison_lost() {
       i = j;
     }
   }
-  // A thread blocked writing a page held Shared here would stay blocked
-  // for good, and a vCPU thread that cannot run cannot pause either, so
-  // the embedder's stop would never complete: let it write its own copy,
-  // which is valid, and which no other node will ever see now.
+  // A thread writing a page held Shared here would block for good, and a
+  // vCPU thread that cannot run cannot pause either, so the embedder's stop
+  // would never complete.  That holds for the writers blocked now and for
+  // any later one (a vCPU still running until its stop, one whose fault
+  // the service thread never read): every Shared page becomes writable,
+  // and the writes go to this node's copy, which is valid and which no
+  // other node will ever see now.  Clearing the protection wakes waiters.
   uint64_t released = 0;
   for (uint32_t ri = 0; ri < regions_.size(); ++ri) {
     const uint64_t n = regions_[ri].size / kPageSize;
-    for (uint64_t i = 0; i < n; ++i) {
-      const PageKey page(ri, i);
-      if (cache.state(page) == PageState::kShared && cache.pending(page) == Cache::Pending::kWrite) {
-        uffd_->write_protect(host(page), kPageSize, false);
-        ++released;
+    auto shared = [&](uint64_t i) { return cache.state(PageKey(ri, i)) == PageState::kShared; };
+    for (uint64_t i = 0; i < n;) {
+      if (!shared(i)) {
+        ++i;
+        continue;
       }
+      uint64_t j = i + 1;
+      while (j < n && shared(j)) ++j;
+      uffd_->write_protect(host(PageKey(ri, i)), (j - i) * kPageSize, false);
+      released += j - i;
+      i = j;
     }
   }
   poisoned_ = true;
-  spdlog::warn("aggvm-dsm: node {} poisoned {} lost pages in {} runs ({} ioctls), restored {} written back; let {} "
-               "blocked writers of pages it holds go", cfg_.self, pages, runs, ioctls, restored, released);
+  spdlog::warn("aggvm-dsm: node {} poisoned {} lost pages in {} runs ({} ioctls), restored {} written back; made "
+               "the {} pages it holds shared writable", cfg_.self, pages, runs, ioctls, restored, released);
 }
 
 void Node::fail_node(int err, int node, const std::string& message) {
