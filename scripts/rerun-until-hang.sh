@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reruns one aggregated failure scenario until node 0 stops answering QMP,
-# then saves node 0's threads (gdb) next to the run's output.  For chasing
+# then saves node 0's threads (gdb): once node 0 has reported a failed node
+# but, 8 s later, has not answered query-status.  For chasing
 # a rare hang of the failure path, e.g. aggregated-worker-killed:
 #
 #   scripts/rerun-until-hang.sh 20 --hosts 3 --vcpus-per-host 1 --scenario kill \
@@ -22,7 +23,10 @@ for i in $(seq 1 "$runs"); do
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     sleep 1
-    if grep -q "query-status failed" "$log"; then
+    # The driver prints node 0's status soon after the event when node 0
+    # answers; its FAIL lines come only once it has killed every node.
+    if grep -q "event AGGVM_NODE_FAILED" "$log" && sleep 8 && ! grep -q "node 0 status:" "$log" \
+        && kill -0 "$pid" 2>/dev/null; then
       q=$(pgrep -f "qemu-system-x86_64.*aggvm-cluster.*node=0" | head -1)
       echo "run $i: node 0 (pid ${q:-?}) stopped answering QMP; threads in /tmp/rerun-hang-gdb.txt"
       [ -n "$q" ] && gdb -p "$q" -batch -ex "thread apply all bt 30" > /tmp/rerun-hang-gdb.txt 2>&1
