@@ -14,6 +14,7 @@ struct idt_entry {
 extern u64 gdt[];
 extern const u64 isr_exception_table[32];
 extern void isr_0x40(void), isr_0x41(void), isr_0x42(void), isr_0xFF(void);
+extern void isr_0x50(void), isr_0x57(void);
 
 struct percpu cpus[MAX_CPUS];
 unsigned ncpus;
@@ -41,6 +42,8 @@ static void idt_build(void)
     set_gate(VEC_TIMER, (u64)isr_0x41, 0);
     set_gate(VEC_WAKE, (u64)isr_0x42, 0);
     set_gate(VEC_SPURIOUS, (u64)isr_0xFF, 0);
+    set_gate(VEC_PIC_BASE, (u64)isr_0x50, 0);
+    set_gate(VEC_PIC_BASE + 7, (u64)isr_0x57, 0);
 }
 
 void cpu_init(struct percpu *c)
@@ -99,7 +102,15 @@ void isr_dispatch(struct frame *f)
         lapic_eoi();
         return;
     case VEC_WAKE:
+        this_cpu()->wakes++;
         lapic_eoi();
+        return;
+    case VEC_PIC_BASE:                       /* IRQ0 through LINT0 (extint) */
+        this_cpu()->extints++;
+        outb(0x20, 0x20);                    /* non-specific EOI to the 8259 */
+        return;
+    case VEC_PIC_BASE + 7:                   /* the 8259's spurious IRQ7: no EOI */
+        this_cpu()->spurious_extints++;
         return;
     case VEC_SPURIOUS:
         return;

@@ -53,6 +53,8 @@ isr_\vec:
     STUB 0x40, 0
     STUB 0x41, 0
     STUB 0x42, 0
+    STUB 0x50, 0
+    STUB 0x57, 0
     STUB 0xFF, 0
 
 isr_common:

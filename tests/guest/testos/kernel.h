@@ -118,6 +118,9 @@ struct percpu {
     volatile u32 job_done;
     volatile u64 timer_ticks;
     volatile u64 nmis;              /* NMIs taken (the nmi workload) */
+    volatile u64 wakes;             /* VEC_WAKE interrupts taken */
+    volatile u64 extints;           /* 8259 IRQ0s taken (the extint workload) */
+    volatile u64 spurious_extints;
     struct tss tss __attribute__((aligned(16)));
 } __attribute__((aligned(64)));
 

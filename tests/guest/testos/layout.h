@@ -20,6 +20,7 @@
 #define VEC_TIMER     0x41
 #define VEC_WAKE      0x42
 #define VEC_SPURIOUS  0xFF
+#define VEC_PIC_BASE  0x50   /* the 8259s' vectors (extint); 0x57: spurious */
 
 /*
  * System calls are "int3" from ring 3 (vector 3, a DPL-3 gate): %rax

@@ -111,6 +111,7 @@ static const struct {
     { "compute", wl_compute }, { "counters", wl_counters }, { "pingpong", wl_pingpong },
     { "ipi", wl_ipi },         { "sweep", wl_sweep },       { "timer", wl_timer },
     { "tscsync", wl_tscsync }, { "devices", wl_devices },   { "xmc", wl_xmc },
+    { "extint", wl_extint },   { "ldr", wl_ldr },
     { "nmi", wl_nmi, .not_in_all = true },
 };
 

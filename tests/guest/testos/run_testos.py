@@ -21,7 +21,8 @@ import subprocess
 import sys
 import time
 
-WORKLOADS = ["compute", "counters", "pingpong", "ipi", "sweep", "timer", "tscsync", "devices", "xmc"]
+WORKLOADS = ["compute", "counters", "pingpong", "ipi", "sweep", "timer", "tscsync", "devices", "xmc",
+             "extint", "ldr"]
 KVM_GET_API_VERSION = 0xAE00
 KVM_CREATE_VM = 0xAE01
 SKIP = 77

@@ -52,5 +52,7 @@ enum wl_status wl_tscsync(const struct params *p);
 enum wl_status wl_devices(const struct params *p);
 enum wl_status wl_nmi(const struct params *p);
 enum wl_status wl_xmc(const struct params *p);
+enum wl_status wl_extint(const struct params *p);
+enum wl_status wl_ldr(const struct params *p);
 
 #endif
