@@ -20,6 +20,11 @@ Scenarios (--scenario):
            them; the guest's results (its clock included) must still pass
   nmi      QMP inject-nmi on node 0 once testos's nmi workload is armed:
            every vCPU, on every node, must take it
+  bqlstuck node 0's main loop blocks with the BQL held (QMP
+           dump-guest-memory to a FIFO nobody reads) while a worker's vCPU
+           has a device access in flight (testos devloop): the access must
+           not be lost silently; node 0 must end, saying why, within twice
+           the peer timeout, and every node with it
 Exit status: 0 pass, 1 fail, 77 skip (QEMU, KVM or the harness missing).
 Without AGGVM_HOST0_NETNS in the environment the script runs itself under
 `aggvm-harness run`, which makes the namespaces and removes them after.
@@ -319,6 +324,15 @@ def run_cluster(args):
                 victim.kill(sig)
                 killed_at = time.monotonic()
                 break
+            if args.scenario == "bqlstuck" and killed_at is None and started:
+                time.sleep(args.kill_delay)
+                fifo = work / "stuck.fifo"
+                os.mkfifo(fifo)
+                log("QMP dump-guest-memory to a FIFO nobody reads: node 0's main "
+                    "loop blocks in open() with the BQL held")
+                qmp.send("dump-guest-memory", paging=False, protocol=f"file:{fifo}")
+                killed_at = time.monotonic()
+                break
             if args.scenario == "stopcont" and not report.get("paused") and started:
                 time.sleep(args.kill_delay)
                 report["paused"] = pause_and_resume(args, nodes, qmp, check)
@@ -329,6 +343,8 @@ def run_cluster(args):
             judge_failure(args, nodes, qmp, killed_at, check, report)
             if args.disk_blocks:
                 judge_disk(disk, check, report)
+        elif args.scenario == "bqlstuck":
+            judge_stuck(args, nodes, killed_at, check, report)
         else:
             rc = node0.wait(PROCESS_EXIT_S)
             judge(args, results, rc, check)
@@ -506,6 +522,38 @@ def judge_failure(args, nodes, qmp, killed_at, check, report):
     log(f"every process ended {time.monotonic() - killed_at:.1f} s after the kill")
 
 
+def judge_stuck(args, nodes, killed_at, check, report):
+    """Node 0 cannot take its BQL: the worker's access fails the cluster."""
+    if not check.expect(killed_at is not None, "the guest never started: nothing stalled"):
+        return
+    limit = 2 * args.peer_timeout_ms / 1000 + 10
+    rc = nodes[0].wait(limit)
+    took = time.monotonic() - killed_at
+    if not check.expect(rc is not None, f"node 0 still running {limit:.0f} s after its "
+                        f"BQL got stuck (timeout {args.peer_timeout_ms} ms)"):
+        return
+    log(f"node 0 exited with status {rc} {took:.1f} s after the stall")
+    report["stuck_exit_s"] = round(took, 2)
+    node0_log = nodes[0].log_path.read_text(errors="replace")
+    check.expect(rc != 0, "node 0 exited with status 0 after losing its BQL")
+    check.expect("node 0 cannot go on" in node0_log,
+                 f"node 0 does not say why it ended:\n{nodes[0].tail()}")
+    for n in nodes[1:]:
+        wrc = n.wait(PROCESS_EXIT_S)
+        if check.expect(wrc is not None, f"node {n.index} still running {PROCESS_EXIT_S} s "
+                        "after node 0 ended"):
+            check.expect(wrc != 0, f"node {n.index} exited with status 0: its device "
+                         "access was never carried out")
+    # The worker whose vCPU waited says what was not done, unless node 0's
+    # end reached it first (then it ends on the lost connection).
+    worker_log = nodes[-1].log_path.read_text(errors="replace")
+    said = [line for line in worker_log.splitlines()
+            if "not carried out by node 0" in line or "failed" in line]
+    log(f"node {nodes[-1].index}: {said[-1] if said else '(nothing said)'}")
+    check.expect(bool(said), f"node {nodes[-1].index} does not say why it ended:\n"
+                 f"{nodes[-1].tail()}")
+
+
 def run_reported(qemu, harness, extra, capture=False):
     """Runs this script as a child (harness included) with extra arguments.
 
@@ -539,7 +587,7 @@ def parse_args(argv=None):
                    "(aggregated mode's user-space APIC is xAPIC only)")
     p.add_argument("--workload", default="all", help="testos workload")
     p.add_argument("--append", default="", help="testos options")
-    p.add_argument("--scenario", choices=["run", "stopcont", "nmi"] + list(FAILURES),
+    p.add_argument("--scenario", choices=["run", "stopcont", "nmi", "bqlstuck"] + list(FAILURES),
                    default="run")
     p.add_argument("--kill-delay", type=float, default=0.5,
                    help="seconds after the guest starts before the scenario acts")

@@ -63,6 +63,14 @@ class Qmp:
                 continue
             return reply
 
+    def send(self, command, **arguments):
+        """Sends a command without waiting: for one whose answer may never come."""
+        msg = {"execute": command}
+        if arguments:
+            msg["arguments"] = arguments
+        self.file.write(json.dumps(msg).encode() + b"\n")
+        self.file.flush()
+
     def execute(self, command, **arguments):
         """Sends a command; returns its result or raises QmpError."""
         reply = self.command(command, **arguments)

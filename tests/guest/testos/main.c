@@ -113,6 +113,7 @@ static const struct {
     { "tscsync", wl_tscsync }, { "devices", wl_devices },   { "xmc", wl_xmc },
     { "extint", wl_extint },   { "ldr", wl_ldr },
     { "nmi", wl_nmi, .not_in_all = true },
+    { "devloop", wl_devloop, .not_in_all = true },
 };
 
 static u32 cpuid_apic_id(void)
