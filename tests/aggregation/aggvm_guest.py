@@ -119,7 +119,7 @@ def guest_command(args):
         ns = argparse.Namespace(
             qemu=args.qemu, accel=accel_value(args), machine=args.machine, cpu=args.cpu,
             smp=args.vcpus, mem=args.mem, kernel=args.kernel, initrd=args.initrd,
-            run=args.linux_run, append=[], numa_nodes=args.numa_nodes, qemu_arg=[])
+            run=args.linux_run, append=args.append.split(), numa_nodes=args.numa_nodes, qemu_arg=[])
         return linux.qemu_command(ns)
     ns = argparse.Namespace(
         workload=args.workload, append=args.append, accel=args.accel, machine=args.machine,
@@ -586,7 +586,8 @@ def parse_args(argv=None):
     p.add_argument("--cpu", help="default: the runner's model, without x2APIC "
                    "(aggregated mode's user-space APIC is xAPIC only)")
     p.add_argument("--workload", default="all", help="testos workload")
-    p.add_argument("--append", default="", help="testos options")
+    p.add_argument("--append", default="",
+                   help="testos options, or Linux kernel arguments (space-separated)")
     p.add_argument("--scenario", choices=["run", "stopcont", "nmi", "bqlstuck"] + list(FAILURES),
                    default="run")
     p.add_argument("--kill-delay", type=float, default=0.5,
