@@ -3,7 +3,7 @@
 #   make demo      install what is missing, build, run the multi-host demo
 #   make check     install what is missing, build, run every test
 #   make bench     every benchmark
-#   make check-dsm / check-guests / check-aggregation   one test suite
+#   make check-dsm / check-guests / check-aggregation / check-migration   one suite
 #   make bench-dsm / bench-guest                        one benchmark
 #   make qemu      the patched QEMU alone (build/qemu-patches/qemu-system-x86_64)
 #   make check-series  build the tree after each patch in turn (each must build)
@@ -15,7 +15,7 @@ FROM ?= 1
 # Extra arguments for `meson test`, e.g. TESTARGS='--repeat 3'.
 TESTARGS ?=
 
-.PHONY: all deps setup build qemu demo check check-dsm check-guests check-aggregation \
+.PHONY: all deps setup build qemu demo check check-dsm check-guests check-aggregation check-migration \
         bench bench-dsm bench-guest demo-dsm check-series clean distclean
 
 QEMU_BIN = $(BUILD)/qemu-patches/qemu-system-x86_64
@@ -49,6 +49,9 @@ check-guests: build
 
 check-aggregation: qemu
 	@scripts/run-tests.sh $(BUILD) aggregation $(TESTARGS)
+
+check-migration: qemu
+	@scripts/run-tests.sh $(BUILD) migration $(TESTARGS)
 
 # QEMU 10.0.2 with qemu-patches/ (first build: 15-25 minutes on 2 cores).
 qemu: build
