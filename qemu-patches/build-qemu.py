@@ -272,7 +272,11 @@ def configure(src, obj, python, pkg_config_path):
     env = {}
     if pkg_config_path:
         env["PKG_CONFIG_PATH"] = pkg_config_path
-    wanted = {"args": args, "env": env}
+    # A new include directory or library in libaggvm-dsm's pkg-config file
+    # must reach QEMU's build too: configure caches what pkg-config said.
+    pc_files = sorted(Path(pkg_config_path).glob("aggvm-dsm*.pc")) if pkg_config_path else []
+    wanted = {"args": args, "env": env,
+              "dsm_pc": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in pc_files}}
     stamp = obj / ".aggvm-configure"
     if (obj / "build.ninja").exists() and stamp.exists() \
             and json.loads(stamp.read_text()) == wanted:

@@ -20,6 +20,11 @@ Scenarios (--scenario):
            them; the guest's results (its clock included) must still pass
   nmi      QMP inject-nmi on node 0 once testos's nmi workload is armed:
            every vCPU, on every node, must take it
+  migrate  while the guest runs, move a vCPU (--move-vcpu, default the last)
+           back and forth between its host and --move-to (default node 0)
+           with x-aggvm-migrate-vcpu, --moves times; every move must end
+           with AGGVM_VCPU_MIGRATED and no error, x-query-aggvm must follow
+           it, and the guest's results must still pass
   bqlstuck node 0's main loop blocks with the BQL held (QMP
            dump-guest-memory to a FIFO nobody reads) while a worker's vCPU
            has a device access in flight (testos devloop): the access must
@@ -283,6 +288,7 @@ def run_cluster(args):
                          f"{node0.proc.returncode}:\n{node0.tail()}")
             return finish(args, nodes, check, results, report, t0)
         info = None
+        mover = VcpuMover(args) if args.scenario == "migrate" else None
         killed_at = None
         started_by_line = False
         deadline = t0 + args.timeout
@@ -333,6 +339,8 @@ def run_cluster(args):
                 qmp.send("dump-guest-memory", paging=False, protocol=f"file:{fifo}")
                 killed_at = time.monotonic()
                 break
+            if args.scenario == "migrate" and started and mover.due():
+                mover.move(qmp, check)
             if args.scenario == "stopcont" and not report.get("paused") and started:
                 time.sleep(args.kill_delay)
                 report["paused"] = pause_and_resume(args, nodes, qmp, check)
@@ -362,7 +370,9 @@ def run_cluster(args):
         if info:
             print(describe_query(info), flush=True)
             report["query_aggvm"] = info
-            if args.scenario in ("run", "stopcont", "nmi"):
+            if mover:
+                mover.judge(info, check, report)
+            if args.scenario in ("run", "stopcont", "nmi", "migrate"):
                 # Node 0 shares its clock before any vCPU runs.
                 unshared = [n["id"] for n in info["nodes"]
                             if n["id"] != 0 and "clock-error-ns" not in n]
@@ -416,6 +426,61 @@ def cpu_seconds(pid):
     """User plus system CPU time a process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class VcpuMover:
+    """Moves one vCPU back and forth between two nodes while the guest runs."""
+
+    def __init__(self, args):
+        self.args = args
+        self.vcpu = args.move_vcpu if args.move_vcpu >= 0 else args.vcpus - 1
+        self.home = self.vcpu // args.vcpus_per_host
+        self.other = args.move_to
+        self.where = self.home
+        self.done = 0
+        self.downtimes_us = []
+        self.next_at = 0.0
+
+    def due(self):
+        return self.done < self.args.moves and time.monotonic() >= self.next_at
+
+    def move(self, qmp, check):
+        to = self.other if self.where == self.home else self.home
+        try:
+            qmp.execute("x-aggvm-migrate-vcpu", **{"cpu-index": self.vcpu, "node": to})
+        except (RuntimeError, OSError, ConnectionError, ValueError) as e:
+            check.expect(False, f"move {self.done + 1} of vCPU {self.vcpu} to node {to} refused: {e}")
+            self.done = self.args.moves
+            return
+        event = qmp.wait_event("AGGVM_VCPU_MIGRATED", 30)
+        if event:
+            qmp.events.remove(event)
+        if not check.expect(event is not None, f"move {self.done + 1} of vCPU {self.vcpu} to "
+                            f"node {to}: no AGGVM_VCPU_MIGRATED within 30 s"):
+            self.done = self.args.moves
+            return
+        data = event["data"]
+        if not check.expect("error" not in data and data["to"] == to,
+                            f"move {self.done + 1} of vCPU {self.vcpu} to node {to} failed: {data}"):
+            self.done = self.args.moves
+            return
+        placed = {v["vcpu"]: v for v in qmp.execute("x-query-aggvm")["vcpus"]}
+        check.expect(placed[self.vcpu]["node"] == to and not placed[self.vcpu].get("moving"),
+                     f"after move {self.done + 1}, x-query-aggvm shows vCPU {self.vcpu} as "
+                     f"{placed[self.vcpu]}, expected on node {to}, not moving")
+        self.where = to
+        self.done += 1
+        self.downtimes_us.append(data["downtime-us"])
+        self.next_at = time.monotonic() + self.args.move_interval
+
+    def judge(self, info, check, report):
+        d = sorted(self.downtimes_us)
+        p50 = d[len(d) // 2] if d else 0
+        log(f"vCPU {self.vcpu}: {self.done} moves between nodes {self.home} and {self.other}, "
+            f"downtime p50 {p50} us, max {d[-1] if d else 0} us")
+        report["moves"] = {"vcpu": self.vcpu, "done": self.done, "downtime_us": d}
+        check.expect(self.done == self.args.moves,
+                     f"only {self.done} of {self.args.moves} moves done while the guest ran")
 
 
 def pause_and_resume(args, nodes, qmp, check):
@@ -588,7 +653,13 @@ def parse_args(argv=None):
     p.add_argument("--workload", default="all", help="testos workload")
     p.add_argument("--append", default="",
                    help="testos options, or Linux kernel arguments (space-separated)")
-    p.add_argument("--scenario", choices=["run", "stopcont", "nmi", "bqlstuck"] + list(FAILURES),
+    p.add_argument("--moves", type=int, default=20, help="migrate: how many moves")
+    p.add_argument("--move-interval", type=float, default=0.2,
+                   help="migrate: seconds between the end of a move and the next")
+    p.add_argument("--move-vcpu", type=int, default=-1, help="migrate: the vCPU (default the last)")
+    p.add_argument("--move-to", type=int, default=0, help="migrate: the other node")
+    p.add_argument("--scenario", choices=["run", "stopcont", "nmi", "migrate", "bqlstuck"]
+                   + list(FAILURES),
                    default="run")
     p.add_argument("--kill-delay", type=float, default=0.5,
                    help="seconds after the guest starts before the scenario acts")
