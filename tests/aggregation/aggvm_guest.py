@@ -25,6 +25,14 @@ Scenarios (--scenario):
            with x-aggvm-migrate-vcpu, --moves times; every move must end
            with AGGVM_VCPU_MIGRATED and no error, x-query-aggvm must follow
            it, and the guest's results must still pass
+  badmoves while the guest runs, x-aggvm-migrate-vcpu requests that must be
+           refused with a clear error (no such vCPU or node, already
+           there, already moving, a worker's monitor), then one move that
+           must work; the guest's results must still pass
+  movefreeze  freeze the last worker (SIGSTOP), then move a vCPU of node 1
+           to it: the move must fail with AGGVM_VCPU_MIGRATED naming why,
+           the vCPU must not be lost or run twice (the guest stops with
+           AGGVM_NODE_FAILED for the frozen node), and every process ends
   bqlstuck node 0's main loop blocks with the BQL held (QMP
            dump-guest-memory to a FIFO nobody reads) while a worker's vCPU
            has a device access in flight (testos devloop): the access must
@@ -330,6 +338,22 @@ def run_cluster(args):
                 victim.kill(sig)
                 killed_at = time.monotonic()
                 break
+            if args.scenario == "movefreeze" and killed_at is None and started:
+                time.sleep(args.kill_delay)
+                victim = nodes[-1]
+                vcpu = args.vcpus_per_host          # the first vCPU of node 1
+                log(f"sending SIGSTOP to node {victim.index}, then moving vCPU {vcpu} to it")
+                victim.kill(signal.SIGSTOP)
+                qmp.execute("x-aggvm-migrate-vcpu", **{"cpu-index": vcpu, "node": victim.index})
+                killed_at = time.monotonic()
+                event = qmp.wait_event("AGGVM_VCPU_MIGRATED", args.peer_timeout_ms / 1000 + 15)
+                if check.expect(event is not None, "no AGGVM_VCPU_MIGRATED for the move to a "
+                                "frozen node"):
+                    log(f"event AGGVM_VCPU_MIGRATED {event['data']}")
+                    check.expect("error" in event["data"], "the move to a frozen node "
+                                 f"succeeded: {event['data']}")
+                    report["move_event"] = event["data"]
+                break
             if args.scenario == "bqlstuck" and killed_at is None and started:
                 time.sleep(args.kill_delay)
                 fifo = work / "stuck.fifo"
@@ -339,6 +363,8 @@ def run_cluster(args):
                 qmp.send("dump-guest-memory", paging=False, protocol=f"file:{fifo}")
                 killed_at = time.monotonic()
                 break
+            if args.scenario == "badmoves" and started and not report.get("badmoves"):
+                report["badmoves"] = bad_moves(args, qmp, check)
             if args.scenario == "migrate" and started and mover.due():
                 mover.move(qmp, check)
             if args.scenario == "stopcont" and not report.get("paused") and started:
@@ -347,7 +373,7 @@ def run_cluster(args):
             if now > deadline:
                 check.expect(False, f"no result within {args.timeout:.0f} s")
                 break
-        if args.scenario in FAILURES:
+        if args.scenario in FAILURES or args.scenario == "movefreeze":
             judge_failure(args, nodes, qmp, killed_at, check, report)
             if args.disk_blocks:
                 judge_disk(disk, check, report)
@@ -372,7 +398,7 @@ def run_cluster(args):
             report["query_aggvm"] = info
             if mover:
                 mover.judge(info, check, report)
-            if args.scenario in ("run", "stopcont", "nmi", "migrate"):
+            if args.scenario in ("run", "stopcont", "nmi", "migrate", "badmoves"):
                 # Node 0 shares its clock before any vCPU runs.
                 unshared = [n["id"] for n in info["nodes"]
                             if n["id"] != 0 and "clock-error-ns" not in n]
@@ -426,6 +452,41 @@ def cpu_seconds(pid):
     """User plus system CPU time a process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bad_moves(args, qmp, check):
+    """Requests x-aggvm-migrate-vcpu must refuse, each naming why."""
+    last = args.vcpus - 1
+    home = last // args.vcpus_per_host
+    cases = [
+        ({"cpu-index": args.vcpus + 5, "node": 0}, f"no vCPU {args.vcpus + 5}"),
+        ({"cpu-index": last, "node": args.hosts + 3}, f"no node {args.hosts + 3}"),
+        ({"cpu-index": last, "node": home}, "already runs on node"),
+    ]
+    refused = 0
+    for arguments, why in cases:
+        try:
+            qmp.execute("x-aggvm-migrate-vcpu", **arguments)
+            check.expect(False, f"x-aggvm-migrate-vcpu {arguments} was accepted")
+        except RuntimeError as e:
+            log(f"refused as it should be: {arguments}: {e}")
+            refused += check.expect(why in str(e), f"refusal of {arguments} does not say "
+                                    f"'{why}': {e}")
+    # Two moves of one vCPU at once: the second must wait its turn.
+    qmp.execute("x-aggvm-migrate-vcpu", **{"cpu-index": last, "node": 0})
+    try:
+        qmp.execute("x-aggvm-migrate-vcpu", **{"cpu-index": last, "node": 0})
+        check.expect(False, "a second move of a moving vCPU was accepted")
+    except RuntimeError as e:
+        log(f"refused as it should be: a vCPU already moving: {e}")
+        refused += check.expect("already moving" in str(e) or "already runs" in str(e),
+                                f"refusal of a second move does not say why: {e}")
+    event = qmp.wait_event("AGGVM_VCPU_MIGRATED", 30)
+    if check.expect(event is not None, "no AGGVM_VCPU_MIGRATED for the good move"):
+        qmp.events.remove(event)
+        check.expect("error" not in event["data"], f"the good move failed: {event['data']}")
+        log(f"the good move: {event['data']}")
+    return {"refused": refused}
 
 
 class VcpuMover:
@@ -658,7 +719,8 @@ def parse_args(argv=None):
                    help="migrate: seconds between the end of a move and the next")
     p.add_argument("--move-vcpu", type=int, default=-1, help="migrate: the vCPU (default the last)")
     p.add_argument("--move-to", type=int, default=0, help="migrate: the other node")
-    p.add_argument("--scenario", choices=["run", "stopcont", "nmi", "migrate", "bqlstuck"]
+    p.add_argument("--scenario", choices=["run", "stopcont", "nmi", "migrate", "badmoves",
+                                          "movefreeze", "bqlstuck"]
                    + list(FAILURES),
                    default="run")
     p.add_argument("--kill-delay", type=float, default=0.5,
