@@ -365,8 +365,8 @@ def run_cluster(args):
                 break
             if args.scenario == "badmoves" and started and not report.get("badmoves"):
                 report["badmoves"] = bad_moves(args, qmp, check)
-            if args.scenario == "migrate" and started and mover.due():
-                mover.move(qmp, check)
+            if args.scenario == "migrate" and (started or args.move_early) and mover.due():
+                mover.move(qmp, check, started)
             if args.scenario == "stopcont" and not report.get("paused") and started:
                 time.sleep(args.kill_delay)
                 report["paused"] = pause_and_resume(args, nodes, qmp, check)
@@ -501,11 +501,12 @@ class VcpuMover:
         self.done = 0
         self.downtimes_us = []
         self.next_at = 0.0
+        self.first_before_start = None
 
     def due(self):
         return self.done < self.args.moves and time.monotonic() >= self.next_at
 
-    def move(self, qmp, check):
+    def move(self, qmp, check, started):
         to = self.other if self.where == self.home else self.home
         try:
             qmp.execute("x-aggvm-migrate-vcpu", **{"cpu-index": self.vcpu, "node": to})
@@ -531,6 +532,10 @@ class VcpuMover:
                      f"{placed[self.vcpu]}, expected on node {to}, not moving")
         self.where = to
         self.done += 1
+        if self.done == 1:
+            self.first_before_start = not started
+            log(f"first move: vCPU {self.vcpu} to node {to}, "
+                f"{'before' if not started else 'after'} the guest started")
         self.downtimes_us.append(data["downtime-us"])
         self.next_at = time.monotonic() + self.args.move_interval
 
@@ -542,6 +547,9 @@ class VcpuMover:
         report["moves"] = {"vcpu": self.vcpu, "done": self.done, "downtime_us": d}
         check.expect(self.done == self.args.moves,
                      f"only {self.done} of {self.args.moves} moves done while the guest ran")
+        if self.args.move_early:
+            check.expect(self.first_before_start is True, "the first move came after the "
+                         "guest had started: the test shows nothing of AP bring-up")
 
 
 def pause_and_resume(args, nodes, qmp, check):
@@ -719,6 +727,9 @@ def parse_args(argv=None):
                    help="migrate: seconds between the end of a move and the next")
     p.add_argument("--move-vcpu", type=int, default=-1, help="migrate: the vCPU (default the last)")
     p.add_argument("--move-to", type=int, default=0, help="migrate: the other node")
+    p.add_argument("--move-early", action="store_true",
+                   help="migrate: start moving as soon as QMP answers, before the guest "
+                   "has started its APs")
     p.add_argument("--scenario", choices=["run", "stopcont", "nmi", "migrate", "badmoves",
                                           "movefreeze", "bqlstuck"]
                    + list(FAILURES),
