@@ -114,6 +114,7 @@ static const struct {
     { "extint", wl_extint },   { "ldr", wl_ldr },
     { "nmi", wl_nmi, .not_in_all = true },
     { "devloop", wl_devloop, .not_in_all = true },
+    { "gap", wl_gap, .not_in_all = true },
 };
 
 static u32 cpuid_apic_id(void)

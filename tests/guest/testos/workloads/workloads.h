@@ -55,5 +55,6 @@ enum wl_status wl_xmc(const struct params *p);
 enum wl_status wl_extint(const struct params *p);
 enum wl_status wl_ldr(const struct params *p);
 enum wl_status wl_devloop(const struct params *p);
+enum wl_status wl_gap(const struct params *p);
 
 #endif
