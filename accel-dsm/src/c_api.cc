@@ -3,6 +3,7 @@
 #include <new>
 
 #include "aggvm/dsm.h"
+#include "c_api_guard.h"
 #include "node/calls.h"
 #include "node/clock.h"
 #include "node/node.h"
@@ -19,31 +20,8 @@ struct AggvmDsm {
   uint32_t timeout_ms;
 };
 
-namespace {
-
-void set_error(char** errmsg, const char* what) {
-  if (errmsg) *errmsg = strdup(what);
-}
-
-// Runs body, turning exceptions into a negative errno and a message.
-template <typename F>
-int guarded(char** errmsg, F&& body) {
-  try {
-    body();
-    return 0;
-  } catch (const DsmError& e) {
-    set_error(errmsg, e.what());
-    return -e.err();
-  } catch (const std::bad_alloc&) {
-    set_error(errmsg, "out of memory");
-    return -ENOMEM;
-  } catch (const std::exception& e) {
-    set_error(errmsg, e.what());
-    return -EIO;
-  }
-}
-
-}  // namespace
+using aggvm::dsm::guarded;
+using aggvm::dsm::set_error;
 
 extern "C" {
 

@@ -4,37 +4,17 @@
 #include <new>
 
 #include "aggvm/migration.h"
-#include "error.h"
+#include "c_api_guard.h"
 #include "handoff.h"
 #include "placement.h"
 
-using aggvm::dsm::DsmError;
 using aggvm::migration::Placement;
 
 struct AggvmPlacement {
   Placement table;
 };
 
-namespace {
-
-template <typename F>
-int guarded(char** errmsg, F&& body) {
-  try {
-    body();
-    return 0;
-  } catch (const DsmError& e) {
-    if (errmsg) *errmsg = strdup(e.what());
-    return -e.err();
-  } catch (const std::bad_alloc&) {
-    if (errmsg) *errmsg = strdup("out of memory");
-    return -ENOMEM;
-  } catch (const std::exception& e) {
-    if (errmsg) *errmsg = strdup(e.what());
-    return -EIO;
-  }
-}
-
-}  // namespace
+using aggvm::dsm::guarded;
 
 int aggvm_placement_new(uint16_t n_nodes, uint32_t n_vcpus, const uint16_t* vcpu_node, AggvmPlacement** out,
                         char** errmsg) {
