@@ -37,7 +37,7 @@ static void disarm(struct percpu *c, void *arg)
     *lint0() = LVT_MASKED | LVT_DM_EXTINT;
 }
 
-/* Both 8259s initialised (edge, cascaded, 8086 mode); only IRQ0 open. */
+/* Both 8259s initialised (edge, cascaded, 8086 mode), every IRQ masked. */
 static void pic_program(void)
 {
     outb(0x21, 0xff);
@@ -51,7 +51,6 @@ static void pic_program(void)
     outb(0xa1, 0x02);
     outb(0xa1, 0x01);
     outb(0xa1, 0xff);
-    outb(0x21, 0xfe);
 }
 
 struct extint_shared {
@@ -79,9 +78,14 @@ enum wl_status wl_extint(const struct params *p)
     for (unsigned i = 0; i < ncpus; i++)
         cpus[i].extints = cpus[i].spurious_extints = 0;
 
+    /*
+     * The 8259 gets its new vectors before the peer's LINT0 takes
+     * anything: the firmware's (from 0x08) may still be pending.
+     */
     *lint0() = LVT_MASKED | LVT_DM_EXTINT;
-    bool ok = smp_run(1ull << p->peer, arm, NULL, job_timeout_ms(p));
     pic_program();
+    bool ok = smp_run(1ull << p->peer, arm, NULL, job_timeout_ms(p));
+    outb(0x21, 0xfe);                        /* IRQ0 only */
     u16 div = (u16)(PIT_HZ / TICK_HZ);
     outb(0x43, 0x34);                        /* channel 0, lo/hi, rate generator */
     outb(0x40, (u8)div);
