@@ -13,6 +13,8 @@
 //   call-leave   node 0 calls node 1; node 1 stops (says goodbye)
 //   poison       node 0 shares a page of node 1 and faults on others; the
 //                test stops then kills node 1; node 0 poisons what it lost
+//   idle         every node: ready, wait for DIR/go, then send nothing and
+//                wait for a failure (the test freezes one node)
 #include <execinfo.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -143,6 +145,21 @@ int scenario_stop(Node& nd) {
               ms_since(t0), aggvm_dsm_failed_node(nd.dsm), g_failure_node.load(), take(err).c_str());
   std::fflush(stdout);
   _exit(0);  // no aggvm_dsm_free: a stopped peer may still be connected
+}
+
+// ---- a frozen peer, no traffic -------------------------------------------
+
+// No page is touched and no call made: only heartbeats can tell that a
+// peer stopped answering.
+int scenario_idle(Node& nd, uint32_t timeout_ms) {
+  ready(nd);
+  wait_for_file(nd.dir + "/go");
+  const auto t0 = Clock::now();
+  while (g_failure_node.load() == -2 && ms_since(t0) < 4L * timeout_ms) std::this_thread::sleep_for(5ms);
+  std::printf("result: idle node=%d ms=%ld failed_node=%d on_failure_node=%d on_failure_err=%d\n", nd.self,
+              ms_since(t0), aggvm_dsm_failed_node(nd.dsm), g_failure_node.load(), g_failure_err.load());
+  std::fflush(stdout);
+  _exit(0);
 }
 
 // ---- calls cancelled ----------------------------------------------------
@@ -348,5 +365,6 @@ int main(int argc, char** argv) {
   if (scenario == "stop") return scenario_stop(nd);
   if (scenario.rfind("call-", 0) == 0) return scenario_call(nd, scenario);
   if (scenario == "poison") return scenario_poison(nd);
+  if (scenario == "idle") return scenario_idle(nd, static_cast<uint32_t>(std::atoi(argv[5])));
   die("unknown scenario " + scenario);
 }

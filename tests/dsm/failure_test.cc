@@ -82,6 +82,28 @@ TEST_F(Failure, StopBarrierTimesOutNamingTheSilentPeer) {
   procs[1].kill(SIGKILL);
 }
 
+// A peer frozen while nothing is in flight (its socket stays open, no page
+// or call waits on it) is noticed by heartbeats within the timeout, plus
+// at most a heartbeat interval, and named on every other node.
+TEST_F(Failure, FrozenIdlePeerIsNamedWithinTheTimeout) {
+  Cluster c(ClusterOptions{.hosts = 3, .name = "frozen"});
+  auto procs = start(c, "idle");
+  procs[2].kill(SIGSTOP);
+  go(c);
+  for (int i : {0, 1}) {
+    const std::string r = result(procs[i], "idle", 20s);
+    EXPECT_EQ(field(r, "failed_node"), 2) << r;
+    EXPECT_EQ(field(r, "on_failure_node"), 2) << r;
+    EXPECT_EQ(field(r, "on_failure_err"), -ETIMEDOUT) << r;
+    // Silence counts from the last frame, at most one interval (timeout / 4)
+    // before the SIGSTOP; the check runs every 20 ms.
+    EXPECT_LE(field(r, "ms"), kTimeoutMs + kTimeoutMs / 4 + 1000) << r;
+    EXPECT_GE(field(r, "ms"), kTimeoutMs - kTimeoutMs / 4 - 100) << r;
+    EXPECT_NE(procs[i].log().find("not even a heartbeat"), std::string::npos) << procs[i].log();
+  }
+  procs[2].kill(SIGKILL);
+}
+
 // A call in flight ends at once when its node stops (the timeout is 5 s).
 TEST_F(Failure, CallInFlightIsCancelledByStop) {
   Cluster c(ClusterOptions{.hosts = 2, .name = "callstop"});

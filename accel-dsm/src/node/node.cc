@@ -129,6 +129,9 @@ void Node::start() {
   };
   fabric_ = std::make_unique<Fabric>(std::move(fc), *key_);
   fabric_->connect_all(static_cast<FabricSink&>(*this));
+  // Silence counts from here: connecting may have taken far longer than
+  // the timeout while the peers' processes started.
+  liveness_.emplace(cfg_.self, cfg_.n_nodes, cfg_.timeout, std::chrono::steady_clock::now());
 
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
@@ -170,6 +173,7 @@ void Node::run() {
       const auto now = std::chrono::steady_clock::now();
       if (now >= next_scan) {
         engine_->check_timeouts(now_ns());
+        check_liveness(now);
         next_scan = now + kTimeoutScan;
       }
       if (busy || !fabric_->arm()) continue;
@@ -276,15 +280,35 @@ void Node::send_goodbyes() {
   pb::Control bye;
   bye.mutable_goodbye();
   const std::string bytes = bye.SerializeAsString();
-  for (NodeId n = 0; n < cfg_.n_nodes; ++n) {
-    if (n == cfg_.self) continue;
-    Message m;
-    m.type = MsgType::kControl;
-    m.src = cfg_.self;
-    m.dst = n;
-    m.payload = std::as_bytes(std::span(bytes));
-    send(m);
+  for (NodeId n = 0; n < cfg_.n_nodes; ++n)
+    if (n != cfg_.self) send_control(n, bytes);
+}
+
+void Node::send_control(NodeId to, const std::string& bytes) {
+  Message m;
+  m.type = MsgType::kControl;
+  m.src = cfg_.self;
+  m.dst = to;
+  m.payload = std::as_bytes(std::span(bytes));
+  send(m);
+}
+
+// Heartbeats out; a peer silent for a whole timeout has failed, even one
+// whose connection is still up (frozen, or its host hung).  While this
+// node stops, the stop barrier's own deadline judges the peers instead.
+void Node::check_liveness(std::chrono::steady_clock::time_point now) {
+  if (stopping_) return;
+  if (liveness_->beat_due(now)) {
+    pb::Control beat;
+    beat.mutable_heartbeat();
+    const std::string bytes = beat.SerializeAsString();
+    for (NodeId n = 0; n < cfg_.n_nodes; ++n)
+      if (n != cfg_.self && !goodbyes_.test(n)) send_control(n, bytes);
   }
+  if (auto silent = liveness_->silent_peer(now, goodbyes_))
+    fail_peer(*silent, ETIMEDOUT,
+              "node {} ({}) sent nothing, not even a heartbeat, for {} ms (timeout {} ms): it is frozen or cut off",
+              *silent, cfg_.addresses[*silent], liveness_->silence(*silent, now).count(), cfg_.timeout.count());
 }
 
 void Node::stop() {
@@ -514,11 +538,14 @@ void Node::on_frame(NodeId from, const WireHeader& h, std::span<const std::byte>
     counters_.messages_received++;
     if (h.flags & kFlagData) counters_.bytes_received += payload.size();
   }
+  if (liveness_) liveness_->heard(from, std::chrono::steady_clock::now());
   const auto type = static_cast<MsgType>(h.type);
   if (type == MsgType::kControl) {
     pb::Control msg;
-    if (!msg.ParseFromArray(payload.data(), static_cast<int>(payload.size())) || !msg.has_goodbye())
+    if (!msg.ParseFromArray(payload.data(), static_cast<int>(payload.size())) ||
+        !(msg.has_goodbye() || msg.has_heartbeat()))
       return rejected(from, "unexpected control message");
+    if (msg.has_heartbeat()) return;
     goodbyes_.set(from);
     leaving_.fetch_or(uint64_t{1} << from, std::memory_order_release);
     for (const NodeListener& l : listeners_)

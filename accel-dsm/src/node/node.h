@@ -18,6 +18,7 @@
 #include "aggvm/dsm.h"
 #include "error.h"
 #include "fault/userfaultfd.h"
+#include "node/liveness.h"
 #include "node/stats.h"
 #include "protocol/engine.h"
 #include "transport/fabric.h"
@@ -130,6 +131,8 @@ class Node final : private Env, private FabricSink {
   void sync_counters();
   void serve_commands();
   void send_goodbyes();
+  void send_control(NodeId to, const std::string& bytes);
+  void check_liveness(std::chrono::steady_clock::time_point now);
   void fail_node(int err, int node, const std::string& message);
   void notify_finished(int err, const std::string& why);
   void check_stop_deadline();
@@ -162,6 +165,8 @@ class Node final : private Env, private FabricSink {
   bool stopping_ = false;
   std::chrono::steady_clock::time_point stop_deadline_{};
   NodeSet goodbyes_;
+  // Set once connected (the fabric's frames reach on_frame before that too).
+  std::optional<PeerLiveness> liveness_;
   std::atomic<uint64_t> leaving_{0};  // peers that said goodbye, for other threads
   std::atomic<bool> finished_notified_{false};
 
