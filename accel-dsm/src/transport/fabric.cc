@@ -132,6 +132,11 @@ struct Fabric::Conn {
   std::chrono::steady_clock::time_point handshake_deadline{};
   std::unique_ptr<FrameProtector> protector;  // once ready, unless frames are plain
   std::unique_ptr<FrameReader> reader;        // after protector: it points to it
+  // Refused for a configuration mismatch after the peer proved the secret:
+  // our Accept tells it why, and the connection stays open until the peer
+  // hangs up (at most until handshake_deadline), so that closing it cannot
+  // reset the stream before the peer has read the reason.
+  bool refusing = false;
   bool failed = false;
   std::string failure;
 };
@@ -381,6 +386,7 @@ void Fabric::on_frame(Conn& c, const WireHeader& h, std::span<const std::byte> p
     }
     try {
       handshake(c, h, payload);
+      if (c.refusing) sink.on_rejected(c.remote, refusal_->what());
     } catch (const DsmError& e) {
       sink.on_rejected(c.remote, e.what());
       drop(c, e.what());
@@ -400,7 +406,18 @@ void Fabric::handshake(Conn& c, const WireHeader& h, std::span<const std::byte> 
   Handshake::Step step = hs.on_message(h.src, payload);
   c.peer = hs.peer();
   if (!step.reply.empty()) send_control(c, step.reply, c.peer);
-  if (step.error) throw *step.error;  // the reply told the peer our configuration first
+  if (step.error) {
+    // The configurations differ (fatal), and the reply tells the peer ours.
+    // Closing now would race that reply: the peer's UCX may see the reset
+    // before it delivers the data, and the peer would learn nothing but that
+    // we vanished.  So leave the connection to the peer to close, which it
+    // does once it has read the reply; connect_all() fails after that.
+    if (step.reply.empty()) throw *step.error;
+    c.refusing = true;
+    c.handshake_deadline = std::chrono::steady_clock::now() + handshake_timeout();
+    if (!refusal_) refusal_ = *step.error;
+    return;
+  }
   if (!hs.done()) return;
   // Authenticated.  Every later frame, both ways, is sealed with this
   // connection's keys (the Accept above still went out plain).
@@ -476,10 +493,27 @@ void Fabric::expire_handshakes(FabricSink& sink) {
   const auto now = std::chrono::steady_clock::now();
   for (const auto& c : conns_)
     if (!c->ready && !c->failed && now > c->handshake_deadline) {
+      if (c->refusing) {  // already reported
+        drop(*c, "did not close after the refusal");
+        continue;
+      }
       const std::string why = fmt::format("did not authenticate within {} ms", handshake_timeout().count());
       if (!c->outgoing) sink.on_rejected(c->remote, why);
       drop(*c, why);
     }
+}
+
+bool Fabric::refusing() const {
+  for (const auto& c : conns_)
+    if (c->refusing && !c->failed) return true;
+  return false;
+}
+
+void Fabric::fail_refused() {
+  connecting_ = false;
+  const DsmError e = *refusal_;
+  refusal_.reset();
+  throw e;
 }
 
 bool Fabric::all_connected() const {
@@ -494,7 +528,10 @@ void Fabric::connect_all(FabricSink& sink) {
   const auto deadline = std::chrono::steady_clock::now() + cfg_.timeout;
   while (!all_connected()) {
     progress(sink);
+    // A peer refused for a configuration mismatch has read why, or had its time.
+    if (refusal_ && !refusing()) fail_refused();
     if (std::chrono::steady_clock::now() > deadline) {
+      if (refusal_) fail_refused();
       connecting_ = false;
       std::string missing;
       for (NodeId n = 0; n < cfg_.n_nodes; ++n)
@@ -505,6 +542,7 @@ void Fabric::connect_all(FabricSink& sink) {
     }
     if (arm()) std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
+  if (refusal_) fail_refused();
   connecting_ = false;
   // Membership is closed: whoever has not authenticated by now never will.
   for (const auto& c : conns_)

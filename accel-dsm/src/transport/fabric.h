@@ -14,11 +14,13 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <ucp/api/ucp.h>
 
+#include "error.h"
 #include "protocol/wire.h"
 #include "transport/auth.h"
 #include "transport/frame_reader.h"
@@ -95,6 +97,8 @@ class Fabric {
   std::chrono::milliseconds handshake_timeout() const;
   void expire_handshakes(FabricSink& sink);
   bool all_connected() const;
+  bool refusing() const;
+  [[noreturn]] void fail_refused();
   HandshakeParams handshake_params() const;
 
   FabricConfig cfg_;
@@ -108,6 +112,9 @@ class Fabric {
   std::vector<Conn*> peers_;  // authenticated connection per node id
   bool connecting_ = false;
   uint64_t refused_ = 0;  // connections refused for the cap on unauthenticated ones
+  // A peer's configuration differs: connect_all() fails with this once the
+  // peer has had the chance to read the reason (Conn::refusing).
+  std::optional<DsmError> refusal_;
 };
 
 }  // namespace aggvm::dsm
