@@ -87,6 +87,7 @@ void Cache::request(PageKey page, Entry& e, Op& op, Access access) {
   m.src = ctx_.self;
   m.dst = home(page);
   m.page = page;
+  op.asked = m.dst;
   ctx_.send(m);
 }
 
@@ -170,16 +171,62 @@ void Cache::on_invalidate(const Message& m) {
     throw Rejected(fmt::format("invalidate for page {:#x}, which this node owns modified",
                                ctx_.space->gpa(m.page)));
   ++ctx_.counters.invalidations_received;
-  if (e.state == PageState::kShared) {
-    unmapped(m.page, e);
-    if (e.pending == Pending::kWrite) {
-      // The upgrade in flight will now map the page: count it against the cap.
-      Op& op = ops_[m.page];
-      op.counts_install = true;
-      ++installs_in_flight_;
-    }
-  }
+  if (e.state == PageState::kShared) lose_copy(m.page, e);
   ctx_.send(reply_to(m, MsgType::kInvAck, ctx_.self));
+}
+
+void Cache::lose_copy(PageKey page, Entry& e) {
+  unmapped(page, e);
+  if (e.pending == Pending::kWrite) {
+    // The upgrade in flight will now map the page: count it against the cap.
+    Op& op = ops_[page];
+    op.counts_install = true;
+    ++installs_in_flight_;
+  }
+}
+
+void Cache::on_redirect(const Message& m) {
+  Entry& e = entry(m.page);
+  auto it = ops_.find(m.page);
+  if (e.pending == Pending::kNone || it == ops_.end() || it->second.asked != m.src)
+    throw Rejected(fmt::format("redirect for page {:#x} from node {}, which has no request of this node",
+                               ctx_.space->gpa(m.page), m.src));
+  // The old home redirects only once every node (this one included) knows
+  // the new home: a redirect from the home this node knows is a broken peer.
+  if (home(m.page) == m.src)
+    fail_peer(m.src, EPROTO, "node {} redirected page {:#x}, which this node knows to be homed there", m.src,
+              ctx_.space->gpa(m.page));
+  Op& op = it->second;
+  op.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
+  Message r;
+  r.src = ctx_.self;
+  r.dst = home(m.page);
+  r.page = m.page;
+  switch (e.pending) {
+    case Pending::kRead: r.type = MsgType::kReadReq; break;
+    case Pending::kWrite: r.type = MsgType::kWriteReq; break;
+    case Pending::kEvict: r.type = MsgType::kEvict; break;
+    case Pending::kWriteback:
+      r.type = MsgType::kWriteback;
+      r.flags = kFlagData;
+      r.payload = *op.writeback;
+      break;
+    case Pending::kNone: break;
+  }
+  ++ctx_.counters.redirects;
+  op.asked = r.dst;
+  ctx_.send(r);
+}
+
+void Cache::became_home(PageKey page) { victims_.remove(page); }
+
+bool Cache::give_up_home_copy(PageKey page, PageBuffer out) {
+  Entry& e = entry(page);
+  if (e.state == PageState::kInvalid) return false;
+  if (e.state == PageState::kModified) ctx_.env->write_protect(page);
+  ctx_.env->read(page, out);
+  lose_copy(page, e);
+  return true;
 }
 
 void Cache::on_fetch(const Message& m) {
@@ -210,7 +257,12 @@ void Cache::on_fetch(const Message& m) {
 
 // EvictAck or WritebackAck: the eviction is over; waiters may request again.
 void Cache::on_eviction_ack(const Message& m) {
-  expect_from_home(m);
+  // From the node the eviction went to: the page's home then, which may
+  // have handed the page to a new home since (it acks before it moves).
+  auto it = ops_.find(m.page);
+  if (it == ops_.end() || it->second.asked != m.src)
+    throw Rejected(fmt::format("{} for page {:#x} from node {}, which was not asked", to_string(m.type),
+                               ctx_.space->gpa(m.page), m.src));
   Entry& e = entry(m.page);
   const Pending expected = m.type == MsgType::kEvictAck ? Pending::kEvict : Pending::kWriteback;
   if (e.pending != expected)
@@ -266,6 +318,7 @@ void Cache::evict(PageKey page, Entry& e) {
   m.src = ctx_.self;
   m.dst = home(page);
   m.page = page;
+  op.asked = m.dst;
   if (e.state == PageState::kShared) {
     ++ctx_.counters.evictions;
     unmapped(page, e);
@@ -291,8 +344,8 @@ void Cache::check_timeouts() const {
     // A page homed here is this node's own directory transaction, which
     // times out on its own and names the peer it waits for (an owner or a
     // sharer): blaming this node instead would name the wrong one.
-    if (e.pending != Pending::kNone && op.deadline_ns <= ctx_.now_ns && home(page) != ctx_.self)
-      fail_peer(home(page), ETIMEDOUT, "node {} (home of page {:#x}) did not answer within {} ms", home(page),
+    if (e.pending != Pending::kNone && op.deadline_ns <= ctx_.now_ns && op.asked != ctx_.self)
+      fail_peer(op.asked, ETIMEDOUT, "node {} (home of page {:#x}) did not answer within {} ms", op.asked,
            ctx_.space->gpa(page), ctx_.timeout_ns / 1'000'000);
   }
 }

@@ -59,6 +59,15 @@ class Cache {
   void on_invalidate(const Message& m);
   void on_fetch(const Message& m);
   void on_eviction_ack(const Message& m);  // EvictAck or WritebackAck
+  // The node asked is no longer the page's home: ask the home again.
+  void on_redirect(const Message& m);
+
+  // Re-homing (protocol/rehome.h).  This node is home of page from now on:
+  // a copy it holds is the home's copy, which eviction must never drop.
+  void became_home(PageKey page);
+  // The old home hands its copy of page over: copies it to out and drops
+  // it.  Returns false when it holds none.
+  bool give_up_home_copy(PageKey page, PageBuffer out);
 
   // The home keeps its copy of a page in this node's mapping.
   void install_home_copy(PageKey page, PageView data);
@@ -93,17 +102,21 @@ class Cache {
     std::vector<Waiter> waiters;
     uint64_t deadline_ns = 0;
     bool counts_install = false;  // the request will map the page: counted against the cap
+    // The node the request went to: an EvictAck, WritebackAck or Redirect
+    // comes from it, even when the page's home has moved meanwhile.
+    NodeId asked = kNoNode;
     std::unique_ptr<std::array<std::byte, kPageSize>> writeback;  // data kept until acked
   };
 
   Entry& entry(PageKey p) { return entries_[p.region()][p.index()]; }
   const Entry& entry(PageKey p) const { return entries_[p.region()][p.index()]; }
-  NodeId home(PageKey p) const { return ctx_.space->home(p); }
+  NodeId home(PageKey p) const { return ctx_.home(p); }
   void expect_from_home(const Message& m) const;
 
   void request(PageKey page, Entry& e, Op& op, Access access);
   void mapped(PageKey page, Entry& e, PageState state);  // Invalid -> state
   void unmapped(PageKey page, Entry& e);                 // -> Invalid
+  void lose_copy(PageKey page, Entry& e);                // unmapped, an upgrade in flight now installs
   void request_for_waiters(PageKey page, Entry& e);
   void make_room();
   bool evict_one();

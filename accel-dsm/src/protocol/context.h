@@ -44,12 +44,18 @@ struct EngineCounters {
   uint64_t invalidations_received = 0;
   uint64_t spurious_faults = 0;
   uint64_t rejected = 0;
+  uint64_t redirects = 0;          // requests asked again of a page's new home
+  uint64_t rehomed_out_pages = 0;  // pages whose home moved from this node
+  uint64_t rehomed_in_pages = 0;   // pages whose home moved to this node
 };
 
 struct EngineContext {
   NodeId self = 0;
   uint16_t n_nodes = 1;
   const PageSpace* space = nullptr;
+  // This node's view of the homes: the space's at start, changed by
+  // re-homing (protocol/rehome.h).
+  HomeMap homes{{}, 1};
   Env* env = nullptr;
   uint64_t timeout_ns = 0;
   uint64_t now_ns = 0;  // time of the event being handled
@@ -57,6 +63,8 @@ struct EngineContext {
   // Sends a message; to this node itself it is queued and handled after the
   // current event, like one from the network.
   std::function<void(const Message&)> send;
+
+  NodeId home(PageKey p) const { return homes.home_of(space->gpa(p)); }
 };
 
 }  // namespace aggvm::dsm

@@ -60,9 +60,15 @@ void Directory::send(MsgType type, NodeId to, PageKey page, uint32_t txn, uint16
 }
 
 void Directory::on_request(const Message& m) {
-  if (ctx_.space->home(m.page) != ctx_.self)
+  if (ctx_.home(m.page) != ctx_.self) {
+    // Homed here once, moved since, and the sender asked before it knew:
+    // it asks the new home.  Any other request here is a broken sender's.
+    const bool moved = std::any_of(moved_away_.begin(), moved_away_.end(),
+                                   [&](const PageRange& r) { return r.contains(m.page); });
+    if (moved) return send(MsgType::kRedirect, m.src, m.page, m.txn);
     throw Rejected(fmt::format("{} for page {:#x}, which is homed on node {}", to_string(m.type),
-                               ctx_.space->gpa(m.page), ctx_.space->home(m.page)));
+                               ctx_.space->gpa(m.page), ctx_.home(m.page)));
+  }
   Request r;
   r.type = m.type;
   r.from = m.src;
@@ -72,7 +78,7 @@ void Directory::on_request(const Message& m) {
     std::memcpy(r.data->data(), m.payload.data(), kPageSize);
   }
   Txn& t = txns_[m.page];
-  if (t.active) {
+  if (t.active || held(m.page)) {
     t.queue.push_back(std::move(r));
     return;
   }
@@ -245,6 +251,7 @@ void Directory::finish(PageKey page) {
     txns_.erase(it);
     return;
   }
+  if (held(page)) return;  // release() starts it
   t.req = std::move(t.queue.front());
   t.queue.pop_front();
   start(page, t);
@@ -265,6 +272,75 @@ void Directory::check_timeouts() const {
     fail_peer(t.req.from, ETIMEDOUT, "node {} did not confirm its grant of page {:#x} within {} ms", t.req.from,
          gpa, ms);
   }
+}
+
+// ---- re-homing ------------------------------------------------------------
+
+bool Directory::held(PageKey p) const {
+  return std::any_of(held_.begin(), held_.end(), [&](const PageRange& r) { return r.contains(p); });
+}
+
+std::vector<PageKey> Directory::pages_with_txns(const PageRange& r) const {
+  std::vector<PageKey> pages;
+  for (const auto& [page, t] : txns_)
+    if (r.contains(page)) pages.push_back(page);
+  return pages;
+}
+
+void Directory::hold(const PageRange& r) { held_.push_back(r); }
+
+void Directory::release(const PageRange& r) {
+  std::erase_if(held_, [&](const PageRange& h) {
+    return h.region == r.region && h.first == r.first && h.end == r.end;
+  });
+  for (PageKey page : pages_with_txns(r)) {
+    auto it = txns_.find(page);
+    if (it == txns_.end() || it->second.active || held(page)) continue;
+    Txn& t = it->second;
+    t.req = std::move(t.queue.front());
+    t.queue.pop_front();
+    start(page, t);
+  }
+}
+
+bool Directory::active_in(const PageRange& r) const {
+  return std::any_of(txns_.begin(), txns_.end(),
+                     [&](const auto& kv) { return kv.second.active && r.contains(kv.first); });
+}
+
+void Directory::add_pages(const PageRange& r) {
+  auto& segs = segments_.at(r.region);
+  for (const Segment& s : segs)
+    if (s.first < r.end && r.first < s.first + s.entries.size())
+      fail(EPROTO, "pages {}..{} of region {} are homed here already", r.first, r.end, r.region);
+  auto at = std::upper_bound(segs.begin(), segs.end(), r.first,
+                             [](uint64_t i, const Segment& s) { return i < s.first; });
+  segs.insert(at, Segment{r.first, std::vector<DirEntry>(r.pages())});
+  entry_count_ += r.pages();
+}
+
+void Directory::remove_pages(const PageRange& r) {
+  for (PageKey page : pages_with_txns(r)) {
+    Txn& t = txns_.at(page);
+    if (t.active) fail(EPROTO, "page {:#x} moved home during a transaction", ctx_.space->gpa(page));
+    for (const Request& q : t.queue) send(MsgType::kRedirect, q.from, page, 0);
+    txns_.erase(page);
+  }
+  std::vector<Segment> kept;
+  for (Segment& s : segments_.at(r.region)) {
+    const uint64_t s_end = s.first + s.entries.size();
+    if (s_end <= r.first || s.first >= r.end) {
+      kept.push_back(std::move(s));
+      continue;
+    }
+    if (s.first < r.first)
+      kept.push_back(Segment{s.first, {s.entries.begin(), s.entries.begin() + (r.first - s.first)}});
+    if (s_end > r.end)
+      kept.push_back(Segment{r.end, {s.entries.begin() + (r.end - s.first), s.entries.end()}});
+    entry_count_ -= std::min(s_end, r.end) - std::max(s.first, r.first);
+  }
+  segments_.at(r.region) = std::move(kept);
+  moved_away_.push_back(r);
 }
 
 }  // namespace aggvm::dsm

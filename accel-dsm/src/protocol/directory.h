@@ -42,6 +42,19 @@ class Directory {
   size_t transactions() const { return txns_.size(); }
   void check_timeouts() const;
 
+  // Re-homing (protocol/rehome.h).
+  // Requests for pages of a held range wait in their queue, unstarted.
+  void hold(const PageRange& r);
+  // Lets them go: queued requests start.
+  void release(const PageRange& r);
+  bool active_in(const PageRange& r) const;
+  // Empty entries for pages now homed here.
+  void add_pages(const PageRange& r);
+  // Forgets pages now homed elsewhere; their queued requests are answered
+  // with Redirect, so that their senders ask the new home.
+  void remove_pages(const PageRange& r);
+  DirEntry& mutable_entry(PageKey p) { return entry(p); }
+
  private:
   using PageData = std::array<std::byte, kPageSize>;
   struct Request {
@@ -82,7 +95,12 @@ class Directory {
   Cache& cache_;
   std::vector<std::vector<Segment>> segments_;  // per region, by first page
   uint64_t entry_count_ = 0;
+  bool held(PageKey p) const;
+  std::vector<PageKey> pages_with_txns(const PageRange& r) const;
+
   std::unordered_map<PageKey, Txn, PageKeyHash> txns_;  // pages with a transaction
+  std::vector<PageRange> held_;  // at most a few: one per move in or out
+  std::vector<PageRange> moved_away_;  // homed here once: late requests get Redirect
   uint32_t next_txn_ = 1;
 };
 

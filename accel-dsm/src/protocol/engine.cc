@@ -8,13 +8,15 @@ Engine::Engine(const EngineOptions& opts, const PageSpace& space, Env& env)
     : ctx_{.self = opts.self,
            .n_nodes = opts.n_nodes,
            .space = &space,
+           .homes = space.homes(),
            .env = &env,
            .timeout_ns = opts.timeout_ns,
            .now_ns = 0,
            .counters = {},
            .send = [this](const Message& m) { send(m); }},
       cache_(ctx_, opts.resident_cap_pages),
-      directory_(ctx_, cache_) {}
+      directory_(ctx_, cache_),
+      rehomer_(ctx_, cache_, directory_) {}
 
 void Engine::send(const Message& m) {
   if (m.dst != ctx_.self) {
@@ -39,12 +41,23 @@ void Engine::on_message(const Message& m, uint64_t now_ns) {
 }
 
 void Engine::drain_local() {
-  while (!local_.empty()) {
-    LocalMessage lm = std::move(local_.front());
-    local_.pop_front();
-    lm.msg.payload = lm.payload;
-    dispatch(lm.msg);
+  while (true) {
+    while (!local_.empty()) {
+      LocalMessage lm = std::move(local_.front());
+      local_.pop_front();
+      lm.msg.payload = lm.payload;
+      dispatch(lm.msg);
+    }
+    // A move of homes waiting for transactions to end goes on once they have.
+    rehomer_.progress();
+    if (local_.empty()) return;
   }
+}
+
+void Engine::rehome(const PageRange& r, NodeId to, uint64_t now_ns) {
+  ctx_.now_ns = now_ns;
+  rehomer_.start(r, to);
+  drain_local();
 }
 
 void Engine::dispatch(const Message& m) {
@@ -64,6 +77,14 @@ void Engine::dispatch(const Message& m) {
       case MsgType::kFetch: return cache_.on_fetch(m);
       case MsgType::kEvictAck:
       case MsgType::kWritebackAck: return cache_.on_eviction_ack(m);
+      case MsgType::kRedirect: return cache_.on_redirect(m);
+      case MsgType::kHomePrepare:
+      case MsgType::kHomePrepareAck:
+      case MsgType::kHomeChange:
+      case MsgType::kHomeChangeAck:
+      case MsgType::kHomeEntry:
+      case MsgType::kHomeDone:
+      case MsgType::kHomeDoneAck: return rehomer_.on_message(m);
       default: throw Rejected("not a coherence message");
     }
   } catch (const Rejected& r) {
@@ -76,6 +97,7 @@ void Engine::check_timeouts(uint64_t now_ns) {
   ctx_.now_ns = now_ns;
   cache_.check_timeouts();
   directory_.check_timeouts();
+  rehomer_.check_timeouts();
 }
 
 }  // namespace aggvm::dsm

@@ -10,6 +10,7 @@
 #include "protocol/cache.h"
 #include "protocol/context.h"
 #include "protocol/directory.h"
+#include "protocol/rehome.h"
 
 namespace aggvm::dsm {
 
@@ -33,13 +34,22 @@ class Engine {
   void on_message(const Message& m, uint64_t now_ns);
   // Throws DsmError(ETIMEDOUT) if a peer missed its deadline.
   void check_timeouts(uint64_t now_ns);
+  // Starts moving the home of pages r, all homed here, to node `to`
+  // (protocol/rehome.h); moving_home() is true until it is done.
+  void rehome(const PageRange& r, NodeId to, uint64_t now_ns);
+  bool moving_home() const { return rehomer_.moving_out(); }
+  uint64_t home_moves_done() const { return rehomer_.moves_done(); }
+  // Which node this node asks for page p.
+  NodeId home(PageKey p) const { return ctx_.home(p); }
+  const HomeMap& homes() const { return ctx_.homes; }
 
   const Cache& cache() const { return cache_; }
   const Directory& directory() const { return directory_; }
   const EngineCounters& counters() const { return ctx_.counters; }
   // Nothing in flight, here or queued to this node itself.
   bool idle() const {
-    return cache_.requests_in_flight() == 0 && directory_.transactions() == 0 && local_.empty();
+    return cache_.requests_in_flight() == 0 && directory_.transactions() == 0 && local_.empty() &&
+           rehomer_.idle();
   }
 
  private:
@@ -54,6 +64,7 @@ class Engine {
   EngineContext ctx_;
   Cache cache_;
   Directory directory_;
+  Rehomer rehomer_;
   std::deque<LocalMessage> local_;  // messages this node sent itself
 };
 

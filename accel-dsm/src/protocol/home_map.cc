@@ -6,7 +6,7 @@
 
 namespace aggvm::dsm {
 
-HomeMap::HomeMap(std::vector<HomeRange> ranges, uint16_t n_nodes) : ranges_(std::move(ranges)) {
+HomeMap::HomeMap(std::vector<HomeRange> ranges, uint16_t n_nodes) : ranges_(std::move(ranges)), n_nodes_(n_nodes) {
   std::sort(ranges_.begin(), ranges_.end(),
             [](const HomeRange& a, const HomeRange& b) { return a.gpa_start < b.gpa_start; });
   for (size_t i = 0; i < ranges_.size(); ++i) {
@@ -30,6 +30,35 @@ NodeId HomeMap::home_of(uint64_t gpa) const {
   if (it == ranges_.begin()) return 0;
   --it;
   return gpa < it->gpa_end ? it->node : 0;
+}
+
+void HomeMap::assign(uint64_t gpa_start, uint64_t gpa_end, NodeId node) {
+  if (gpa_end <= gpa_start || gpa_start % kPageSize || gpa_end % kPageSize)
+    fail(EINVAL, "home range [{:#x}, {:#x}) is empty or not page aligned", gpa_start, gpa_end);
+  if (node >= n_nodes_) fail(EINVAL, "home range names node {}, but the cluster has {} nodes", node, n_nodes_);
+  // Gaps between ranges are node 0's: make them explicit around the new
+  // range so that cutting never changes the home of a gap.
+  std::vector<HomeRange> out;
+  uint64_t cursor = 0;
+  auto keep = [&](uint64_t a, uint64_t b, NodeId n) {  // the parts of [a, b) outside the new range
+    if (a < gpa_start) out.push_back({a, std::min(b, gpa_start), n});
+    if (b > gpa_end) out.push_back({std::max(a, gpa_end), b, n});
+  };
+  for (const HomeRange& r : ranges_) {
+    if (cursor < r.gpa_start) keep(cursor, r.gpa_start, 0);
+    keep(r.gpa_start, r.gpa_end, r.node);
+    cursor = r.gpa_end;
+  }
+  if (cursor < gpa_end) keep(cursor, gpa_end, 0);
+  out.push_back({gpa_start, gpa_end, node});
+  std::sort(out.begin(), out.end(), [](const HomeRange& a, const HomeRange& b) { return a.gpa_start < b.gpa_start; });
+  ranges_.clear();
+  for (const HomeRange& r : out) {
+    if (!ranges_.empty() && ranges_.back().gpa_end == r.gpa_start && ranges_.back().node == r.node)
+      ranges_.back().gpa_end = r.gpa_end;
+    else
+      ranges_.push_back(r);
+  }
 }
 
 uint64_t HomeMap::bytes_homed_on(NodeId node, uint64_t gpa, uint64_t size) const {

@@ -22,12 +22,16 @@ class HomeMap {
   HomeMap(std::vector<HomeRange> ranges, uint16_t n_nodes);
 
   NodeId home_of(uint64_t gpa) const;
+  // [gpa_start, gpa_end) is homed on node from now on (page aligned,
+  // non-empty); neighbouring ranges of the same node merge.
+  void assign(uint64_t gpa_start, uint64_t gpa_end, NodeId node);
   // Bytes of [gpa, gpa + size) homed on node.
   uint64_t bytes_homed_on(NodeId node, uint64_t gpa, uint64_t size) const;
   std::span<const HomeRange> ranges() const { return ranges_; }
 
  private:
   std::vector<HomeRange> ranges_;  // sorted by gpa_start
+  uint16_t n_nodes_;
 };
 
 }  // namespace aggvm::dsm

@@ -32,6 +32,15 @@ enum class MsgType : uint8_t {
   kEvictAck = 10,   // home -> sharer
   kWriteback = 11,  // owner -> home (kData): I gave my modified copy back
   kWritebackAck = 12,
+  // Re-homing (protocol/rehome.h): the old home moves a range of pages.
+  kRedirect = 13,        // old home -> requester: ask the page's home again
+  kHomePrepare = 14,     // old home -> new home: expect [page, page + n)
+  kHomePrepareAck = 15,  // new home -> old home
+  kHomeChange = 16,      // old home -> every other node: [page, page + n) is homed on the new home
+  kHomeChangeAck = 17,   // node -> old home
+  kHomeEntry = 18,       // old home -> new home: one page's directory entry (kData: and the page)
+  kHomeDone = 19,        // old home -> new home: every entry was sent (their count)
+  kHomeDoneAck = 20,     // new home -> old home: it serves the range now
   // Non-coherence frames sharing the fabric.
   kControl = 32,    // protobuf control message (aggvm.dsm.Control)
   kService = 33,    // opaque payload for another subsystem; txn = channel
@@ -61,6 +70,24 @@ struct Message {
 inline Message reply_to(const Message& m, MsgType type, NodeId self, uint16_t flags = 0) {
   return Message{.type = type, .flags = flags, .src = self, .dst = m.src, .txn = m.txn, .page = m.page};
 }
+
+// Payload of kHomePrepare, kHomeChange (pages, new home) and kHomeDone (entries).
+struct HomeRangeWire {
+  uint64_t count;
+  uint16_t node;
+  uint16_t reserved[3];
+};
+static_assert(sizeof(HomeRangeWire) == 16);
+
+// Payload of kHomeEntry, followed by the page when kFlagData is set.
+struct HomeEntryWire {
+  uint64_t sharers;  // bit n: node n holds the page Shared
+  uint16_t owner;    // kNoNode when none
+  uint8_t touched;
+  uint8_t reserved[5];
+};
+static_assert(sizeof(HomeEntryWire) == 16);
+static_assert(kMaxNodes <= 64, "HomeEntryWire keeps sharers in 64 bits");
 
 std::string_view to_string(MsgType t);
 bool is_coherence(MsgType t);

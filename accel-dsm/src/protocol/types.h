@@ -39,6 +39,16 @@ struct PageKeyHash {
   size_t operator()(PageKey k) const noexcept { return std::hash<uint64_t>{}(k.raw()); }
 };
 
+// Pages [first, end) of one region.
+struct PageRange {
+  uint32_t region = 0;
+  uint64_t first = 0;
+  uint64_t end = 0;
+
+  bool contains(PageKey p) const { return p.region() == region && p.index() >= first && p.index() < end; }
+  uint64_t pages() const { return end - first; }
+};
+
 // A node's copy of a page.
 enum class PageState : uint8_t {
   kInvalid,   // not mapped: any access faults

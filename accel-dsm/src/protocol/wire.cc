@@ -20,6 +20,14 @@ std::string_view to_string(MsgType t) {
     case MsgType::kEvictAck: return "EvictAck";
     case MsgType::kWriteback: return "Writeback";
     case MsgType::kWritebackAck: return "WritebackAck";
+    case MsgType::kRedirect: return "Redirect";
+    case MsgType::kHomePrepare: return "HomePrepare";
+    case MsgType::kHomePrepareAck: return "HomePrepareAck";
+    case MsgType::kHomeChange: return "HomeChange";
+    case MsgType::kHomeChangeAck: return "HomeChangeAck";
+    case MsgType::kHomeEntry: return "HomeEntry";
+    case MsgType::kHomeDone: return "HomeDone";
+    case MsgType::kHomeDoneAck: return "HomeDoneAck";
     case MsgType::kControl: return "Control";
     case MsgType::kService: return "Service";
   }
@@ -27,7 +35,7 @@ std::string_view to_string(MsgType t) {
 }
 
 bool is_coherence(MsgType t) {
-  return static_cast<uint8_t>(t) >= 1 && static_cast<uint8_t>(t) <= 12;
+  return static_cast<uint8_t>(t) >= 1 && static_cast<uint8_t>(t) <= static_cast<uint8_t>(MsgType::kHomeDoneAck);
 }
 
 const char* to_string(PageState s) {
@@ -59,7 +67,7 @@ std::array<std::byte, kHeaderSize> encode_header(const Message& m) {
 namespace {
 
 bool known_type(uint8_t t) {
-  return (t >= 1 && t <= 12) || t == static_cast<uint8_t>(MsgType::kControl) ||
+  return is_coherence(static_cast<MsgType>(t)) || t == static_cast<uint8_t>(MsgType::kControl) ||
          t == static_cast<uint8_t>(MsgType::kService);
 }
 
@@ -91,6 +99,18 @@ std::string check_payload(const WireHeader& h) {
         return fmt::format("{} has both data and zero flags", to_string(type));
       if ((type == MsgType::kFetchResp || type == MsgType::kWriteback) && !data)
         return fmt::format("{} without page data", to_string(type));
+      return {};
+    case MsgType::kHomePrepare:
+    case MsgType::kHomeChange:
+    case MsgType::kHomeDone:
+      if (h.payload_len != sizeof(HomeRangeWire) || data)
+        return fmt::format("{} carries {} bytes, not a range of {}", to_string(type), h.payload_len,
+                           sizeof(HomeRangeWire));
+      return {};
+    case MsgType::kHomeEntry:
+      if (h.payload_len != sizeof(HomeEntryWire) + (data ? kPageSize : 0))
+        return fmt::format("HomeEntry {} data carries {} bytes", data ? "with" : "without", h.payload_len);
+      if (data && (h.flags & kFlagZero)) return "HomeEntry has both data and zero flags";
       return {};
     default:
       if (h.payload_len != 0 || data)
