@@ -115,6 +115,12 @@ int aggvm_dsm_wait_failure(AggvmDsm* dsm, uint32_t timeout_ms, char** errmsg) {
 
 int aggvm_dsm_failed_node(AggvmDsm* dsm) { return dsm->node->failed_node(); }
 
+int aggvm_dsm_rehome(AggvmDsm* dsm, uint64_t gpa, uint64_t size, uint16_t to, char** errmsg) {
+  return guarded(errmsg, [&] { dsm->node->rehome(gpa, size, to); });
+}
+
+int aggvm_dsm_home_of(AggvmDsm* dsm, uint64_t gpa) { return dsm->node->home_of(gpa); }
+
 int aggvm_dsm_cancel_calls(AggvmDsm* dsm, int err) {
   return guarded(nullptr, [&] {
     const int e = err < 0 ? -err : err;

@@ -47,6 +47,7 @@ struct Options {
   uint64_t ops = 2000;
   uint64_t iterations = 100000;
   uint64_t seed = 1;
+  uint32_t rehome_ms = 0;  // torture: move the home of a run of pages this often (0: never)
 };
 
 [[noreturn]] void die(int code, const std::string& msg) {
@@ -211,11 +212,69 @@ uint64_t checksum(const Record& r) {
   return h;
 }
 
+// While the torture runs: every period, a run of up to 64 pages this node
+// homes (as it knows) moves to another node, so that the counters and
+// records keep changing home under the threads that fault on them.
+class HomeMover {
+ public:
+  HomeMover(Cluster& c, const Options& o) : c_(c), o_(o) {
+    if (o.rehome_ms) thread_ = std::thread([this] { run(); });
+  }
+  ~HomeMover() { stop(); }
+  void stop() {
+    done_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  // After every node stopped moving: every move in has landed too.
+  void report() const {
+    if (!o_.rehome_ms) return;
+    AggvmDsmNodeStats s{};
+    aggvm_dsm_node_stats(c_.dsm(), &s);
+    std::printf("rehome: node=%d moves=%lu pages=%lu refused=%lu rehomed_out=%lu rehomed_in=%lu redirects=%lu\n",
+                c_.self(), static_cast<unsigned long>(moves_), static_cast<unsigned long>(pages_),
+                static_cast<unsigned long>(refused_), static_cast<unsigned long>(s.rehomed_out_pages),
+                static_cast<unsigned long>(s.rehomed_in_pages), static_cast<unsigned long>(s.redirects));
+  }
+
+ private:
+  void run() {
+    std::mt19937_64 rng(o_.seed * 7919 + static_cast<uint64_t>(c_.self()));
+    const uint64_t pages = c_.size() / kPage;
+    while (!done_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(o_.rehome_ms));
+      // Hot pages (the barrier, the counters, the first records) most often.
+      const uint64_t first = rng() % 2 ? rng() % 64 : rng() % pages;
+      uint64_t end = first;
+      while (end < pages && end - first < 64 && aggvm_dsm_home_of(c_.dsm(), end * kPage) == c_.self()) ++end;
+      if (end == first) continue;
+      const auto to = static_cast<uint16_t>((c_.self() + 1 + rng() % (c_.nodes() - 1)) % c_.nodes());
+      char* err = nullptr;
+      const int rc = aggvm_dsm_rehome(c_.dsm(), first * kPage, (end - first) * kPage, to, &err);
+      if (rc == 0) {
+        ++moves_;
+        pages_ += end - first;
+      } else if (rc == -EBUSY) {
+        ++refused_;  // pages still moving here
+      } else {
+        die(3, fmt::format("node {}: moving pages {}..{} to node {}: {}", c_.self(), first, end, to, err));
+      }
+      aggvm_dsm_free_error(err);
+    }
+  }
+
+  Cluster& c_;
+  const Options& o_;
+  std::atomic<bool> done_{false};
+  uint64_t moves_ = 0, pages_ = 0, refused_ = 0;
+  std::thread thread_;
+};
+
 int torture(Cluster& c, const Options& o) {
   const uint64_t first_slot = 16 * kPage;  // after the counters
   const uint64_t slots = (c.size() - first_slot) / kSlotStride;
   std::atomic<int> torn{0};
   std::vector<std::thread> threads;
+  HomeMover mover(c, o);
   const auto t0 = Clock::now();
   for (int t = 0; t < o.threads; ++t) {
     threads.emplace_back([&, t] {
@@ -241,7 +300,9 @@ int torture(Cluster& c, const Options& o) {
   }
   for (auto& th : threads) th.join();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  mover.stop();  // no move while node 0 reads everything back
   c.barrier(1);
+  mover.report();
   int rc = 0;
   const uint64_t expected = static_cast<uint64_t>(c.nodes()) * o.threads * o.ops;
   if (c.self() == 0) {
@@ -529,6 +590,7 @@ int main(int argc, char** argv) {
   app.add_option("--ops", o.ops, "operations per thread (torture)");
   app.add_option("--iterations", o.iterations, "litmus iterations; bench: faults per figure");
   app.add_option("--seed", o.seed, "random seed");
+  app.add_option("--rehome-ms", o.rehome_ms, "torture: move the home of a run of pages this often (0: never)");
   CLI11_PARSE(app, argc, argv);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
 

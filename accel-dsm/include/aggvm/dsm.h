@@ -196,6 +196,9 @@ typedef struct AggvmDsmNodeStats {
     uint64_t writebacks;           /* modified pages written home for the cap */
     uint64_t resident_pages;       /* pages of guest memory held now */
     uint64_t resident_peak_pages;
+    uint64_t rehomed_out_pages;    /* pages whose home moved from this node */
+    uint64_t rehomed_in_pages;     /* pages whose home moved to this node */
+    uint64_t redirects;            /* requests asked again of a page's new home */
 } AggvmDsmNodeStats;
 
 int aggvm_dsm_node_stats(AggvmDsm *dsm, AggvmDsmNodeStats *out);
@@ -205,6 +208,27 @@ int aggvm_dsm_thread_stats(AggvmDsm *dsm, int tid, AggvmDsmFaultStats *out);
 
 /* Fills up to max tids of threads that faulted; returns how many exist. */
 size_t aggvm_dsm_fault_threads(AggvmDsm *dsm, int *tids, size_t max);
+
+/* ---- moving homes ------------------------------------------------------ */
+
+/*
+ * Moves the home of guest pages [gpa, gpa + size) to node @to while every
+ * node goes on using them: evacuating a host, a host joining, or moving
+ * memory toward the vCPUs that use it.  Every page must be registered and
+ * homed on this node (as this node knows it: aggvm_dsm_home_of()).  The
+ * directory entries and this node's copies move to @to; faults that cross
+ * the move wait or are redirected, never lost, and sequential consistency
+ * holds throughout.  Blocks until @to serves the pages.  -EINVAL (bad
+ * range or node, a page homed elsewhere), -EBUSY (pages still moving to
+ * this node), -ECANCELED (the node stops), or the node's failure; each
+ * step of the move is bounded by the node's timeout.  Moves from one node
+ * run one at a time; other nodes' moves run meanwhile.
+ */
+int aggvm_dsm_rehome(AggvmDsm *dsm, uint64_t gpa, uint64_t size, uint16_t to,
+                     char **errmsg);
+
+/* The home of the page at @gpa as this node knows it (the node it asks). */
+int aggvm_dsm_home_of(AggvmDsm *dsm, uint64_t gpa);
 
 /* ---- service messages -------------------------------------------------- */
 

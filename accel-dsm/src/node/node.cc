@@ -163,6 +163,7 @@ void Node::run() {
       bool busy = fabric_->progress(static_cast<FabricSink&>(*this));
       busy |= serve_faults();
       serve_commands();
+      serve_home_moves();
       sync_counters();
       if (abandon_ || (stopping_ && goodbyes_.count() >= static_cast<size_t>(cfg_.n_nodes))) break;
       if (stopping_) check_stop_deadline();
@@ -193,6 +194,12 @@ void Node::run() {
   } catch (const std::exception& e) {
     fail_node(EIO, -1, e.what());
   }
+  std::optional<DsmError> failure;
+  {
+    std::lock_guard lock(fail_mu_);
+    failure = failure_;
+  }
+  end_home_moves(failure ? *failure : DsmError(ECANCELED, fmt::format("node {} stopped", cfg_.self)));
   try {
     fabric_->close_all();
   } catch (const std::exception& e) {
@@ -226,11 +233,100 @@ bool Node::serve_faults() {
 }
 
 void Node::sync_counters() {
+  if (engine_->homes().changes() != homes_changes_) {
+    homes_changes_ = engine_->homes().changes();
+    std::lock_guard lock(homes_mu_);
+    homes_ = engine_->homes();
+  }
   std::lock_guard lock(stats_mu_);
   counters_.resident_pages = engine_->cache().resident_pages();
   counters_.resident_peak_pages = engine_->cache().resident_peak_pages();
   counters_.evictions = engine_->counters().evictions;
   counters_.writebacks = engine_->counters().writebacks;
+  counters_.rehomed_out_pages = engine_->counters().rehomed_out_pages;
+  counters_.rehomed_in_pages = engine_->counters().rehomed_in_pages;
+  counters_.redirects = engine_->counters().redirects;
+}
+
+// ---- moving homes -----------------------------------------------------------
+
+std::vector<PageRange> Node::page_ranges(uint64_t gpa, uint64_t size) const {
+  if (size == 0 || gpa % kPageSize || size % kPageSize || gpa + size < gpa)
+    fail(EINVAL, "guest range [{:#x}, +{:#x}) is empty or not page aligned", gpa, size);
+  std::vector<PageRange> out;
+  uint64_t covered = 0;
+  for (uint32_t i = 0; i < regions_.size(); ++i) {
+    const Region& r = regions_[i];
+    const uint64_t a = std::max(gpa, r.gpa), b = std::min(gpa + size, r.gpa + r.size);
+    if (a >= b) continue;
+    out.push_back(PageRange{.region = i, .first = (a - r.gpa) / kPageSize, .end = (b - r.gpa) / kPageSize});
+    covered += b - a;
+  }
+  if (covered != size)
+    fail(EINVAL, "guest range [{:#x}, {:#x}) is not all in registered regions", gpa, gpa + size);
+  return out;
+}
+
+void Node::rehome(uint64_t gpa, uint64_t size, NodeId to) {
+  if (!started_) fail(ENOTCONN, "node not started");
+  if (to >= cfg_.n_nodes || to == cfg_.self)
+    fail(EINVAL, "cannot move homes from node {} to node {} (the cluster has {})", cfg_.self, to, cfg_.n_nodes);
+  {
+    std::lock_guard lock(fail_mu_);
+    if (failure_) throw *failure_;
+  }
+  HomeMove move{.ranges = page_ranges(gpa, size), .to = to, .done = {}};
+  std::future<void> done = move.done.get_future();
+  {
+    std::lock_guard lock(cmd_mu_);
+    if (ending_moves_) fail(ECANCELED, "node {} is stopping: no more home moves", cfg_.self);
+    home_moves_.push_back(std::move(move));
+  }
+  uint64_t one = 1;
+  (void)::write(wake_fd_, &one, sizeof one);
+  done.get();  // every step is bounded, and the service thread ends every move when it stops
+}
+
+NodeId Node::home_of(uint64_t gpa) const {
+  std::lock_guard lock(homes_mu_);
+  return homes_ ? homes_->home_of(gpa) : HomeMap(cfg_.homes, cfg_.n_nodes).home_of(gpa);
+}
+
+// Service thread: starts the next range once the engine is done with one.
+void Node::serve_home_moves() {
+  if (home_move_ && engine_->moving_home()) return;
+  while (true) {
+    if (home_move_ && home_move_->ranges.empty()) {
+      home_move_->done.set_value();
+      home_move_.reset();
+    }
+    if (!home_move_) {
+      std::lock_guard lock(cmd_mu_);
+      if (home_moves_.empty() || stopping_) return;
+      home_move_.emplace(std::move(home_moves_.front()));
+      home_moves_.pop_front();
+    }
+    const PageRange r = home_move_->ranges.front();
+    home_move_->ranges.erase(home_move_->ranges.begin());
+    try {
+      engine_->check_rehome(r, home_move_->to);
+    } catch (const DsmError& e) {  // refused: nothing changed
+      home_move_->done.set_exception(std::make_exception_ptr(e));
+      home_move_.reset();
+      continue;
+    }
+    engine_->rehome(r, home_move_->to, now_ns());  // what fails here fails the node
+    if (engine_->moving_home()) return;
+  }
+}
+
+void Node::end_home_moves(const DsmError& why) {
+  std::lock_guard lock(cmd_mu_);
+  ending_moves_ = true;
+  if (home_move_) home_move_->done.set_exception(std::make_exception_ptr(why));
+  home_move_.reset();
+  for (HomeMove& m : home_moves_) m.done.set_exception(std::make_exception_ptr(why));
+  home_moves_.clear();
 }
 
 void Node::serve_commands() {

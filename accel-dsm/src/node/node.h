@@ -6,6 +6,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
+#include <future>
 #include <functional>
 #include <map>
 #include <memory>
@@ -94,6 +96,16 @@ class Node final : private Env, private FabricSink {
   }
   void send_service(NodeId to, uint16_t channel, std::span<const std::byte> data);
 
+  // Moves the home of guest pages [gpa, gpa + size), every one registered
+  // and homed on this node, to node `to` while every node goes on using
+  // them (protocol/rehome.h), and waits until the new home serves them.
+  // Throws DsmError: EINVAL (bad range or node), EBUSY (pages still moving
+  // here), ECANCELED (the node stops), or the node's failure.  Each step
+  // of the move is bounded by the node's timeout.
+  void rehome(uint64_t gpa, uint64_t size, NodeId to);
+  // The node this node asks for the page at gpa: its home, as known here.
+  NodeId home_of(uint64_t gpa) const;
+
   AggvmDsmNodeStats stats() const;
   bool thread_stats(int tid, AggvmDsmFaultStats* out) const { return faults_.thread_faults(tid, out); }
   std::vector<int> fault_threads() const { return faults_.threads(); }
@@ -133,6 +145,9 @@ class Node final : private Env, private FabricSink {
   void send_goodbyes();
   void send_control(NodeId to, const std::string& bytes);
   void check_liveness(std::chrono::steady_clock::time_point now);
+  void serve_home_moves();
+  void end_home_moves(const DsmError& why);
+  std::vector<PageRange> page_ranges(uint64_t gpa, uint64_t size) const;
   void fail_node(int err, int node, const std::string& message);
   void notify_finished(int err, const std::string& why);
   void check_stop_deadline();
@@ -160,6 +175,19 @@ class Node final : private Env, private FabricSink {
   std::vector<Outgoing> outgoing_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> abandon_{false};
+  struct HomeMove {
+    std::vector<PageRange> ranges;  // one per region touched, moved in turn
+    NodeId to = 0;
+    std::promise<void> done;
+  };
+  std::deque<HomeMove> home_moves_;  // waiting, under cmd_mu_
+  std::optional<HomeMove> home_move_;  // service thread: the one in progress
+  bool ending_moves_ = false;          // under cmd_mu_: refuse new ones
+
+  // The engine's home map as other threads may read it.
+  mutable std::mutex homes_mu_;
+  std::optional<HomeMap> homes_;
+  uint64_t homes_changes_ = 0;  // service thread: the engine's map when copied
 
   // Service thread only.
   bool stopping_ = false;

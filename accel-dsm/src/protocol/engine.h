@@ -37,6 +37,9 @@ class Engine {
   // Starts moving the home of pages r, all homed here, to node `to`
   // (protocol/rehome.h); moving_home() is true until it is done.
   void rehome(const PageRange& r, NodeId to, uint64_t now_ns);
+  // Throws the DsmError rehome() would refuse the move with (EINVAL,
+  // EBUSY), changing nothing.
+  void check_rehome(const PageRange& r, NodeId to) const { rehomer_.check(r, to); }
   bool moving_home() const { return rehomer_.moving_out(); }
   uint64_t home_moves_done() const { return rehomer_.moves_done(); }
   // Which node this node asks for page p.

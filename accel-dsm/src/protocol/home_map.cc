@@ -52,6 +52,7 @@ void HomeMap::assign(uint64_t gpa_start, uint64_t gpa_end, NodeId node) {
   if (cursor < gpa_end) keep(cursor, gpa_end, 0);
   out.push_back({gpa_start, gpa_end, node});
   std::sort(out.begin(), out.end(), [](const HomeRange& a, const HomeRange& b) { return a.gpa_start < b.gpa_start; });
+  ++changes_;
   ranges_.clear();
   for (const HomeRange& r : out) {
     if (!ranges_.empty() && ranges_.back().gpa_end == r.gpa_start && ranges_.back().node == r.node)

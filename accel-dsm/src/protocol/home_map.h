@@ -28,10 +28,13 @@ class HomeMap {
   // Bytes of [gpa, gpa + size) homed on node.
   uint64_t bytes_homed_on(NodeId node, uint64_t gpa, uint64_t size) const;
   std::span<const HomeRange> ranges() const { return ranges_; }
+  // How many times assign() changed the map.
+  uint64_t changes() const { return changes_; }
 
  private:
   std::vector<HomeRange> ranges_;  // sorted by gpa_start
   uint16_t n_nodes_;
+  uint64_t changes_ = 0;
 };
 
 }  // namespace aggvm::dsm

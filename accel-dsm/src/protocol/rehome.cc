@@ -39,6 +39,13 @@ void Rehomer::assign(const PageRange& r, NodeId node) {
 // ---- the old home -----------------------------------------------------------
 
 void Rehomer::start(const PageRange& r, NodeId to) {
+  check(r, to);
+  out_ = Out{.range = r, .to = to, .id = next_id_++};
+  directory_.hold(r);
+  progress();
+}
+
+void Rehomer::check(const PageRange& r, NodeId to) const {
   if (out_) fail(EBUSY, "node {} is already moving the home of pages {}..{}", ctx_.self, out_->range.first,
                  out_->range.end);
   if (to >= ctx_.n_nodes || to == ctx_.self)
@@ -52,9 +59,6 @@ void Rehomer::start(const PageRange& r, NodeId to) {
     if (in.range.region == r.region && in.range.first < r.end && r.first < in.range.end)
       fail(EBUSY, "pages {}..{} are still moving to node {} from node {}", in.range.first, in.range.end, ctx_.self,
            in.from);
-  out_ = Out{.range = r, .to = to, .id = next_id_++};
-  directory_.hold(r);
-  progress();
 }
 
 void Rehomer::progress() {

@@ -43,6 +43,8 @@ class Rehomer {
   // Throws DsmError: EINVAL (bad range or node, a page homed elsewhere),
   // EBUSY (a move out of this node is in progress).
   void start(const PageRange& r, NodeId to);
+  // What start() would refuse, changing nothing.
+  void check(const PageRange& r, NodeId to) const;
   // A move out of this node is in progress.
   bool moving_out() const { return out_.has_value(); }
   // Moves out of this node completed so far.
