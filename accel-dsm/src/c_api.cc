@@ -115,11 +115,26 @@ int aggvm_dsm_wait_failure(AggvmDsm* dsm, uint32_t timeout_ms, char** errmsg) {
 
 int aggvm_dsm_failed_node(AggvmDsm* dsm) { return dsm->node->failed_node(); }
 
+int aggvm_dsm_declare_failure(AggvmDsm* dsm, int err, int node, const char* message) {
+  const int e = err < 0 ? -err : err;
+  return guarded(nullptr, [&] { dsm->node->declare_failure(e ? e : EIO, node, message ? message : "failure"); });
+}
+
 int aggvm_dsm_rehome(AggvmDsm* dsm, uint64_t gpa, uint64_t size, uint16_t to, char** errmsg) {
   return guarded(errmsg, [&] { dsm->node->rehome(gpa, size, to); });
 }
 
 int aggvm_dsm_home_of(AggvmDsm* dsm, uint64_t gpa) { return dsm->node->home_of(gpa); }
+
+int aggvm_dsm_drop_copies(AggvmDsm* dsm, char** errmsg) {
+  return guarded(errmsg, [&] { dsm->node->drop_copies(); });
+}
+
+int aggvm_dsm_leave(AggvmDsm* dsm, char** errmsg) {
+  return guarded(errmsg, [&] { dsm->node->leave(); });
+}
+
+int aggvm_dsm_peer_left(AggvmDsm* dsm, uint16_t peer) { return dsm->node->peer_leaving(peer) ? 1 : 0; }
 
 int aggvm_dsm_cancel_calls(AggvmDsm* dsm, int err) {
   return guarded(nullptr, [&] {

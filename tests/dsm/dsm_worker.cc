@@ -155,7 +155,11 @@ class Cluster {
   uint64_t size() const { return size_; }
   int nodes() const { return static_cast<int>(o_.addresses.size()); }
   int self() const { return o_.node; }
+  int threads() const { return o_.threads; }
   AggvmDsm* dsm() { return dsm_; }
+  // This node left the cluster (aggvm_dsm_leave): no stop barrier.
+  void left() { left_ = true; }
+  bool has_left() const { return left_; }
 
   // All nodes meet here; the counter lives in DSM memory (page 0).
   void barrier(uint64_t generation) {
@@ -175,6 +179,7 @@ class Cluster {
   uint64_t size_ = 0;
   AggvmDsm* dsm_ = nullptr;
   std::atomic<bool> done_{false};
+  bool left_ = false;
   std::thread watcher_;
   std::atomic<int> service_tid_{0}, service_started_{0}, service_ended_{0};
   std::atomic<uint64_t> page_changes_{0}, page_changes_off_thread_{0};
@@ -269,13 +274,12 @@ class HomeMover {
   std::thread thread_;
 };
 
-int torture(Cluster& c, const Options& o) {
+// Each thread: increments random counters and rewrites random records
+// under their lock, checking each record's checksum before it writes.
+void torture_threads(Cluster& c, const Options& o, std::atomic<int>& torn) {
   const uint64_t first_slot = 16 * kPage;  // after the counters
   const uint64_t slots = (c.size() - first_slot) / kSlotStride;
-  std::atomic<int> torn{0};
   std::vector<std::thread> threads;
-  HomeMover mover(c, o);
-  const auto t0 = Clock::now();
   for (int t = 0; t < o.threads; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937_64 rng(o.seed * 1000 + static_cast<uint64_t>(c.self()) * 64 + t);
@@ -299,6 +303,31 @@ int torture(Cluster& c, const Options& o) {
     });
   }
   for (auto& th : threads) th.join();
+}
+
+// Reads every counter and record back: the totals must be exact.
+bool torture_exact(Cluster& c, uint64_t expected, int torn, const char* what) {
+  const uint64_t first_slot = 16 * kPage;
+  const uint64_t slots = (c.size() - first_slot) / kSlotStride;
+  uint64_t total = 0, versions = 0, bad = 0;
+  for (uint64_t k = 0; k < kCounters; ++k) total += c.at<std::atomic<uint64_t>>(kCounterOffset + k * 512)->load();
+  for (uint64_t s = 0; s < slots; ++s) {
+    Record& r = *c.at<Record>(first_slot + s * kSlotStride);
+    versions += r.version;
+    if (r.version && r.checksum != checksum(r)) ++bad;
+  }
+  const bool pass = total == expected && versions == expected && bad == 0 && torn == 0;
+  std::printf("result: %s nodes=%d threads=%d counter_total=%lu records=%lu expected=%lu torn=%lu status=%s\n", what,
+              c.nodes(), c.threads(), total, versions, expected, bad + static_cast<uint64_t>(torn),
+              pass ? "pass" : "fail");
+  return pass;
+}
+
+int torture(Cluster& c, const Options& o) {
+  std::atomic<int> torn{0};
+  HomeMover mover(c, o);
+  const auto t0 = Clock::now();
+  torture_threads(c, o, torn);
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   mover.stop();  // no move while node 0 reads everything back
   c.barrier(1);
@@ -306,18 +335,7 @@ int torture(Cluster& c, const Options& o) {
   int rc = 0;
   const uint64_t expected = static_cast<uint64_t>(c.nodes()) * o.threads * o.ops;
   if (c.self() == 0) {
-    uint64_t total = 0, versions = 0, bad = 0;
-    for (uint64_t k = 0; k < kCounters; ++k) total += c.at<std::atomic<uint64_t>>(kCounterOffset + k * 512)->load();
-    for (uint64_t s = 0; s < slots; ++s) {
-      Record& r = *c.at<Record>(first_slot + s * kSlotStride);
-      versions += r.version;
-      if (r.version && r.checksum != checksum(r)) ++bad;
-    }
-    rc = (total == expected && versions == expected && bad == 0 && torn == 0) ? 0 : 1;
-    std::printf("result: torture nodes=%d threads=%d counter_total=%lu records=%lu expected=%lu "
-                "torn=%lu status=%s\n",
-                c.nodes(), o.threads, total, versions, expected, bad + static_cast<uint64_t>(torn.load()),
-                rc == 0 ? "pass" : "fail");
+    rc = torture_exact(c, expected, torn, "torture") ? 0 : 1;
   } else if (torn) {
     std::printf("result: torture node=%d torn=%d status=fail\n", c.self(), torn.load());
     rc = 1;
@@ -325,6 +343,76 @@ int torture(Cluster& c, const Options& o) {
   std::printf("torture: node=%d ops_per_s=%.0f\n", c.self(), 2.0 * o.threads * o.ops / secs);
   c.barrier(2);  // node 0 has read everything
   return rc;
+}
+
+// ---- evacuate: the last node empties itself and leaves, the others go on -
+
+// Every node runs the torture; the last one then drops its copies, moves
+// the home of every page it homes to the other nodes in turn, and leaves
+// the cluster, while node 0 reads everything back (during the evacuation)
+// and again once the node has left.
+int evacuate(Cluster& c, const Options& o) {
+  std::atomic<int> torn{0};
+  torture_threads(c, o, torn);
+  const int leaver = c.nodes() - 1;
+  const uint64_t expected = static_cast<uint64_t>(c.nodes()) * o.threads * o.ops;
+  auto* arrived = c.at<std::atomic<uint64_t>>(0);
+  arrived->fetch_add(1);
+  if (c.self() == leaver) {
+    char* err = nullptr;
+    AggvmDsmNodeStats before{}, after{};
+    aggvm_dsm_node_stats(c.dsm(), &before);
+    const auto t0 = Clock::now();
+    if (aggvm_dsm_drop_copies(c.dsm(), &err) != 0) die(1, fmt::format("drop_copies: {}", err));
+    const auto t1 = Clock::now();
+    uint64_t moved = 0, moves = 0;
+    const uint64_t pages = c.size() / kPage;
+    constexpr uint64_t kChunk = 1024;  // 4 MiB a move
+    for (uint64_t first = 0; first < pages;) {
+      if (aggvm_dsm_home_of(c.dsm(), first * kPage) != c.self()) {
+        ++first;
+        continue;
+      }
+      uint64_t end = first + 1;
+      while (end < pages && end - first < kChunk && aggvm_dsm_home_of(c.dsm(), end * kPage) == c.self()) ++end;
+      const auto to = static_cast<uint16_t>(moves++ % (c.nodes() - 1));
+      if (aggvm_dsm_rehome(c.dsm(), first * kPage, (end - first) * kPage, to, &err) != 0)
+        die(1, fmt::format("rehome of pages {}..{} to node {}: {}", first, end, to, err));
+      moved += end - first;
+      first = end;
+    }
+    const auto t2 = Clock::now();
+    aggvm_dsm_node_stats(c.dsm(), &after);
+    if (aggvm_dsm_leave(c.dsm(), &err) != 0) die(1, fmt::format("leave: {}", err));
+    c.left();
+    const auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+    std::printf("result: evacuate node=%d dropped_copies_ms=%.1f writebacks=%lu pages_rehomed=%lu moves=%lu "
+                "rehome_ms=%.1f mib_s=%.1f torn=%d status=%s\n",
+                c.self(), ms(t0, t1), static_cast<unsigned long>(after.writebacks - before.writebacks),
+                static_cast<unsigned long>(moved), static_cast<unsigned long>(moves), ms(t1, t2),
+                moved * kPage / 1048576.0 / (ms(t1, t2) / 1000.0), torn.load(), torn ? "fail" : "pass");
+    return torn ? 1 : 0;
+  }
+  // The others: everything is read back while the last node evacuates,
+  // and again once it has left (its pages live elsewhere now).
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (arrived->load() < static_cast<uint64_t>(c.nodes()))
+    if (Clock::now() > deadline) die(1, "the nodes did not all finish the torture");
+  bool pass = true;
+  if (c.self() == 0) pass = torture_exact(c, expected, torn, "during");
+  while (!aggvm_dsm_peer_left(c.dsm(), static_cast<uint16_t>(leaver))) {
+    if (Clock::now() > deadline) die(1, fmt::format("node {} did not leave", leaver));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (c.self() == 0) pass = torture_exact(c, expected, torn, "after") && pass;
+  AggvmDsmNodeStats s{};
+  aggvm_dsm_node_stats(c.dsm(), &s);
+  std::printf("evacuate: node=%d rehomed_in=%lu\n", c.self(), static_cast<unsigned long>(s.rehomed_in_pages));
+  // The survivors meet before they stop: node 0 has read everything.
+  arrived->fetch_add(1);
+  while (arrived->load() < static_cast<uint64_t>(2 * c.nodes() - 1))
+    if (Clock::now() > deadline) die(1, "the remaining nodes did not meet");
+  return pass ? 0 : 1;
 }
 
 // ---- litmus tests: store buffering and message passing -----------------
@@ -582,7 +670,7 @@ int main(int argc, char** argv) {
   app.add_option("--region-mib", o.region_mib, "shared region size");
   app.add_option("--cap-mib", o.cap_mib, "resident cap per node (0: none)");
   app.add_option("--timeout-ms", o.timeout_ms, "peer timeout");
-  app.add_option("--mode", o.mode, "torture | sb | mp | aggregate | bench | endless | idle")->required();
+  app.add_option("--mode", o.mode, "torture | sb | mp | aggregate | bench | endless | idle | evacuate")->required();
   app.add_option("--ucx-transports", o.ucx_transports, "UCX_TLS for the fabric (default: tcp)");
   app.add_option("--frames", o.frames, "frame protection: sealed (AES-256-GCM, default) | plain (trusted fabric)")
       ->check(CLI::IsMember({"sealed", "plain"}));
@@ -604,9 +692,12 @@ int main(int argc, char** argv) {
     else if (o.mode == "endless") rc = endless(c, o);
     else if (o.mode == "bench") rc = bench(c, o);
     else if (o.mode == "idle") rc = 0;
+    else if (o.mode == "evacuate") rc = evacuate(c, o);
     else die(2, "unknown mode " + o.mode);
-    print_stats(c);
-    c.stop();
+    if (!c.has_left()) {
+      print_stats(c);
+      c.stop();
+    }
   }
   std::printf("dsm-worker: node %d done rc=%d\n", o.node, rc);
   return rc;

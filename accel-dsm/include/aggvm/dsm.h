@@ -169,6 +169,16 @@ int aggvm_dsm_wait_failure(AggvmDsm *dsm, uint32_t timeout_ms, char **errmsg);
  */
 int aggvm_dsm_failed_node(AggvmDsm *dsm);
 
+/*
+ * The embedder learnt of a failure before the node did (a peer said it
+ * leaves, before its connection drops): the node fails now, as if it had
+ * found it, blaming @node (-1: none), with @err (an errno, either sign)
+ * and @message; on_failure is called.  Nothing changes on a node that
+ * failed already.  Then aggvm_dsm_poison_lost() may follow.
+ */
+int aggvm_dsm_declare_failure(AggvmDsm *dsm, int err, int node,
+                              const char *message);
+
 void aggvm_dsm_free_error(char *errmsg);
 
 /* ---- statistics ------------------------------------------------------- */
@@ -229,6 +239,32 @@ int aggvm_dsm_rehome(AggvmDsm *dsm, uint64_t gpa, uint64_t size, uint16_t to,
 
 /* The home of the page at @gpa as this node knows it (the node it asks). */
 int aggvm_dsm_home_of(AggvmDsm *dsm, uint64_t gpa);
+
+/* ---- leaving a running cluster (evacuation) --------------------------- */
+
+/*
+ * Drops every copy this node holds of pages homed elsewhere (those held
+ * Modified are written back to their homes) and waits for the homes'
+ * acks.  Nothing may fault them back meanwhile (move this node's vCPUs
+ * away first): -ETIMEDOUT when copies keep coming back for the node's
+ * timeout.
+ */
+int aggvm_dsm_drop_copies(AggvmDsm *dsm, char **errmsg);
+
+/*
+ * Leaves the running cluster for good, once this node holds nothing: no
+ * page homed here (aggvm_dsm_rehome() them away), no copy
+ * (aggvm_dsm_drop_copies()), no request in flight; -EBUSY otherwise,
+ * with nothing changed.  Says goodbye to every peer, flushes and stops
+ * the service; calls in flight on this node end with -ECANCELED.  The
+ * regions are plain memory afterwards.  The peers go on: calls to this
+ * node fail at once with -ESHUTDOWN, and it is never blamed for a
+ * failure.  aggvm_dsm_free() after it.
+ */
+int aggvm_dsm_leave(AggvmDsm *dsm, char **errmsg);
+
+/* 1 when @peer said goodbye (it left, or it is stopping), else 0. */
+int aggvm_dsm_peer_left(AggvmDsm *dsm, uint16_t peer);
 
 /* ---- service messages -------------------------------------------------- */
 

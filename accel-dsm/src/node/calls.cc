@@ -1,6 +1,6 @@
 #include "node/calls.h"
 
-#include <spdlog/spdlog.h>
+#include "log.h"
 
 #include <cstring>
 
@@ -129,13 +129,13 @@ void Calls::reply(NodeId to, uint64_t call_id, int status, std::span<const std::
 void Calls::on_request(NodeId from, std::span<const std::byte> payload) {
   RequestHeader h;
   if (payload.size() < sizeof h) {
-    spdlog::warn("aggvm-dsm: node {} sent a call request of {} bytes, too short", from, payload.size());
+    log().warn("aggvm-dsm: node {} sent a call request of {} bytes, too short", from, payload.size());
     return;
   }
   std::memcpy(&h, payload.data(), sizeof h);
   auto it = handlers_.find(h.channel);
   if (it == handlers_.end()) {
-    spdlog::warn("aggvm-dsm: node {} called channel {}, which has no handler", from, h.channel);
+    log().warn("aggvm-dsm: node {} called channel {}, which has no handler", from, h.channel);
     reply(from, h.id, ENOSYS, {});
     return;
   }
@@ -145,7 +145,7 @@ void Calls::on_request(NodeId from, std::span<const std::byte> payload) {
 void Calls::on_reply(NodeId from, std::span<const std::byte> payload) {
   ReplyHeader h;
   if (payload.size() < sizeof h) {
-    spdlog::warn("aggvm-dsm: node {} sent a call reply of {} bytes, too short", from, payload.size());
+    log().warn("aggvm-dsm: node {} sent a call reply of {} bytes, too short", from, payload.size());
     return;
   }
   std::memcpy(&h, payload.data(), sizeof h);

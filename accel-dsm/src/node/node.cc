@@ -7,7 +7,7 @@
 
 #include <cstring>
 
-#include <spdlog/spdlog.h>
+#include "log.h"
 
 #include "control.pb.h"
 
@@ -43,7 +43,7 @@ Node::~Node() {
   try {
     abandon();
   } catch (const std::exception& e) {
-    spdlog::error("aggvm-dsm: node {} shutdown: {}", cfg_.self, e.what());
+    log().error("aggvm-dsm: node {} shutdown: {}", cfg_.self, e.what());
   }
   if (epoll_fd_ >= 0) ::close(epoll_fd_);
   if (wake_fd_ >= 0) ::close(wake_fd_);
@@ -164,8 +164,12 @@ void Node::run() {
       busy |= serve_faults();
       serve_commands();
       serve_home_moves();
+      serve_drop_copies();
+      serve_leave();
       sync_counters();
-      if (abandon_ || (stopping_ && goodbyes_.count() >= static_cast<size_t>(cfg_.n_nodes))) break;
+      if (abandon_ || (left_ && goodbyes_read()) ||
+          (stopping_ && goodbyes_.count() >= static_cast<size_t>(cfg_.n_nodes) && goodbyes_read()))
+        break;
       if (stopping_) check_stop_deadline();
       {
         std::lock_guard lock(fail_mu_);
@@ -199,12 +203,16 @@ void Node::run() {
     std::lock_guard lock(fail_mu_);
     failure = failure_;
   }
-  end_home_moves(failure ? *failure : DsmError(ECANCELED, fmt::format("node {} stopped", cfg_.self)));
+  const DsmError ended = failure ? *failure : DsmError(ECANCELED, fmt::format("node {} stopped", cfg_.self));
+  end_home_moves(ended);
+  if (drop_) drop_->set_exception(std::make_exception_ptr(ended));
+  drop_.reset();
   try {
-    fabric_->close_all();
+    fabric_->close_all();  // flushes what was sent: a leaving node's goodbyes
   } catch (const std::exception& e) {
-    spdlog::warn("aggvm-dsm: node {} closing the fabric: {}", cfg_.self, e.what());
+    log().warn("aggvm-dsm: node {} closing the fabric: {}", cfg_.self, e.what());
   }
+  if (left_) left_->set_value();
   std::lock_guard lock(fail_mu_);
   finished_ = true;
   fail_cv_.notify_all();
@@ -320,6 +328,117 @@ void Node::serve_home_moves() {
   }
 }
 
+void Node::drop_copies() {
+  if (!started_) fail(ENOTCONN, "node not started");
+  {
+    std::lock_guard lock(fail_mu_);
+    if (failure_) throw *failure_;
+  }
+  std::promise<void> request;
+  std::future<void> done = request.get_future();
+  {
+    std::lock_guard lock(cmd_mu_);
+    if (ending_moves_) fail(ECANCELED, "node {} is stopping", cfg_.self);
+    if (drop_request_) fail(EBUSY, "node {} is already dropping its copies", cfg_.self);
+    drop_request_.emplace(std::move(request));
+  }
+  uint64_t one = 1;
+  (void)::write(wake_fd_, &one, sizeof one);
+  done.get();  // bounded: see serve_drop_copies()
+}
+
+// Service thread: a few hundred evictions in flight at a time.
+void Node::serve_drop_copies() {
+  if (!drop_) {
+    std::lock_guard lock(cmd_mu_);
+    if (!drop_request_) return;
+    drop_.swap(drop_request_);
+    drop_left_ = UINT64_MAX;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  const uint64_t left = engine_->shed_copies(256, now_ns());
+  if (left < drop_left_) {
+    drop_left_ = left;
+    drop_deadline_ = now + cfg_.timeout;
+  }
+  if (left == 0) {
+    drop_->set_value();
+    drop_.reset();
+  } else if (now > drop_deadline_) {
+    drop_->set_exception(std::make_exception_ptr(
+        DsmError(ETIMEDOUT, fmt::format("node {} still holds {} copies of pages homed elsewhere after {} ms "
+                                        "without progress: threads here keep faulting them back",
+                                        cfg_.self, left, cfg_.timeout.count()))));
+    drop_.reset();
+  }
+}
+
+uint64_t Node::pages_homed_here() const {
+  uint64_t bytes = 0;
+  for (const Region& r : regions_) bytes += engine_->homes().bytes_homed_on(cfg_.self, r.gpa, r.size);
+  return bytes / kPageSize;
+}
+
+void Node::leave() {
+  if (!started_) fail(ENOTCONN, "node not started");
+  {
+    std::lock_guard lock(fail_mu_);
+    if (failure_) throw *failure_;
+  }
+  std::promise<void> request;
+  std::future<void> done = request.get_future();
+  {
+    std::lock_guard lock(cmd_mu_);
+    if (ending_moves_) fail(ECANCELED, "node {} is stopping", cfg_.self);
+    if (leave_request_) fail(EBUSY, "node {} is already leaving", cfg_.self);
+    leave_request_.emplace(std::move(request));
+  }
+  uint64_t one = 1;
+  (void)::write(wake_fd_, &one, sizeof one);
+  done.get();  // refused (EBUSY), or the service thread said goodbye and ended
+  if (thread_.joinable()) thread_.join();
+  started_ = false;
+  fabric_.reset();
+  // Nothing is homed or held here: unregistering changes no page anyone sees.
+  for (const Region& r : regions_) uffd_->unregister_range(r.host, r.size);
+  uffd_.reset();
+  log().info("aggvm-dsm: node {} left the cluster", cfg_.self);
+}
+
+// Service thread: leaves only when it holds nothing any peer could need.
+void Node::serve_leave() {
+  std::optional<std::promise<void>> request;
+  {
+    std::lock_guard lock(cmd_mu_);
+    if (!leave_request_ || stopping_) return;
+    request.swap(leave_request_);
+  }
+  const uint64_t homed = pages_homed_here(), held = engine_->cache().resident_pages();
+  if (homed || held || !engine_->idle() || home_move_ || drop_) {
+    request->set_exception(std::make_exception_ptr(DsmError(
+        EBUSY, fmt::format("node {} cannot leave: it homes {} pages and holds {} (move their homes and drop "
+                           "its copies first){}",
+                           cfg_.self, homed, held, engine_->idle() ? "" : ", and requests are in flight"))));
+    return;
+  }
+  notify_finished(ECANCELED, fmt::format("node {} left the cluster", cfg_.self));
+  send_goodbyes();
+  left_.swap(request);  // the loop ends once every peer read the goodbye
+}
+
+// A node closes its connections only once every peer has read its goodbye
+// (acked it, or closed after its own goodbye, which it says only once it
+// has ours): closing earlier, the reset could overtake the goodbye, and the
+// peer would take the end for the loss of a node.  Bounded by the timeout.
+bool Node::goodbyes_read() {
+  if (awaiting_goodbye_acks_.none()) return true;
+  if (std::chrono::steady_clock::now() < goodbyes_deadline_) return false;
+  log().warn("aggvm-dsm: node {} ends without the acks of {} peers to its goodbye (timeout {} ms)", cfg_.self,
+               awaiting_goodbye_acks_.count(), cfg_.timeout.count());
+  awaiting_goodbye_acks_.reset();
+  return true;
+}
+
 void Node::end_home_moves(const DsmError& why) {
   std::lock_guard lock(cmd_mu_);
   ending_moves_ = true;
@@ -358,6 +477,7 @@ void Node::serve_commands() {
 // The stop barrier waits for every peer's goodbye at most the node's timeout.
 void Node::check_stop_deadline() {
   if (std::chrono::steady_clock::now() < stop_deadline_) return;
+  if (goodbyes_.count() >= static_cast<size_t>(cfg_.n_nodes)) return;  // only acks are missing: goodbyes_read()
   std::string missing;
   int blamed = -1;
   for (NodeId n = 0; n < cfg_.n_nodes; ++n) {
@@ -373,6 +493,10 @@ void Node::check_stop_deadline() {
 
 void Node::send_goodbyes() {
   goodbyes_.set(cfg_.self);
+  awaiting_goodbye_acks_.reset();
+  for (NodeId n = 0; n < cfg_.n_nodes; ++n)
+    if (n != cfg_.self && !closed_after_goodbye_.test(n)) awaiting_goodbye_acks_.set(n);
+  goodbyes_deadline_ = std::chrono::steady_clock::now() + cfg_.timeout;
   pb::Control bye;
   bye.mutable_goodbye();
   const std::string bytes = bye.SerializeAsString();
@@ -513,7 +637,7 @@ void Node::poison_lost() {
     }
   }
   poisoned_ = true;
-  spdlog::warn("aggvm-dsm: node {} poisoned {} lost pages in {} runs ({} ioctls), restored {} written back; made "
+  log().warn("aggvm-dsm: node {} poisoned {} lost pages in {} runs ({} ioctls), restored {} written back; made "
                "the {} pages it holds shared writable", cfg_.self, pages, runs, ioctls, restored, released);
 }
 
@@ -526,7 +650,7 @@ void Node::fail_node(int err, int node, const std::string& message) {
     failed_node_ = node;
     fail_cv_.notify_all();
   }
-  spdlog::error("aggvm-dsm: node {} failed: {}", cfg_.self, message);
+  log().error("aggvm-dsm: node {} failed: {}", cfg_.self, message);
   notify_finished(err, failure_->what());
   if (cfg_.on_failure) cfg_.on_failure(err, node, failure_->what());
 }
@@ -585,6 +709,9 @@ void Node::send(const Message& m) {
   } catch (const PeerError&) {
     throw;
   } catch (const DsmError& e) {
+    // A peer that said goodbye may be gone: what it was sent no longer
+    // matters to it (it holds nothing), and its leaving is no failure.
+    if (goodbyes_.test(m.dst)) return;
     throw PeerError(e.err(), m.dst, e.what());  // its connection is gone
   }
   std::lock_guard lock(stats_mu_);
@@ -621,7 +748,7 @@ void Node::resolved(PageKey, const Waiter& w, NodeId home, uint64_t now) {
 }
 
 void Node::rejected(NodeId from, std::string_view why) {
-  spdlog::warn("aggvm-dsm: node {} rejected a message from node {}: {}", cfg_.self, from, why);
+  log().warn("aggvm-dsm: node {} rejected a message from node {}: {}", cfg_.self, from, why);
   std::lock_guard lock(stats_mu_);
   counters_.messages_rejected++;
 }
@@ -639,9 +766,16 @@ void Node::on_frame(NodeId from, const WireHeader& h, std::span<const std::byte>
   if (type == MsgType::kControl) {
     pb::Control msg;
     if (!msg.ParseFromArray(payload.data(), static_cast<int>(payload.size())) ||
-        !(msg.has_goodbye() || msg.has_heartbeat()))
+        !(msg.has_goodbye() || msg.has_heartbeat() || msg.has_goodbye_ack()))
       return rejected(from, "unexpected control message");
     if (msg.has_heartbeat()) return;
+    if (msg.has_goodbye_ack()) {
+      awaiting_goodbye_acks_.reset(from);
+      return;
+    }
+    pb::Control ack;
+    ack.mutable_goodbye_ack();
+    send_control(from, ack.SerializeAsString());
     goodbyes_.set(from);
     leaving_.fetch_or(uint64_t{1} << from, std::memory_order_release);
     for (const NodeListener& l : listeners_)
@@ -662,12 +796,16 @@ void Node::on_frame(NodeId from, const WireHeader& h, std::span<const std::byte>
 }
 
 void Node::on_peer_lost(NodeId peer, const std::string& why) {
-  if (goodbyes_.test(peer)) return;  // it finished and left
+  if (goodbyes_.test(peer)) {  // it finished and left
+    closed_after_goodbye_.set(peer);
+    awaiting_goodbye_acks_.reset(peer);
+    return;
+  }
   fail_peer(peer, ECONNRESET, "lost node {} ({}): {}", peer, cfg_.addresses[peer], why);
 }
 
 void Node::on_rejected(const std::string& who, const std::string& why) {
-  spdlog::warn("aggvm-dsm: node {} rejected {}: {}", cfg_.self, who, why);
+  log().warn("aggvm-dsm: node {} rejected {}: {}", cfg_.self, who, why);
   std::lock_guard lock(stats_mu_);
   counters_.messages_rejected++;
 }

@@ -85,6 +85,9 @@ class Node final : private Env, private FabricSink {
   // Throws DsmError(ENOTSUP) when the kernel cannot poison.
   void poison_lost();
 
+  // The embedder learnt of a failure first (a peer said it leaves): the
+  // node fails now, blaming node (-1: none), unless it failed already.
+  void declare_failure(int err, int node, const std::string& message) { fail_node(err, node, message); }
   // The failure, once the node has failed; waits up to timeout for one.
   std::optional<DsmError> wait_failure(std::chrono::milliseconds timeout);
   NodeId self() const { return cfg_.self; }
@@ -105,6 +108,17 @@ class Node final : private Env, private FabricSink {
   void rehome(uint64_t gpa, uint64_t size, NodeId to);
   // The node this node asks for the page at gpa: its home, as known here.
   NodeId home_of(uint64_t gpa) const;
+  // Evacuation, step 1: drops every copy this node holds of pages homed
+  // elsewhere, writing back those it holds Modified, and waits for their
+  // homes' acks.  ETIMEDOUT when copies still come back (threads here
+  // keep faulting) one timeout after the last progress.
+  void drop_copies();
+  // Evacuation, last step: leaves the running cluster for good.  The node
+  // must hold nothing (no page homed here, no copy, no request in flight:
+  // EBUSY otherwise).  It says goodbye, flushes what it sent and stops
+  // serving; its guest memory is plain memory afterwards.  The peers go on
+  // without it: calls to it end at once, and it is never blamed.
+  void leave();
 
   AggvmDsmNodeStats stats() const;
   bool thread_stats(int tid, AggvmDsmFaultStats* out) const { return faults_.thread_faults(tid, out); }
@@ -146,6 +160,10 @@ class Node final : private Env, private FabricSink {
   void send_control(NodeId to, const std::string& bytes);
   void check_liveness(std::chrono::steady_clock::time_point now);
   void serve_home_moves();
+  void serve_drop_copies();
+  void serve_leave();
+  bool goodbyes_read();
+  uint64_t pages_homed_here() const;
   void end_home_moves(const DsmError& why);
   std::vector<PageRange> page_ranges(uint64_t gpa, uint64_t size) const;
   void fail_node(int err, int node, const std::string& message);
@@ -183,6 +201,11 @@ class Node final : private Env, private FabricSink {
   std::deque<HomeMove> home_moves_;  // waiting, under cmd_mu_
   std::optional<HomeMove> home_move_;  // service thread: the one in progress
   bool ending_moves_ = false;          // under cmd_mu_: refuse new ones
+  // drop_copies() and leave(): asked under cmd_mu_, taken by the service thread.
+  std::optional<std::promise<void>> drop_request_, drop_;
+  std::chrono::steady_clock::time_point drop_deadline_{};
+  uint64_t drop_left_ = 0;
+  std::optional<std::promise<void>> leave_request_, left_;
 
   // The engine's home map as other threads may read it.
   mutable std::mutex homes_mu_;
@@ -193,6 +216,9 @@ class Node final : private Env, private FabricSink {
   bool stopping_ = false;
   std::chrono::steady_clock::time_point stop_deadline_{};
   NodeSet goodbyes_;
+  NodeSet awaiting_goodbye_acks_;   // peers yet to read our goodbye
+  NodeSet closed_after_goodbye_;    // peers gone after their goodbye
+  std::chrono::steady_clock::time_point goodbyes_deadline_{};
   // Set once connected (the fabric's frames reach on_frame before that too).
   std::optional<PeerLiveness> liveness_;
   std::atomic<uint64_t> leaving_{0};  // peers that said goodbye, for other threads

@@ -83,6 +83,9 @@ class Cache {
   }
   // Pages eviction may pick: exactly the resident pages homed elsewhere.
   size_t victims() const { return victims_.size(); }
+  // Evicts one of them (a Shared copy first, else the oldest); false when
+  // none can go now (each has a request in flight).
+  bool evict_one();
   // Bytes of per-page state kept for every page of the guest.
   static constexpr size_t kBytesPerPage = 1;
   uint64_t resident_pages() const { return resident_; }
@@ -119,7 +122,7 @@ class Cache {
   void lose_copy(PageKey page, Entry& e);                // unmapped, an upgrade in flight now installs
   void request_for_waiters(PageKey page, Entry& e);
   void make_room();
-  bool evict_one();
+
   void evict(PageKey page, Entry& e);
 
   EngineContext& ctx_;

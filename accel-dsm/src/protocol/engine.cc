@@ -54,6 +54,14 @@ void Engine::drain_local() {
   }
 }
 
+uint64_t Engine::shed_copies(size_t max_in_flight, uint64_t now_ns) {
+  ctx_.now_ns = now_ns;
+  while (cache_.requests_in_flight() < max_in_flight && cache_.evict_one()) {
+  }
+  drain_local();
+  return cache_.victims() + cache_.requests_in_flight();
+}
+
 void Engine::rehome(const PageRange& r, NodeId to, uint64_t now_ns) {
   ctx_.now_ns = now_ns;
   rehomer_.start(r, to);

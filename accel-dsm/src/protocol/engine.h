@@ -42,6 +42,10 @@ class Engine {
   void check_rehome(const PageRange& r, NodeId to) const { rehomer_.check(r, to); }
   bool moving_home() const { return rehomer_.moving_out(); }
   uint64_t home_moves_done() const { return rehomer_.moves_done(); }
+  // Evacuation: drops this node's copies of pages homed elsewhere (Shared
+  // ones dropped, Modified ones written back), with at most max_in_flight
+  // evictions in flight.  Returns the copies and evictions still left.
+  uint64_t shed_copies(size_t max_in_flight, uint64_t now_ns);
   // Which node this node asks for page p.
   NodeId home(PageKey p) const { return ctx_.home(p); }
   const HomeMap& homes() const { return ctx_.homes; }

@@ -11,7 +11,7 @@
 #include <sstream>
 #include <thread>
 
-#include <spdlog/spdlog.h>
+#include "log.h"
 
 #include "error.h"
 #include "transport/frame_protector.h"
@@ -107,11 +107,11 @@ void restrict_devices(ucp_config_t* ucfg, const FabricConfig& cfg, const sockadd
   if (!tcp_only(cfg.transports)) return;    // verbs devices are named differently: leave them
   const std::string& address = cfg.addresses[cfg.self];
   if (std::getenv("UCX_NET_DEVICES")) {
-    spdlog::warn("aggvm-dsm: UCX_NET_DEVICES is set: UCX may listen beyond {}", address);
+    log().warn("aggvm-dsm: UCX_NET_DEVICES is set: UCX may listen beyond {}", address);
     return;
   }
   if (is_wildcard(addr)) {
-    spdlog::warn("aggvm-dsm: {} is a wildcard address: UCX listens on every interface", address);
+    log().warn("aggvm-dsm: {} is a wildcard address: UCX listens on every interface", address);
     return;
   }
   const auto dev = interface_of(addr);
@@ -236,7 +236,7 @@ void Fabric::accept(ucp_conn_request_h request) {
       remote = std::string(host) + ":" + port;
   }
   if (!connecting_) {
-    spdlog::warn("aggvm-dsm: refused connection from {}: membership is closed", remote);
+    log().warn("aggvm-dsm: refused connection from {}: membership is closed", remote);
     ucp_listener_reject(listener_, request);
     return;
   }
@@ -245,7 +245,7 @@ void Fabric::accept(ucp_conn_request_h request) {
   if (const size_t cap = 2u * cfg_.n_nodes; unauthenticated() >= cap) {
     // Once, then quietly: a flood must not flood the log too.
     if (refused_++ == 0)
-      spdlog::warn("aggvm-dsm: refused connection from {}: {} connections are already authenticating", remote,
+      log().warn("aggvm-dsm: refused connection from {}: {} connections are already authenticating", remote,
                    cap);
     ucp_listener_reject(listener_, request);
     return;
@@ -265,7 +265,7 @@ void Fabric::accept(ucp_conn_request_h request) {
   ep.err_handler.arg = c.get();
   ep.user_data = c.get();
   if (ucs_status_t s = ucp_ep_create(worker_, &ep, &c->ep); s != UCS_OK) {
-    spdlog::warn("aggvm-dsm: cannot accept {}: {}", remote, ucs_status_string(s));
+    log().warn("aggvm-dsm: cannot accept {}: {}", remote, ucs_status_string(s));
     return;
   }
   c->reader = make_reader(*c);
@@ -431,7 +431,7 @@ void Fabric::handshake(Conn& c, const WireHeader& h, std::span<const std::byte> 
   c.ready = true;  // frames are checked against the full limits from now on
   c.reader->set_max_payload(kMaxPayload);
   peers_[c.peer] = &c;
-  spdlog::debug("aggvm-dsm: node {} authenticated at {} (frames: {})", c.peer, c.remote,
+  log().debug("aggvm-dsm: node {} authenticated at {} (frames: {})", c.peer, c.remote,
                 to_string(cfg_.frame_protection));
 }
 
@@ -457,7 +457,7 @@ bool Fabric::close_ep(Conn& c, std::chrono::steady_clock::time_point deadline) {
     ucp_worker_progress(worker_);
   const bool done = ucp_request_check_status(r) != UCS_INPROGRESS;
   ucp_request_free(r);  // released by UCX once it completes, if it has not
-  if (!done) spdlog::warn("aggvm-dsm: closing the connection to {} did not finish in time", c.remote);
+  if (!done) log().warn("aggvm-dsm: closing the connection to {} did not finish in time", c.remote);
   return done;
 }
 
@@ -480,7 +480,7 @@ void Fabric::reap_failed(FabricSink* sink, std::chrono::steady_clock::time_point
     conns_.erase(conns_.begin() + static_cast<std::ptrdiff_t>(i));
     if (was_peer && sink) sink->on_peer_lost(peer, failure);
     if (redial) {
-      spdlog::debug("aggvm-dsm: node {} at {} not reachable yet ({}), retrying", peer, remote, failure);
+      log().debug("aggvm-dsm: node {} at {} not reachable yet ({}), retrying", peer, remote, failure);
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       dial(peer);
       return;  // conns_ changed: the next pass handles the rest
