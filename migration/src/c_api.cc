@@ -29,6 +29,8 @@ uint64_t aggvm_placement_epoch(const AggvmPlacement* p) { return p->table.epoch(
 
 int aggvm_placement_is_moving(const AggvmPlacement* p, uint32_t vcpu) { return p->table.is_moving(vcpu); }
 
+int aggvm_placement_moving_to(const AggvmPlacement* p, uint32_t vcpu) { return p->table.moving_to(vcpu); }
+
 int aggvm_placement_begin_move(AggvmPlacement* p, uint32_t vcpu, uint16_t to, const AggvmMoveNodeState* states,
                                uint64_t* epoch, char** errmsg) {
   return guarded(errmsg, [&] { *epoch = p->table.begin_move(vcpu, to, std::span(states, p->table.n_nodes())); });

@@ -28,7 +28,7 @@ int errno_of(AggvmMoveNodeState s) {
 }  // namespace
 
 Placement::Placement(uint16_t n_nodes, std::span<const uint16_t> vcpu_node)
-    : n_nodes_(n_nodes), node_(vcpu_node.begin(), vcpu_node.end()), moving_(vcpu_node.size(), false) {
+    : n_nodes_(n_nodes), node_(vcpu_node.begin(), vcpu_node.end()), moving_to_(vcpu_node.size(), -1) {
   if (n_nodes == 0) fail(EINVAL, "a placement needs at least one node");
   for (size_t i = 0; i < node_.size(); ++i)
     if (node_[i] >= n_nodes) fail(EINVAL, "vCPU {} is placed on node {}, but the cluster has {} nodes", i, node_[i], n_nodes);
@@ -41,19 +41,19 @@ uint64_t Placement::begin_move(uint32_t vcpu, uint16_t to, std::span<const Aggvm
     fail(EINVAL, "there is no vCPU {}: the guest has {} (0..{})", vcpu, node_.size(), node_.size() - 1);
   if (to >= n_nodes_) fail(EINVAL, "there is no node {}: the cluster has {} (0..{})", to, n_nodes_, n_nodes_ - 1);
   if (states.size() != n_nodes_) fail(EINVAL, "{} node states given for {} nodes", states.size(), n_nodes_);
-  if (moving_[vcpu]) fail(EBUSY, "vCPU {} is already moving", vcpu);
+  if (is_moving(vcpu)) fail(EBUSY, "vCPU {} is already moving", vcpu);
   const uint16_t from = node_[vcpu];
   if (from == to) fail(EALREADY, "vCPU {} already runs on node {}", vcpu, to);
   if (const char* why = why_unusable(states[to])) fail(errno_of(states[to]), "node {} {}", to, why);
   if (const char* why = why_unusable(states[from]))
     fail(errno_of(states[from]), "vCPU {} runs on node {}, which {}", vcpu, from, why);
-  moving_[vcpu] = true;
+  moving_to_[vcpu] = to;
   next_epoch_ = std::max(next_epoch_, epoch_ + 1);
   return next_epoch_++;
 }
 
 void Placement::abort_move(uint32_t vcpu) {
-  if (vcpu < moving_.size()) moving_[vcpu] = false;
+  if (vcpu < moving_to_.size()) moving_to_[vcpu] = -1;
 }
 
 bool Placement::commit(uint32_t vcpu, uint16_t node, uint64_t epoch) {
@@ -61,7 +61,7 @@ bool Placement::commit(uint32_t vcpu, uint16_t node, uint64_t epoch) {
   if (node >= n_nodes_) fail(EINVAL, "there is no node {}: the cluster has {}", node, n_nodes_);
   if (epoch <= epoch_) return false;
   node_[vcpu] = node;
-  moving_[vcpu] = false;
+  moving_to_[vcpu] = -1;
   epoch_ = epoch;
   return true;
 }

@@ -22,7 +22,9 @@ class Placement {
   uint64_t epoch() const { return epoch_; }
   // The node of vcpu, or -1 for no such vCPU.
   int node_of(uint32_t vcpu) const;
-  bool is_moving(uint32_t vcpu) const { return vcpu < moving_.size() && moving_[vcpu]; }
+  bool is_moving(uint32_t vcpu) const { return moving_to(vcpu) >= 0; }
+  // The node vcpu is moving to, or -1 when it is not moving.
+  int moving_to(uint32_t vcpu) const { return vcpu < moving_to_.size() ? moving_to_[vcpu] : -1; }
 
   // Throws MigrationError (EINVAL, EBUSY, EALREADY, ENOTCONN...) naming why not.
   uint64_t begin_move(uint32_t vcpu, uint16_t to, std::span<const AggvmMoveNodeState> states);
@@ -33,7 +35,7 @@ class Placement {
  private:
   uint16_t n_nodes_;
   std::vector<uint16_t> node_;
-  std::vector<bool> moving_;
+  std::vector<int32_t> moving_to_;  // -1: not moving
   uint64_t epoch_ = 0;
   uint64_t next_epoch_ = 1;  // node 0: epochs handed to moves in flight
 };

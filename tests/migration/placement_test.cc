@@ -30,10 +30,13 @@ TEST(Placement, MoveCommitsWithANewerEpoch) {
   const States up(3, AGGVM_MOVE_NODE_USABLE);
   const uint64_t e = p.begin_move(1, 2, up);
   EXPECT_TRUE(p.is_moving(1));
+  EXPECT_EQ(p.moving_to(1), 2);  // it may run there before node 0 commits
+  EXPECT_EQ(p.moving_to(0), -1);
   EXPECT_EQ(p.node_of(1), 0);  // until it commits
   EXPECT_TRUE(p.commit(1, 2, e));
   EXPECT_EQ(p.node_of(1), 2);
   EXPECT_FALSE(p.is_moving(1));
+  EXPECT_EQ(p.moving_to(1), -1);
   EXPECT_EQ(p.epoch(), e);
   // A stale placement (an older epoch) changes nothing.
   EXPECT_FALSE(p.commit(1, 0, e));

@@ -51,6 +51,11 @@ int aggvm_placement_node_of(const AggvmPlacement *p, uint32_t vcpu);
 uint64_t aggvm_placement_epoch(const AggvmPlacement *p);
 /* 1 while @vcpu moves (between begin_move and commit or abort). */
 int aggvm_placement_is_moving(const AggvmPlacement *p, uint32_t vcpu);
+/*
+ * The node @vcpu is moving to, or -1 when it is not moving.  The vCPU may
+ * run there already: the destination starts it before node 0 commits.
+ */
+int aggvm_placement_moving_to(const AggvmPlacement *p, uint32_t vcpu);
 
 /*
  * Node 0: checks that @vcpu may move to @to, given each node's state
