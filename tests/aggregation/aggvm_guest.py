@@ -25,6 +25,9 @@ Scenarios (--scenario):
            with x-aggvm-migrate-vcpu, --moves times; every move must end
            with AGGVM_VCPU_MIGRATED and no error, x-query-aggvm must follow
            it, and the guest's results must still pass
+  evacuate while the guest runs, x-aggvm-evacuate-node empties the last node
+           (bad requests refused first): its vCPUs move, its memory's homes
+           move, it leaves and exits 0; the guest's results must still pass
   badmoves while the guest runs, x-aggvm-migrate-vcpu requests that must be
            refused with a clear error (no such vCPU or node, already
            there, already moving, a worker's monitor), then one move that
@@ -371,6 +374,9 @@ def run_cluster(args):
                 qmp.send("dump-guest-memory", paging=False, protocol=f"file:{fifo}")
                 killed_at = time.monotonic()
                 break
+            if args.scenario == "evacuate" and started and "evacuation" not in report:
+                time.sleep(args.kill_delay)
+                report["evacuation"] = evacuate(args, nodes, qmp, check)
             if args.scenario == "badmoves" and started and not report.get("badmoves"):
                 report["badmoves"] = bad_moves(args, qmp, check)
             if args.scenario == "migrate" and (started or args.move_early) and mover.due(results):
@@ -406,7 +412,7 @@ def run_cluster(args):
             report["query_aggvm"] = info
             if mover:
                 mover.judge(info, check, report)
-            if args.scenario in ("run", "stopcont", "nmi", "migrate", "badmoves"):
+            if args.scenario in ("run", "stopcont", "nmi", "migrate", "badmoves", "evacuate"):
                 # Node 0 shares its clock before any vCPU runs.
                 unshared = [n["id"] for n in info["nodes"]
                             if n["id"] != 0 and "clock-error-ns" not in n]
@@ -495,6 +501,74 @@ def bad_moves(args, qmp, check):
         check.expect("error" not in event["data"], f"the good move failed: {event['data']}")
         log(f"the good move: {event['data']}")
     return {"refused": refused}
+
+
+def evacuate(args, nodes, qmp, check):
+    """Empties the last node while the guest runs: it must leave and exit 0."""
+    victim = nodes[-1]
+    report = {}
+    cases = [
+        ({"node": 0}, "holds the devices"),
+        ({"node": args.hosts + 2}, f"no node {args.hosts + 2}"),
+        ({"node": victim.index, "to": victim.index}, "is the node evacuated"),
+    ]
+    for arguments, why in cases:
+        try:
+            qmp.execute("x-aggvm-evacuate-node", **arguments)
+            check.expect(False, f"x-aggvm-evacuate-node {arguments} was accepted")
+        except RuntimeError as e:
+            log(f"refused as it should be: {arguments}: {e}")
+            check.expect(why in str(e), f"refusal of {arguments} does not say '{why}': {e}")
+    t0 = time.monotonic()
+    log(f"x-aggvm-evacuate-node node={victim.index} while the guest runs")
+    qmp.execute("x-aggvm-evacuate-node", node=victim.index)
+    try:
+        qmp.execute("x-aggvm-evacuate-node", node=victim.index)
+        check.expect(False, "a second evacuation of the same node was accepted")
+    except RuntimeError as e:
+        check.expect("evacuated already" in str(e) or "evacuating" in str(e),
+                     f"a second evacuation was refused without saying why: {e}")
+    progress = []
+    event = None
+    while time.monotonic() - t0 < 120:
+        event = qmp.wait_event("AGGVM_NODE_EVACUATED", 0.2)
+        info = qmp.execute("x-query-aggvm").get("evacuation")
+        if info and (not progress or info != progress[-1]):
+            progress.append(info)
+        if event:
+            break
+    if not check.expect(event is not None, "no AGGVM_NODE_EVACUATED within 120 s"):
+        return report
+    data = event["data"]
+    log(f"event AGGVM_NODE_EVACUATED {data} after {time.monotonic() - t0:.2f} s")
+    for p in progress:
+        log(f"  progress: {p['phase']} vcpus {p['vcpus-moved']}/{p['vcpus-total']} pages "
+            f"{p['pages-moved']}/{p['pages-total']} bytes {p['bytes-moved']}")
+    report["evacuated"] = data
+    check.expect("error" not in data, f"the evacuation failed: {data}")
+    check.expect(data["vcpus"] == args.vcpus_per_host,
+                 f"{data['vcpus']} vCPUs moved off node {victim.index}, expected "
+                 f"{args.vcpus_per_host}")
+    check.expect(data["pages"] > 0, "no page changed home")
+    rc = victim.wait(PROCESS_EXIT_S)
+    check.expect(rc == 0, f"node {victim.index} exited with {rc} after its evacuation, "
+                 "expected 0")
+    info = qmp.execute("x-query-aggvm")
+    states = {n["id"]: n["state"] for n in info["nodes"]}
+    check.expect(states.get(victim.index) == "left",
+                 f"x-query-aggvm shows node {victim.index} {states.get(victim.index)}, "
+                 "expected left")
+    ev = info.get("evacuation") or {}
+    check.expect(ev.get("phase") == "done" and ev.get("pages-moved") == ev.get("pages-total"),
+                 f"x-query-aggvm's evacuation: {ev}")
+    still = [v["vcpu"] for v in info["vcpus"] if v["node"] == victim.index]
+    check.expect(not still, f"vCPUs {still} still placed on node {victim.index}")
+    try:
+        qmp.execute("x-aggvm-evacuate-node", node=victim.index)
+        check.expect(False, "the node that left was accepted for evacuation")
+    except RuntimeError as e:
+        check.expect("left" in str(e), f"refusal names no reason: {e}")
+    return report
 
 
 class VcpuMover:
@@ -759,7 +833,7 @@ def parse_args(argv=None):
                    help="migrate: start moving as soon as QMP answers, before the guest "
                    "has started its APs")
     p.add_argument("--scenario", choices=["run", "stopcont", "nmi", "migrate", "badmoves",
-                                          "movefreeze", "bqlstuck"]
+                                          "movefreeze", "bqlstuck", "evacuate"]
                    + list(FAILURES),
                    default="run")
     p.add_argument("--kill-delay", type=float, default=0.5,

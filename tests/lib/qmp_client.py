@@ -35,7 +35,10 @@ class Qmp:
                 time.sleep(0.1)
         self.timeout = timeout
         self.sock.settimeout(timeout)
-        self.file = self.sock.makefile("rwb")
+        # Lines are cut by hand, not with a socket file: a file whose read
+        # timed out (wait_event) cannot be read again, and a partial line
+        # must survive a timeout.
+        self._buf = b""
         self.events = []
         greeting = self._read()
         if "QMP" not in greeting:
@@ -43,10 +46,17 @@ class Qmp:
         self.execute("qmp_capabilities")
 
     def _read(self):
-        line = self.file.readline()
-        if not line:
-            raise ConnectionError("QMP socket closed")
+        """The next message; the socket's timeout bounds the wait."""
+        while b"\n" not in self._buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("QMP socket closed")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
+
+    def _write(self, msg):
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
 
     def command(self, command, **arguments):
         """Sends a command; returns its whole answer ({"return": ...} or {"error": ...})."""
@@ -54,8 +64,7 @@ class Qmp:
         if arguments:
             msg["arguments"] = arguments
         self.sock.settimeout(self.timeout)
-        self.file.write(json.dumps(msg).encode() + b"\n")
-        self.file.flush()
+        self._write(msg)
         while True:
             reply = self._read()
             if "event" in reply:
@@ -68,8 +77,7 @@ class Qmp:
         msg = {"execute": command}
         if arguments:
             msg["arguments"] = arguments
-        self.file.write(json.dumps(msg).encode() + b"\n")
-        self.file.flush()
+        self._write(msg)
 
     def execute(self, command, **arguments):
         """Sends a command; returns its result or raises QmpError."""
