@@ -71,7 +71,7 @@ bench-guest: qemu
 
 bench-migration: qemu
 	@python3 tests/migration/bench_migration.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
-	    --testos $(TESTOS_BIN)
+	    --testos $(TESTOS_BIN) --ucx-floor $(BUILD)/tests/dsm/dsm-ucx-floor
 
 bench-dsm: build
 	@$(BUILD)/tests/dsm/dsm-bench $(BUILD)/tests/dsm/dsm-worker

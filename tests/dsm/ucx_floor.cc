@@ -8,6 +8,12 @@
 //
 //   dsm-ucx-floor server --listen IP:PORT [--sizes 64,4096] [--iterations N] [--cpu C]
 //   dsm-ucx-floor client --connect IP:PORT [--sizes 64,4096] [--iterations N] [--cpu C]
+//   dsm-ucx-floor server|client ... --bulk-mib M
+//
+// With --bulk-mib, instead of the ping-pong the client streams M MiB in
+// 64 KiB sends and the server answers one byte once it has them all: the
+// fabric's bulk throughput, for make bench-migration's evacuation figure.
+// The client then prints "ucx-floor: bulk_mib=M chunk=65536 tls=T mib_s=..".
 //
 // The server prints "ucx-floor: listening" once clients may connect.  The
 // client prints per size
@@ -176,7 +182,10 @@ struct Args {
   std::vector<size_t> sizes{64, 4096};
   size_t iterations = 10000;
   int cpu = -1;  // pin to this CPU: client and server on different cores
+  size_t bulk_mib = 0;  // stream this many MiB instead of the ping-pong
 };
+
+constexpr size_t kBulkChunk = 64 * 1024;
 
 Args parse_args(int argc, char** argv) {
   if (argc < 2) throw std::invalid_argument("usage: dsm-ucx-floor server|client ...");
@@ -192,6 +201,8 @@ Args parse_args(int argc, char** argv) {
       a.addr = val;
     } else if (opt == "--cpu") {
       a.cpu = std::stoi(val);
+    } else if (opt == "--bulk-mib") {
+      a.bulk_mib = std::stoul(val);
     } else if (opt == "--iterations") {
       a.iterations = std::stoul(val);
     } else if (opt == "--sizes") {
@@ -260,8 +271,13 @@ int serve(const Args& a) {
   ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST;
   ep.conn_request = *listener.request();
   Endpoint e(w, ep);
+  if (a.bulk_mib) {
+    std::vector<char> chunk(kBulkChunk);
+    for (size_t got = 0; got < (a.bulk_mib << 20); got += kBulkChunk) e.recv(chunk.data(), kBulkChunk);
+    e.send(chunk.data(), 1);
+  }
   std::vector<char> buf(max_size(a));
-  for (size_t size : a.sizes)
+  for (size_t size : a.bulk_mib ? std::vector<size_t>{} : a.sizes)
     for (size_t i = 0; i < kWarmup + a.iterations; ++i) {
       e.recv(buf.data(), size);
       e.send(buf.data(), size);
@@ -283,6 +299,17 @@ int client(const Args& a) {
   ep.sockaddr.addrlen = sizeof addr;
   Endpoint e(w, ep);
   const char* tls = std::getenv("UCX_TLS");
+  if (a.bulk_mib) {
+    std::vector<char> chunk(kBulkChunk, 'b');
+    const auto t0 = Clock::now();
+    for (size_t sent = 0; sent < (a.bulk_mib << 20); sent += kBulkChunk) e.send(chunk.data(), kBulkChunk);
+    e.recv(chunk.data(), 1);  // the server has every byte
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::printf("ucx-floor: bulk_mib=%zu chunk=%zu tls=%s mib_s=%.1f\n", a.bulk_mib, kBulkChunk,
+                tls ? tls : "default", static_cast<double>(a.bulk_mib) / s);
+    e.flush();
+    return 0;
+  }
   std::vector<char> out(max_size(a), 'p'), in(max_size(a));
   for (size_t size : a.sizes) {
     std::vector<double> rtt;

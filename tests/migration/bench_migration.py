@@ -15,14 +15,28 @@ between node 1 and node 0 --moves times with x-aggvm-migrate-vcpu.
           as its downtime; a step can also be the host preempting the vCPU
           thread on these 2 shared cores)
 
-Evacuating a host is not implemented yet: evac_mib_s, fabric_mib_s and
-evac_ratio print n/a.  The last line is
+Then the evacuation, in one pair of harness namespaces:
+
+  fabric  the fabric's own bulk throughput between the two namespaces:
+          dsm-ucx-floor streams --evac-mib MiB over raw UCP (64 KiB sends)
+  evac    testos under TCG on the same 2 hosts, 2 x --evac-mib MiB of RAM
+          in 2 NUMA nodes; once the sweep has written and verified all of
+          it (node 1 then holds the home copy of every page it homes),
+          x-aggvm-evacuate-node empties node 1: bytes node 1 sent over
+          the whole evacuation (its vCPU's move, its copies, the home of
+          its memory) divided by its duration (AGGVM_NODE_EVACUATED)
+
+The last line is
   vcpu-migration: kvm_downtime_p50_us=A kvm_downtime_p99_us=B tcg_downtime_p50_us=C evac_mib_s=E fabric_mib_s=F evac_ratio=R
-with A, B and C the guest's view.
+with A, B and C the guest's view and R = E / F.
 """
 
 import argparse
+import os
+import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -70,6 +84,69 @@ def measure(args, accel):
     return figures
 
 
+def fabric_bulk(args):
+    """Raw UCP bulk throughput from host 1 to host 0 (the evacuation's direction)."""
+    port = 7400 + os.getpid() % 500
+    ns0, ns1 = os.environ["AGGVM_HOST0_NETNS"], os.environ["AGGVM_HOST1_NETNS"]
+    addr0 = os.environ["AGGVM_HOST0_ADDR"].split("/")[0]
+    server = subprocess.Popen(["ip", "netns", "exec", ns0, args.ucx_floor, "server",
+                               "--listen", f"{addr0}:{port}", "--bulk-mib", str(args.evac_mib)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        server.stdout.readline()  # listening
+        out = subprocess.run(["ip", "netns", "exec", ns1, args.ucx_floor, "client",
+                              "--connect", f"{addr0}:{port}", "--bulk-mib", str(args.evac_mib)],
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    m = re.search(r"mib_s=([0-9.]+)", out.stdout)
+    if not m:
+        raise SystemExit(f"bench-migration: dsm-ucx-floor gave no figure: {out.stdout}{out.stderr}")
+    return float(m.group(1))
+
+
+def evacuation_inside(args):
+    """Under aggvm-harness: the fabric's figure, then the evacuation's, same namespaces."""
+    fabric = fabric_bulk(args)
+    say(f"fabric: {args.evac_mib} MiB over raw UCP from host 1 to host 0: {fabric:.1f} MiB/s")
+    extra = ["--guest", "testos", "--accel", "tcg", "--hosts", "2", "--vcpus-per-host", "1",
+             "--kernel", args.testos, "--mem", str(2 * args.evac_mib), "--scenario", "evacuate",
+             "--kill-after", "workload=sweep", "--kill-delay", "0", "--append", "ms=2000",
+             "--timeout", "400"]
+    rc, report, out = aggvm_guest.run_reported(args.qemu, args.harness, extra, capture=True)
+    ev = report.get("evacuation", {}).get("evacuated")
+    if rc != 0 or not ev:
+        sys.stdout.write(out)
+        raise SystemExit(f"bench-migration: the evacuation run failed (exit {rc})")
+    mib = ev["bytes"] / 2**20
+    evac = mib / (ev["duration-ms"] / 1000)
+    say(f"evacuation of node 1: {ev['vcpus']} vCPU, {ev['pages']} pages re-homed, "
+        f"{mib:.1f} MiB sent in {ev['duration-ms']} ms: {evac:.1f} MiB/s")
+    print(f"evacuation: evac_mib_s={evac:.1f} fabric_mib_s={fabric:.1f}", flush=True)
+
+
+def evacuation(args):
+    """Runs evacuation_inside() under a harness of its own; (evac, fabric) MiB/s."""
+    cmd = [args.harness, "run", "--hosts", "2", "--name", f"bm{os.getpid() % 100000}", "--",
+           sys.executable, __file__, "--evacuation-inside", "--qemu", args.qemu,
+           "--harness", args.harness, "--testos", args.testos, "--ucx-floor", args.ucx_floor,
+           "--evac-mib", str(args.evac_mib)]
+    t0 = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("bench-migration:"):
+            print(line, flush=True)
+    m = re.search(r"evacuation: evac_mib_s=([0-9.]+) fabric_mib_s=([0-9.]+)", out.stdout)
+    if out.returncode != 0 or not m:
+        sys.stdout.write(out.stdout + out.stderr)
+        raise SystemExit(f"bench-migration: the evacuation measure failed (exit {out.returncode})")
+    say(f"evacuation measured in {time.monotonic() - t0:.0f} s")
+    return float(m.group(1)), float(m.group(2))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--qemu", required=True)
@@ -77,20 +154,29 @@ def main():
     p.add_argument("--testos", required=True)
     p.add_argument("--moves", type=int, default=40)
     p.add_argument("--window-ms", type=int, default=8000)
+    p.add_argument("--ucx-floor", default=str(HERE.parent.parent / "build" / "tests" / "dsm" /
+                                              "dsm-ucx-floor"))
+    p.add_argument("--evac-mib", type=int, default=320,
+                   help="MiB of RAM the evacuated node homes (and the fabric's transfer)")
+    p.add_argument("--evacuation-inside", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.evacuation_inside:
+        evacuation_inside(args)
+        return
     kvm = None
     if run_testos.kvm_unusable() is None:
         kvm = measure(args, "kvm")
     else:
         say(f"/dev/kvm unusable ({run_testos.kvm_unusable()}): kvm figures print n/a")
     tcg = measure(args, "tcg")
+    evac, fabric = evacuation(args)
 
     def fig(f, key):
         return str(f[key]) if f else "n/a"
     print(f"vcpu-migration: kvm_downtime_p50_us={fig(kvm, 'guest_p50')} "
           f"kvm_downtime_p99_us={fig(kvm, 'guest_p99')} "
-          f"tcg_downtime_p50_us={tcg['guest_p50']} evac_mib_s=n/a fabric_mib_s=n/a "
-          f"evac_ratio=n/a", flush=True)
+          f"tcg_downtime_p50_us={tcg['guest_p50']} evac_mib_s={evac:.1f} "
+          f"fabric_mib_s={fabric:.1f} evac_ratio={evac / fabric:.3f}", flush=True)
 
 
 if __name__ == "__main__":
