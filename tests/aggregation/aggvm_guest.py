@@ -25,6 +25,9 @@ Scenarios (--scenario):
            with x-aggvm-migrate-vcpu, --moves times; every move must end
            with AGGVM_VCPU_MIGRATED and no error, x-query-aggvm must follow
            it, and the guest's results must still pass
+  evacuatekill  once the sweep wrote all RAM, x-aggvm-evacuate-node of the
+           last node, SIGKILL of it midway: AGGVM_NODE_FAILED names it, the
+           guest stops, the evacuation ends with an error, no process hangs
   evacuate while the guest runs, x-aggvm-evacuate-node empties the last node
            (bad requests refused first): its vCPUs move, its memory's homes
            move, it leaves and exits 0; the guest's results must still pass
@@ -374,6 +377,21 @@ def run_cluster(args):
                 qmp.send("dump-guest-memory", paging=False, protocol=f"file:{fifo}")
                 killed_at = time.monotonic()
                 break
+            if args.scenario == "evacuatekill" and killed_at is None and started:
+                time.sleep(args.kill_delay)
+                victim = nodes[-1]
+                log(f"x-aggvm-evacuate-node node={victim.index}, then SIGKILL of it "
+                    f"{args.evac_kill_after:.2f} s later")
+                qmp.execute("x-aggvm-evacuate-node", node=victim.index)
+                deadline = time.monotonic() + args.evac_kill_after
+                while time.monotonic() < deadline:
+                    ev = (qmp.execute("x-query-aggvm").get("evacuation") or {})
+                    report["evacuation_at_kill"] = ev
+                    time.sleep(0.02)
+                log(f"evacuation when killed: {report.get('evacuation_at_kill')}")
+                victim.kill(signal.SIGKILL)
+                killed_at = time.monotonic()
+                break
             if args.scenario == "evacuate" and started and "evacuation" not in report:
                 time.sleep(args.kill_delay)
                 report["evacuation"] = evacuate(args, nodes, qmp, check)
@@ -387,8 +405,10 @@ def run_cluster(args):
             if now > deadline:
                 check.expect(False, f"no result within {args.timeout:.0f} s")
                 break
-        if args.scenario in FAILURES or args.scenario == "movefreeze":
+        if args.scenario in FAILURES or args.scenario in ("movefreeze", "evacuatekill"):
             judge_failure(args, nodes, qmp, killed_at, check, report)
+            if args.scenario == "evacuatekill":
+                judge_evacuation_killed(qmp, check, report)
             if args.disk_blocks:
                 judge_disk(disk, check, report)
         elif args.scenario == "bqlstuck":
@@ -754,6 +774,20 @@ def judge_failure(args, nodes, qmp, killed_at, check, report):
     log(f"every process ended {time.monotonic() - killed_at:.1f} s after the kill")
 
 
+def judge_evacuation_killed(qmp, check, report):
+    """The evacuation of a node killed midway ends with an error, never as done."""
+    phase = (report.get("evacuation_at_kill") or {}).get("phase")
+    check.expect(phase in ("vcpus", "memory", "leaving"),
+                 f"the node was killed when its evacuation was {phase}, not midway: "
+                 "the test shows nothing")
+    event = qmp.wait_event("AGGVM_NODE_EVACUATED", 10)
+    if check.expect(event is not None, "no AGGVM_NODE_EVACUATED after the node died"):
+        log(f"event AGGVM_NODE_EVACUATED {event['data']}")
+        check.expect("error" in event["data"], f"the evacuation of a dead node "
+                     f"succeeded: {event['data']}")
+        report["evacuated"] = event["data"]
+
+
 def judge_stuck(args, nodes, killed_at, check, report):
     """Node 0 cannot take its BQL: the worker's access fails the cluster."""
     if not check.expect(killed_at is not None, "the guest never started: nothing stalled"):
@@ -833,12 +867,14 @@ def parse_args(argv=None):
                    help="migrate: start moving as soon as QMP answers, before the guest "
                    "has started its APs")
     p.add_argument("--scenario", choices=["run", "stopcont", "nmi", "migrate", "badmoves",
-                                          "movefreeze", "bqlstuck", "evacuate"]
+                                          "movefreeze", "bqlstuck", "evacuate", "evacuatekill"]
                    + list(FAILURES),
                    default="run")
     p.add_argument("--kill-delay", type=float, default=0.5,
                    help="seconds after the guest starts before the scenario acts")
     p.add_argument("--pause-s", type=float, default=2.0, help="stopcont: how long to stay paused")
+    p.add_argument("--evac-kill-after", type=float, default=0.5,
+                   help="evacuatekill: seconds from x-aggvm-evacuate-node to the SIGKILL")
     p.add_argument("--kill-after", help="act once node 0's console prints a line matching this")
     p.add_argument("--linux-run", default=",".join(linux.WORKLOADS),
                    help="Linux guest workloads, comma-separated (e.g. blkwrite)")
