@@ -488,6 +488,20 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def expect_refused(qmp, check, command, cases):
+    """Each (arguments, why) must be refused, saying why; returns how many were."""
+    refused = 0
+    for arguments, why in cases:
+        try:
+            qmp.execute(command, **arguments)
+            check.expect(False, f"{command} {arguments} was accepted")
+        except RuntimeError as e:
+            log(f"refused as it should be: {arguments}: {e}")
+            refused += check.expect(why in str(e), f"refusal of {arguments} does not say "
+                                    f"'{why}': {e}")
+    return refused
+
+
 def bad_moves(args, qmp, check):
     """Requests x-aggvm-migrate-vcpu must refuse, each naming why."""
     last = args.vcpus - 1
@@ -497,15 +511,7 @@ def bad_moves(args, qmp, check):
         ({"cpu-index": last, "node": args.hosts + 3}, f"no node {args.hosts + 3}"),
         ({"cpu-index": last, "node": home}, "already runs on node"),
     ]
-    refused = 0
-    for arguments, why in cases:
-        try:
-            qmp.execute("x-aggvm-migrate-vcpu", **arguments)
-            check.expect(False, f"x-aggvm-migrate-vcpu {arguments} was accepted")
-        except RuntimeError as e:
-            log(f"refused as it should be: {arguments}: {e}")
-            refused += check.expect(why in str(e), f"refusal of {arguments} does not say "
-                                    f"'{why}': {e}")
+    refused = expect_refused(qmp, check, "x-aggvm-migrate-vcpu", cases)
     # Two moves of one vCPU at once: the second must wait its turn.
     qmp.execute("x-aggvm-migrate-vcpu", **{"cpu-index": last, "node": 0})
     try:
@@ -532,13 +538,7 @@ def evacuate(args, nodes, qmp, check):
         ({"node": args.hosts + 2}, f"no node {args.hosts + 2}"),
         ({"node": victim.index, "to": victim.index}, "is the node evacuated"),
     ]
-    for arguments, why in cases:
-        try:
-            qmp.execute("x-aggvm-evacuate-node", **arguments)
-            check.expect(False, f"x-aggvm-evacuate-node {arguments} was accepted")
-        except RuntimeError as e:
-            log(f"refused as it should be: {arguments}: {e}")
-            check.expect(why in str(e), f"refusal of {arguments} does not say '{why}': {e}")
+    expect_refused(qmp, check, "x-aggvm-evacuate-node", cases)
     t0 = time.monotonic()
     log(f"x-aggvm-evacuate-node node={victim.index} while the guest runs")
     qmp.execute("x-aggvm-evacuate-node", node=victim.index)

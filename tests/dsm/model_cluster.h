@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "protocol/engine.h"
 
 namespace aggvm::dsm::testing {
@@ -184,5 +186,24 @@ class ModelCluster {
   std::vector<std::unique_ptr<Engine>> engines_;
   uint64_t now_ = 0;
 };
+
+// At every step of a random run: at most one writable copy of each page
+// 0..truth.size() of region 0, no shared copy beside it, and every mapped
+// copy holding the last value written (truth).  Fails the test naming seed.
+inline void expect_coherent(ModelCluster& c, const std::vector<uint8_t>& truth, uint64_t seed) {
+  for (uint64_t i = 0; i < truth.size(); ++i) {
+    const PageKey p(0, i);
+    int writers = 0, readers = 0;
+    for (NodeId k = 0; k < c.size(); ++k) {
+      auto& pg = c.node(k).page(p);
+      if (!pg.mapped) continue;
+      pg.writable ? ++writers : ++readers;
+      ASSERT_EQ(static_cast<uint8_t>(pg.data[0]), truth[i])
+          << "seed " << seed << " node " << k << " page " << i << " holds a stale copy";
+    }
+    ASSERT_LE(writers, 1) << "seed " << seed << " page " << i;
+    ASSERT_TRUE(writers == 0 || readers == 0) << "seed " << seed << " page " << i;
+  }
+}
 
 }  // namespace aggvm::dsm::testing

@@ -165,21 +165,6 @@ TEST(Rehome, RandomMovesDuringRandomTrafficKeepCoherence) {
     std::vector<uint8_t> truth(pages, 0);
     uint8_t next = 1;
     uint64_t moves = 0;
-    auto check = [&] {
-      for (uint64_t i = 0; i < pages; ++i) {
-        const PageKey p(0, i);
-        int writers = 0, readers = 0;
-        for (NodeId k = 0; k < n; ++k) {
-          auto& pg = c.node(k).page(p);
-          if (!pg.mapped) continue;
-          pg.writable ? ++writers : ++readers;
-          ASSERT_EQ(static_cast<uint8_t>(pg.data[0]), truth[i])
-              << "seed " << seed << " node " << k << " page " << i << " holds a stale copy";
-        }
-        ASSERT_LE(writers, 1) << "seed " << seed << " page " << i;
-        ASSERT_TRUE(writers == 0 || readers == 0) << "seed " << seed << " page " << i;
-      }
-    };
     for (int step = 0; step < 4000; ++step) {
       const uint64_t roll = rng() % 100;
       if (roll < 3) {
@@ -216,7 +201,7 @@ TEST(Rehome, RandomMovesDuringRandomTrafficKeepCoherence) {
       } else {
         c.deliver(rng() % c.net().in_flight.size());
       }
-      check();
+      expect_coherent(c, truth, seed);
       if (::testing::Test::HasFatalFailure()) return;
     }
     c.deliver_all_fifo();

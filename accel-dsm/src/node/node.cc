@@ -328,7 +328,7 @@ void Node::serve_home_moves() {
   }
 }
 
-void Node::drop_copies() {
+std::future<void> Node::ask_service_thread(std::optional<std::promise<void>>& slot, const char* busy) {
   if (!started_) fail(ENOTCONN, "node not started");
   {
     std::lock_guard lock(fail_mu_);
@@ -339,12 +339,16 @@ void Node::drop_copies() {
   {
     std::lock_guard lock(cmd_mu_);
     if (ending_moves_) fail(ECANCELED, "node {} is stopping", cfg_.self);
-    if (drop_request_) fail(EBUSY, "node {} is already dropping its copies", cfg_.self);
-    drop_request_.emplace(std::move(request));
+    if (slot) fail(EBUSY, "node {} is already {}", cfg_.self, busy);
+    slot.emplace(std::move(request));
   }
   uint64_t one = 1;
   (void)::write(wake_fd_, &one, sizeof one);
-  done.get();  // bounded: see serve_drop_copies()
+  return done;
+}
+
+void Node::drop_copies() {
+  ask_service_thread(drop_request_, "dropping its copies").get();  // bounded: see serve_drop_copies()
 }
 
 // Service thread: a few hundred evictions in flight at a time.
@@ -380,22 +384,8 @@ uint64_t Node::pages_homed_here() const {
 }
 
 void Node::leave() {
-  if (!started_) fail(ENOTCONN, "node not started");
-  {
-    std::lock_guard lock(fail_mu_);
-    if (failure_) throw *failure_;
-  }
-  std::promise<void> request;
-  std::future<void> done = request.get_future();
-  {
-    std::lock_guard lock(cmd_mu_);
-    if (ending_moves_) fail(ECANCELED, "node {} is stopping", cfg_.self);
-    if (leave_request_) fail(EBUSY, "node {} is already leaving", cfg_.self);
-    leave_request_.emplace(std::move(request));
-  }
-  uint64_t one = 1;
-  (void)::write(wake_fd_, &one, sizeof one);
-  done.get();  // refused (EBUSY), or the service thread said goodbye and ended
+  // Refused (EBUSY), or the service thread said goodbye and ended.
+  ask_service_thread(leave_request_, "leaving").get();
   if (thread_.joinable()) thread_.join();
   started_ = false;
   fabric_.reset();

@@ -161,6 +161,10 @@ class Node final : private Env, private FabricSink {
   void check_liveness(std::chrono::steady_clock::time_point now);
   void serve_home_moves();
   void serve_drop_copies();
+  // From another thread: puts a request in slot (under cmd_mu_) for the
+  // service thread and wakes it; the future is its answer.  Throws the
+  // node's failure, ENOTCONN, ECANCELED (stopping), EBUSY (slot taken).
+  std::future<void> ask_service_thread(std::optional<std::promise<void>>& slot, const char* busy);
   void serve_leave();
   bool goodbyes_read();
   uint64_t pages_homed_here() const;

@@ -65,6 +65,12 @@ struct EngineContext {
   std::function<void(const Message&)> send;
 
   NodeId home(PageKey p) const { return homes.home_of(space->gpa(p)); }
+  // Sends this node's message of type about page to node `to`.
+  void send_to(MsgType type, NodeId to, PageKey page, uint32_t txn, uint16_t flags = 0,
+               std::span<const std::byte> payload = {}) const {
+    send(Message{.type = type, .flags = flags, .src = self, .dst = to, .txn = txn, .page = page,
+                 .payload = payload});
+  }
 };
 
 }  // namespace aggvm::dsm

@@ -46,26 +46,13 @@ DirEntry& Directory::entry(PageKey p) {
   return const_cast<DirEntry&>(*d);
 }
 
-void Directory::send(MsgType type, NodeId to, PageKey page, uint32_t txn, uint16_t flags,
-                     std::span<const std::byte> payload) {
-  Message m;
-  m.type = type;
-  m.src = ctx_.self;
-  m.dst = to;
-  m.page = page;
-  m.txn = txn;
-  m.flags = flags;
-  m.payload = payload;
-  ctx_.send(m);
-}
-
 void Directory::on_request(const Message& m) {
   if (ctx_.home(m.page) != ctx_.self) {
     // Homed here once, moved since, and the sender asked before it knew:
     // it asks the new home.  Any other request here is a broken sender's.
     const bool moved = std::any_of(moved_away_.begin(), moved_away_.end(),
                                    [&](const PageRange& r) { return r.contains(m.page); });
-    if (moved) return send(MsgType::kRedirect, m.src, m.page, m.txn);
+    if (moved) return ctx_.send_to(MsgType::kRedirect, m.src, m.page, m.txn);
     throw Rejected(fmt::format("{} for page {:#x}, which is homed on node {}", to_string(m.type),
                                ctx_.space->gpa(m.page), ctx_.home(m.page)));
   }
@@ -111,7 +98,7 @@ void Directory::start(PageKey page, Txn& t) {
       }
       if (d.owner != kNoNode) {
         t.awaiting_fetch = d.owner;
-        return send(MsgType::kFetch, d.owner, page, t.id, write ? kFlagWrite : 0);
+        return ctx_.send_to(MsgType::kFetch, d.owner, page, t.id, write ? kFlagWrite : 0);
       }
       if (!write) return grant_read(page, t);
       t.requester_has_copy = d.sharers.test(from);
@@ -124,12 +111,12 @@ void Directory::start(PageKey page, Txn& t) {
       t.awaiting_acks.reset(from);
       if (t.awaiting_acks.none()) return grant_write(page, t);
       for (NodeId n = 0; n < ctx_.n_nodes; ++n)
-        if (t.awaiting_acks.test(n)) send(MsgType::kInvalidate, n, page, t.id);
+        if (t.awaiting_acks.test(n)) ctx_.send_to(MsgType::kInvalidate, n, page, t.id);
       return;
     }
     case MsgType::kEvict:
       d.sharers.reset(from);
-      send(MsgType::kEvictAck, from, page, t.id);
+      ctx_.send_to(MsgType::kEvictAck, from, page, t.id);
       return finish(page);
     case MsgType::kWriteback:
       if (d.owner == from) {
@@ -139,7 +126,7 @@ void Directory::start(PageKey page, Txn& t) {
         d.sharers.reset();
         d.sharers.set(ctx_.self);
       }  // else it crossed a fetch that already took the page from it
-      send(MsgType::kWritebackAck, from, page, t.id);
+      ctx_.send_to(MsgType::kWritebackAck, from, page, t.id);
       return finish(page);
     default:
       fail(EPROTO, "directory asked to start a {}", to_string(t.req.type));
@@ -167,7 +154,7 @@ void Directory::grant_read(PageKey page, Txn& t) {
   d.sharers.set(from);
   t.awaiting_unblock = true;
   t.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
-  send(MsgType::kGrant, from, page, t.id, flags, payload);
+  ctx_.send_to(MsgType::kGrant, from, page, t.id, flags, payload);
 }
 
 void Directory::grant_write(PageKey page, Txn& t) {
@@ -190,7 +177,7 @@ void Directory::grant_write(PageKey page, Txn& t) {
   d.touched = true;
   t.awaiting_unblock = true;
   t.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
-  send(MsgType::kGrant, from, page, t.id, flags, payload);
+  ctx_.send_to(MsgType::kGrant, from, page, t.id, flags, payload);
 }
 
 Directory::Txn& Directory::active_txn(const Message& m, const char* what) {
@@ -323,7 +310,7 @@ void Directory::remove_pages(const PageRange& r) {
   for (PageKey page : pages_with_txns(r)) {
     Txn& t = txns_.at(page);
     if (t.active) fail(EPROTO, "page {:#x} moved home during a transaction", ctx_.space->gpa(page));
-    for (const Request& q : t.queue) send(MsgType::kRedirect, q.from, page, 0);
+    for (const Request& q : t.queue) ctx_.send_to(MsgType::kRedirect, q.from, page, 0);
     txns_.erase(page);
   }
   std::vector<Segment> kept;

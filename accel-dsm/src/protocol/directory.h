@@ -86,8 +86,6 @@ class Directory {
   Txn& active_txn(const Message& m, const char* what);
   void start(PageKey page, Txn& t);
   void finish(PageKey page);
-  void send(MsgType type, NodeId to, PageKey page, uint32_t txn, uint16_t flags = 0,
-            std::span<const std::byte> payload = {});
   void grant_read(PageKey page, Txn& t);
   void grant_write(PageKey page, Txn& t);
 

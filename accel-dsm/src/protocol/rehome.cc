@@ -12,19 +12,6 @@ namespace aggvm::dsm {
 Rehomer::Rehomer(EngineContext& ctx, Cache& cache, Directory& directory)
     : ctx_(ctx), cache_(cache), directory_(directory) {}
 
-void Rehomer::send(MsgType type, NodeId to, PageKey page, uint32_t id, uint16_t flags,
-                   std::span<const std::byte> payload) {
-  Message m;
-  m.type = type;
-  m.src = ctx_.self;
-  m.dst = to;
-  m.page = page;
-  m.txn = id;
-  m.flags = flags;
-  m.payload = payload;
-  ctx_.send(m);
-}
-
 bool Rehomer::homed_on(const PageRange& r, NodeId node) const {
   for (uint64_t i = r.first; i < r.end; ++i)
     if (ctx_.home(PageKey(r.region, i)) != node) return false;
@@ -69,7 +56,8 @@ void Rehomer::progress() {
   out_->awaiting.set(out_->to);
   out_->deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
   const HomeRangeWire w{.count = r.pages(), .node = out_->to, .reserved = {}};
-  send(MsgType::kHomePrepare, out_->to, PageKey(r.region, r.first), out_->id, 0, std::as_bytes(std::span(&w, 1)));
+  ctx_.send_to(MsgType::kHomePrepare, out_->to, PageKey(r.region, r.first), out_->id, 0,
+               std::as_bytes(std::span(&w, 1)));
 }
 
 void Rehomer::on_ack(const Message& m, Phase phase) {
@@ -89,7 +77,8 @@ void Rehomer::on_ack(const Message& m, Phase phase) {
         if (n != ctx_.self && n != out_->to) out_->awaiting.set(n);
       for (NodeId n = 0; n < ctx_.n_nodes; ++n)
         if (out_->awaiting.test(n))
-          send(MsgType::kHomeChange, n, PageKey(r.region, r.first), out_->id, 0, std::as_bytes(std::span(&w, 1)));
+          ctx_.send_to(MsgType::kHomeChange, n, PageKey(r.region, r.first), out_->id, 0,
+                       std::as_bytes(std::span(&w, 1)));
       if (out_->awaiting.none()) transfer();
       return;
     }
@@ -128,8 +117,8 @@ void Rehomer::transfer() {
     frame.entry = HomeEntryWire{.sharers = d.sharers.to_ullong(), .owner = d.owner,
                                 .touched = static_cast<uint8_t>(d.touched), .reserved = {}};
     const auto bytes = std::as_bytes(std::span(&frame, 1));
-    send(MsgType::kHomeEntry, to, page, out_->id, has_data ? kFlagData : 0,
-         has_data ? bytes : bytes.first(sizeof(HomeEntryWire)));
+    ctx_.send_to(MsgType::kHomeEntry, to, page, out_->id, has_data ? kFlagData : 0,
+                 has_data ? bytes : bytes.first(sizeof(HomeEntryWire)));
     ++sent;
   }
   directory_.remove_pages(r);  // the requests it held: Redirect
@@ -140,7 +129,8 @@ void Rehomer::transfer() {
   out_->awaiting.set(to);
   out_->deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
   const HomeRangeWire w{.count = sent, .node = to, .reserved = {}};
-  send(MsgType::kHomeDone, to, PageKey(r.region, r.first), out_->id, 0, std::as_bytes(std::span(&w, 1)));
+  ctx_.send_to(MsgType::kHomeDone, to, PageKey(r.region, r.first), out_->id, 0,
+               std::as_bytes(std::span(&w, 1)));
 }
 
 // ---- the new home and the other nodes ---------------------------------------
@@ -172,7 +162,7 @@ void Rehomer::on_prepare(const Message& m) {
   // The old home first waits for every other node's HomeChangeAck (its own
   // timeout), then hands the entries over.
   in_.push_back(In{.range = r, .from = m.src, .id = m.txn, .deadline_ns = ctx_.now_ns + 2 * ctx_.timeout_ns});
-  send(MsgType::kHomePrepareAck, m.src, m.page, m.txn);
+  ctx_.send_to(MsgType::kHomePrepareAck, m.src, m.page, m.txn);
 }
 
 void Rehomer::on_change(const Message& m) {
@@ -180,7 +170,7 @@ void Rehomer::on_change(const Message& m) {
   std::memcpy(&w, m.payload.data(), sizeof w);
   if (w.node == ctx_.self) throw Rejected("HomeChange names this node: it expected HomePrepare");
   assign(range_of(m, w), w.node);
-  send(MsgType::kHomeChangeAck, m.src, m.page, m.txn);
+  ctx_.send_to(MsgType::kHomeChangeAck, m.src, m.page, m.txn);
 }
 
 Rehomer::In& Rehomer::incoming(const Message& m) {
@@ -231,7 +221,7 @@ void Rehomer::finish_in(std::vector<In>::iterator it) {
   const In in = *it;
   in_.erase(it);
   ctx_.counters.rehomed_in_pages += in.range.pages();
-  send(MsgType::kHomeDoneAck, in.from, PageKey(in.range.region, in.range.first), in.id);
+  ctx_.send_to(MsgType::kHomeDoneAck, in.from, PageKey(in.range.region, in.range.first), in.id);
   directory_.release(in.range);  // the requests that waited start now
 }
 

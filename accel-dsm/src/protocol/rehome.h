@@ -90,8 +90,6 @@ class Rehomer {
   bool homed_on(const PageRange& r, NodeId node) const;
   void assign(const PageRange& r, NodeId node);
   In& incoming(const Message& m);
-  void send(MsgType type, NodeId to, PageKey page, uint32_t id, uint16_t flags = 0,
-            std::span<const std::byte> payload = {});
 
   EngineContext& ctx_;
   Cache& cache_;
