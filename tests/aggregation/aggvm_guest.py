@@ -709,7 +709,29 @@ def judge_disk(disk, check, report):
 FAILURES = {"kill": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigstop": signal.SIGSTOP}
 
 
+LOST_MEMORY_EXIT = "a device model touched guest memory lost with a failed node"
+
+
 def judge_failure(args, nodes, qmp, killed_at, check, report):
+    """Node 0 stops the guest and names the failed node; or, if one of its
+    device models touched memory lost with that node (a virtio ring homed
+    there), it ends saying so, so that nothing is written from that memory."""
+    try:
+        judge_failure_on_node0(args, nodes, qmp, killed_at, check, report)
+    except (ConnectionError, OSError) as e:
+        rc = nodes[0].wait(PROCESS_EXIT_S)
+        node0_log = nodes[0].log_path.read_text(errors="replace")
+        ended = rc is not None and rc != 0 and LOST_MEMORY_EXIT in node0_log
+        log(f"node 0's monitor closed ({e}); node 0 exited with {rc}")
+        check.expect(ended, f"node 0 went away (exit {rc}) without saying that a device "
+                     f"model touched lost memory:\n{nodes[0].tail()}")
+        report["node0_ended"] = LOST_MEMORY_EXIT if ended else f"exit {rc}"
+        for n in nodes[1:]:
+            check.expect(n.wait(PROCESS_EXIT_S) is not None,
+                         f"node {n.index} still running {PROCESS_EXIT_S} s after node 0 ended")
+
+
+def judge_failure_on_node0(args, nodes, qmp, killed_at, check, report):
     if not check.expect(killed_at is not None, "the guest never started: nothing killed"):
         return
     victim = nodes[-1]
