@@ -624,7 +624,15 @@ class VcpuMover:
             check.expect(False, f"move {self.done + 1} of vCPU {self.vcpu} to node {to} refused: {e}")
             self.failed = True
             return
-        event = qmp.wait_event("AGGVM_VCPU_MIGRATED", 30)
+        try:
+            event = qmp.wait_event("AGGVM_VCPU_MIGRATED", 30)
+        except (OSError, ConnectionError) as e:
+            if self.args.keep_moving and guest_finished(self.args, results):
+                return  # node 0 ended with the guest while the last move ran
+            check.expect(False, f"move {self.done + 1} of vCPU {self.vcpu} to node {to}: "
+                         f"node 0's monitor went away: {e}")
+            self.failed = True
+            return
         if event:
             qmp.events.remove(event)
         if not check.expect(event is not None, f"move {self.done + 1} of vCPU {self.vcpu} to "
