@@ -187,6 +187,28 @@ class ModelCluster {
   uint64_t now_ = 0;
 };
 
+// One step of a random run: a random thread of a random node writes a
+// random page of region 0 (recording the value in truth) or faults to,
+// or reads it (faulting if it is not mapped); a thread already blocked
+// does nothing.
+inline void random_access(ModelCluster& c, std::mt19937_64& rng, std::vector<uint8_t>& truth, uint8_t& next) {
+  const NodeId k = rng() % c.size();
+  const PageKey p(0, rng() % truth.size());
+  auto& pg = c.node(k).page(p);
+  const int tid = 1 + int(rng() % 4);
+  if (c.node(k).blocked.count(tid)) return;
+  if (rng() % 2) {
+    if (pg.writable) {
+      truth[p.index()] = next;
+      pg.data[0] = std::byte{next++};
+    } else {
+      c.fault(k, p, Access::kWrite, tid);
+    }
+  } else if (!pg.mapped) {
+    c.fault(k, p, Access::kRead, tid);
+  }
+}
+
 // At every step of a random run: at most one writable copy of each page
 // 0..truth.size() of region 0, no shared copy beside it, and every mapped
 // copy holding the last value written (truth).  Fails the test naming seed.

@@ -282,21 +282,7 @@ TEST(ProtocolRace, RandomDeliveryOrderKeepsSingleWriterAndFreshCopies) {
     for (int step = 0; step < 4000; ++step) {
       const bool act = c.net().in_flight.empty() || rng() % 3 == 0;
       if (act) {
-        const NodeId k = rng() % n;
-        const PageKey p(0, rng() % pages);
-        auto& pg = c.node(k).page(p);
-        const int tid = 1 + int(rng() % 4);
-        if (c.node(k).blocked.count(tid)) continue;
-        if (rng() % 2) {
-          if (pg.writable) {
-            truth[p.index()] = next;
-            pg.data[0] = std::byte{next++};
-          } else {
-            c.fault(k, p, Access::kWrite, tid);
-          }
-        } else if (!pg.mapped) {
-          c.fault(k, p, Access::kRead, tid);
-        }
+        random_access(c, rng, truth, next);
       } else {
         c.deliver(rng() % c.net().in_flight.size());
       }

@@ -183,21 +183,7 @@ TEST(Rehome, RandomMovesDuringRandomTrafficKeepCoherence) {
           }
         }
       } else if (c.net().in_flight.empty() || roll < 35) {
-        const NodeId k = rng() % n;
-        const PageKey p(0, rng() % pages);
-        auto& pg = c.node(k).page(p);
-        const int tid = 1 + int(rng() % 4);
-        if (c.node(k).blocked.count(tid)) continue;
-        if (rng() % 2) {
-          if (pg.writable) {
-            truth[p.index()] = next;
-            pg.data[0] = std::byte{next++};
-          } else {
-            c.fault(k, p, Access::kWrite, tid);
-          }
-        } else if (!pg.mapped) {
-          c.fault(k, p, Access::kRead, tid);
-        }
+        random_access(c, rng, truth, next);
       } else {
         c.deliver(rng() % c.net().in_flight.size());
       }
