@@ -406,9 +406,10 @@ def run_cluster(args):
                 check.expect(False, f"no result within {args.timeout:.0f} s")
                 break
         if args.scenario in FAILURES or args.scenario in ("movefreeze", "evacuatekill"):
-            judge_failure(args, nodes, qmp, killed_at, check, report)
             if args.scenario == "evacuatekill":
+                # Before judge_failure(), which ends node 0 with quit.
                 judge_evacuation_killed(qmp, check, report)
+            judge_failure(args, nodes, qmp, killed_at, check, report)
             if args.disk_blocks:
                 judge_disk(disk, check, report)
         elif args.scenario == "bqlstuck":
@@ -810,7 +811,11 @@ def judge_evacuation_killed(qmp, check, report):
     check.expect(phase in ("vcpus", "memory", "leaving"),
                  f"the node was killed when its evacuation was {phase}, not midway: "
                  "the test shows nothing")
-    event = qmp.wait_event("AGGVM_NODE_EVACUATED", 10)
+    try:
+        event = qmp.wait_event("AGGVM_NODE_EVACUATED", 10)
+    except (ConnectionError, OSError) as e:
+        check.expect(False, f"node 0's monitor went away before the evacuation ended: {e}")
+        return
     if check.expect(event is not None, "no AGGVM_NODE_EVACUATED after the node died"):
         log(f"event AGGVM_NODE_EVACUATED {event['data']}")
         check.expect("error" in event["data"], f"the evacuation of a dead node "
