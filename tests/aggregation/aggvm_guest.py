@@ -39,6 +39,10 @@ Scenarios (--scenario):
            to it: the move must fail with AGGVM_VCPU_MIGRATED naming why,
            the vCPU must not be lost or run twice (the guest stops with
            AGGVM_NODE_FAILED for the frozen node), and every process ends
+  movekill as movefreeze, but the frozen destination is killed (SIGKILL)
+           while the move waits on its answer to MOVE_IN: the move fails
+           naming the lost node, the guest stops with AGGVM_NODE_FAILED,
+           no hang, no process left behind
   bqlstuck node 0's main loop blocks with the BQL held (QMP
            dump-guest-memory to a FIFO nobody reads) while a worker's vCPU
            has a device access in flight (testos devloop): the access must
@@ -352,7 +356,7 @@ def run_cluster(args):
                 victim.kill(sig)
                 killed_at = time.monotonic()
                 break
-            if args.scenario == "movefreeze" and killed_at is None and started:
+            if args.scenario in ("movefreeze", "movekill") and killed_at is None and started:
                 time.sleep(args.kill_delay)
                 victim = nodes[-1]
                 vcpu = args.vcpus_per_host          # the first vCPU of node 1
@@ -360,6 +364,17 @@ def run_cluster(args):
                 victim.kill(signal.SIGSTOP)
                 qmp.execute("x-aggvm-migrate-vcpu", **{"cpu-index": vcpu, "node": victim.index})
                 killed_at = time.monotonic()
+                if args.scenario == "movekill":
+                    # The move waits on the destination's answer (MOVE_IN)
+                    # and has stopped nothing yet; the destination dies.
+                    time.sleep(0.3)
+                    placed = {v["vcpu"]: v for v in qmp.execute("x-query-aggvm")["vcpus"]}
+                    check.expect(placed[vcpu].get("moving"),
+                                 f"vCPU {vcpu} is not moving when its destination is killed: "
+                                 f"{placed[vcpu]}")
+                    log(f"SIGKILL to node {victim.index} while vCPU {vcpu} moves to it")
+                    victim.kill(signal.SIGKILL)
+                    killed_at = time.monotonic()
                 event = qmp.wait_event("AGGVM_VCPU_MIGRATED", args.peer_timeout_ms / 1000 + 15)
                 if check.expect(event is not None, "no AGGVM_VCPU_MIGRATED for the move to a "
                                 "frozen node"):
@@ -405,7 +420,7 @@ def run_cluster(args):
             if now > deadline:
                 check.expect(False, f"no result within {args.timeout:.0f} s")
                 break
-        if args.scenario in FAILURES or args.scenario in ("movefreeze", "evacuatekill"):
+        if args.scenario in FAILURES or args.scenario in ("movefreeze", "movekill", "evacuatekill"):
             if args.scenario == "evacuatekill":
                 # Before judge_failure(), which ends node 0 with quit.
                 judge_evacuation_killed(qmp, check, report)
@@ -909,7 +924,7 @@ def parse_args(argv=None):
                    help="migrate: start moving as soon as QMP answers, before the guest "
                    "has started its APs")
     p.add_argument("--scenario", choices=["run", "stopcont", "nmi", "migrate", "badmoves",
-                                          "movefreeze", "bqlstuck", "evacuate", "evacuatekill"]
+                                          "movefreeze", "movekill", "bqlstuck", "evacuate", "evacuatekill"]
                    + list(FAILURES),
                    default="run")
     p.add_argument("--kill-delay", type=float, default=0.5,
