@@ -51,6 +51,7 @@ AggvmDsm* aggvm_dsm_new(const AggvmDsmOptions* opts, char** errmsg) {
       cfg.homes.push_back({r.gpa_start, r.gpa_end, r.node});
     }
     cfg.resident_cap_bytes = opts->resident_cap_bytes;
+    cfg.late = aggvm::dsm::NodeSet(opts->late_nodes);
     cfg.timeout = std::chrono::milliseconds(opts->timeout_ms ? opts->timeout_ms : 5000);
     cfg.transports = opts->ucx_transports ? opts->ucx_transports : "tcp";
     if (opts->frame_protection != AGGVM_DSM_FRAMES_SEALED && opts->frame_protection != AGGVM_DSM_FRAMES_PLAIN)
@@ -132,6 +133,10 @@ int aggvm_dsm_drop_copies(AggvmDsm* dsm, char** errmsg) {
 
 int aggvm_dsm_leave(AggvmDsm* dsm, char** errmsg) {
   return guarded(errmsg, [&] { dsm->node->leave(); });
+}
+
+int aggvm_dsm_hold_admissions(AggvmDsm* dsm, int hold, char** errmsg) {
+  return guarded(errmsg, [&] { dsm->node->hold_admissions(hold != 0); });
 }
 
 int aggvm_dsm_peer_left(AggvmDsm* dsm, uint16_t peer) { return dsm->node->peer_leaving(peer) ? 1 : 0; }

@@ -48,6 +48,8 @@ struct Options {
   uint64_t iterations = 100000;
   uint64_t seed = 1;
   uint32_t rehome_ms = 0;  // torture: move the home of a run of pages this often (0: never)
+  std::vector<int> late;   // nodes that join the running cluster later
+  uint32_t start_delay_ms = 0;
 };
 
 [[noreturn]] void die(int code, const std::string& msg) {
@@ -70,11 +72,17 @@ class Cluster {
     const uint16_t n = static_cast<uint16_t>(o.addresses.size());
     std::vector<const char*> addrs;
     for (const auto& a : o.addresses) addrs.push_back(a.c_str());
-    // Guest NUMA layout: the region split evenly, node i homes slice i.
-    std::vector<AggvmDsmHomeRange> homes;
-    const uint64_t slice = (size_ / n) & ~(kPage - 1);
+    // Guest NUMA layout: the region split evenly, each node present at
+    // start homes one slice, in order of ids.
+    uint64_t late = 0;
+    for (int l : o.late) late |= uint64_t{1} << l;
+    std::vector<uint16_t> at_start;
     for (uint16_t i = 0; i < n; ++i)
-      homes.push_back({i * slice, i + 1 == n ? size_ : (i + 1) * slice, i});
+      if (!(late >> i & 1)) at_start.push_back(i);
+    std::vector<AggvmDsmHomeRange> homes;
+    const uint64_t slice = (size_ / at_start.size()) & ~(kPage - 1);
+    for (size_t k = 0; k < at_start.size(); ++k)
+      homes.push_back({k * slice, k + 1 == at_start.size() ? size_ : (k + 1) * slice, at_start[k]});
     AggvmDsmOptions opts{};
     opts.self = static_cast<uint16_t>(o.node);
     opts.n_nodes = n;
@@ -88,6 +96,7 @@ class Cluster {
     opts.timeout_ms = o.timeout_ms;
     opts.ucx_transports = o.ucx_transports.empty() ? nullptr : o.ucx_transports.c_str();
     opts.frame_protection = o.frames == "plain" ? AGGVM_DSM_FRAMES_PLAIN : AGGVM_DSM_FRAMES_SEALED;
+    opts.late_nodes = late;
     // The hooks an embedder (QEMU) relies on: both on the service thread.
     opts.opaque = this;
     opts.on_service_thread = [](void* self, int starting) {
@@ -117,6 +126,7 @@ class Cluster {
             g_pongs.notify_all();
           }
         }, this, &err);
+    std::this_thread::sleep_for(std::chrono::milliseconds(o.start_delay_ms));
     if (aggvm_dsm_add_region(dsm_, "ram", 0, base_, size_, &err) != 0 || aggvm_dsm_start(dsm_, &err) != 0)
       die(2, fmt::format("start failed: {}", err));
     std::printf("dsm-worker: node %d started (%zu nodes, %lu MiB)\n", o.node, o.addresses.size(),
@@ -415,6 +425,117 @@ int evacuate(Cluster& c, const Options& o) {
   return pass ? 0 : 1;
 }
 
+// ---- join: a node joins the running cluster, takes homes, another leaves -
+
+// Nodes 0 and 1 start; node 2 (late) joins while they run.  Before it
+// does, node 0 moves some of its homes to node 1, admissions held, so that
+// the joiner must learn the homes from node 0's welcome, not from the
+// configuration.  The joiner reads back everything node 0 wrote and
+// writes a new generation; node 0 moves homes to it, node 1 moves all its
+// homes to it and leaves; node 0 reads the new generation back.  Control
+// words live in page 0 (homed on node 0).
+uint64_t join_value(uint64_t page, uint64_t generation) { return page * 0x9E3779B97F4A7C15ull ^ generation; }
+
+uint64_t join_check(Cluster& c, uint64_t generation) {
+  uint64_t bad = 0;
+  for (uint64_t p = 1; p < c.size() / kPage; ++p)
+    bad += *c.at<volatile uint64_t>(p * kPage + 64) != join_value(p, generation);
+  return bad;
+}
+
+void join_fill(Cluster& c, uint64_t generation) {
+  for (uint64_t p = 1; p < c.size() / kPage; ++p) *c.at<volatile uint64_t>(p * kPage + 64) = join_value(p, generation);
+}
+
+// Moves the home of every run of pages homed here in [first, end) to `to`.
+uint64_t join_rehome(Cluster& c, uint64_t first, uint64_t end, uint16_t to) {
+  uint64_t moved = 0;
+  char* err = nullptr;
+  for (uint64_t p = first; p < end;) {
+    if (aggvm_dsm_home_of(c.dsm(), p * kPage) != c.self()) {
+      ++p;
+      continue;
+    }
+    uint64_t q = p + 1;
+    while (q < end && q - p < 1024 && aggvm_dsm_home_of(c.dsm(), q * kPage) == c.self()) ++q;
+    if (aggvm_dsm_rehome(c.dsm(), p * kPage, (q - p) * kPage, to, &err) != 0)
+      die(1, fmt::format("rehome of pages {}..{} to node {}: {}", p, q, to, err));
+    moved += q - p;
+    p = q;
+  }
+  return moved;
+}
+
+void join_hold(Cluster& c, bool hold) {
+  char* err = nullptr;
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (aggvm_dsm_hold_admissions(c.dsm(), hold, &err) != 0) {  // EBUSY while a node joins
+    if (Clock::now() > deadline) die(1, fmt::format("hold admissions: {}", err));
+    aggvm_dsm_free_error(err);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+int join(Cluster& c, const Options&) {
+  if (c.nodes() != 3) die(2, "join: 3 nodes, node 2 late");
+  auto* phase = c.at<std::atomic<uint64_t>>(0);
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  auto wait_phase = [&](uint64_t at_least) {
+    while (phase->load() < at_least) {
+      if (Clock::now() > deadline) die(1, fmt::format("phase {} never came (at {})", at_least, phase->load()));
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  };
+  const uint64_t pages = c.size() / kPage;
+  AggvmDsmNodeStats s{};
+  if (c.self() == 0) {
+    join_hold(c, true);
+    join_fill(c, 1);
+    const uint64_t early = join_rehome(c, pages / 4, pages / 2, 1);  // the joiner's configuration says node 0
+    join_hold(c, false);
+    phase->store(1);
+    std::printf("join: node 0 wrote generation 1, moved %lu of its homes to node 1 before the join\n",
+                static_cast<unsigned long>(early));
+    wait_phase(2);  // node 2 joined, checked generation 1 and wrote generation 2
+    join_hold(c, true);
+    const uint64_t to_joiner = join_rehome(c, 1, pages / 4, 2);
+    join_hold(c, false);
+    phase->store(3);
+    while (!aggvm_dsm_peer_left(c.dsm(), 1)) {  // node 1 moves its homes to node 2 and leaves
+      if (Clock::now() > deadline) die(1, "node 1 did not leave");
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    const uint64_t bad = join_check(c, 2);
+    aggvm_dsm_node_stats(c.dsm(), &s);
+    std::printf("result: join node=0 moved_to_joiner=%lu redirects=%lu bad=%lu status=%s\n",
+                static_cast<unsigned long>(to_joiner), static_cast<unsigned long>(s.redirects),
+                static_cast<unsigned long>(bad), bad ? "fail" : "pass");
+    phase->store(4);
+    return bad ? 1 : 0;
+  }
+  if (c.self() == 1) {
+    wait_phase(3);
+    char* err = nullptr;
+    if (aggvm_dsm_drop_copies(c.dsm(), &err) != 0) die(1, fmt::format("drop_copies: {}", err));
+    const uint64_t moved = join_rehome(c, 1, pages, 2);
+    if (aggvm_dsm_leave(c.dsm(), &err) != 0) die(1, fmt::format("leave: {}", err));
+    c.left();
+    std::printf("result: join node=1 moved_to_joiner=%lu left=1 status=pass\n", static_cast<unsigned long>(moved));
+    return 0;
+  }
+  // Node 2, joined: its configuration says node 0 homes [pages/4, pages/2);
+  // node 1 does, since before the join.
+  const uint64_t bad = (wait_phase(1), join_check(c, 1));
+  join_fill(c, 2);
+  phase->store(2);
+  wait_phase(4);
+  aggvm_dsm_node_stats(c.dsm(), &s);
+  std::printf("result: join node=2 checked=%lu bad=%lu rehomed_in=%lu status=%s\n",
+              static_cast<unsigned long>(pages - 1), static_cast<unsigned long>(bad),
+              static_cast<unsigned long>(s.rehomed_in_pages), bad ? "fail" : "pass");
+  return bad ? 1 : 0;
+}
+
 // ---- litmus tests: store buffering and message passing -----------------
 
 // Instances are spread over 16 pages per variable so that each round
@@ -670,7 +791,7 @@ int main(int argc, char** argv) {
   app.add_option("--region-mib", o.region_mib, "shared region size");
   app.add_option("--cap-mib", o.cap_mib, "resident cap per node (0: none)");
   app.add_option("--timeout-ms", o.timeout_ms, "peer timeout");
-  app.add_option("--mode", o.mode, "torture | sb | mp | aggregate | bench | endless | idle | evacuate")->required();
+  app.add_option("--mode", o.mode, "torture | sb | mp | aggregate | bench | endless | idle | evacuate | join")->required();
   app.add_option("--ucx-transports", o.ucx_transports, "UCX_TLS for the fabric (default: tcp)");
   app.add_option("--frames", o.frames, "frame protection: sealed (AES-256-GCM, default) | plain (trusted fabric)")
       ->check(CLI::IsMember({"sealed", "plain"}));
@@ -679,6 +800,8 @@ int main(int argc, char** argv) {
   app.add_option("--iterations", o.iterations, "litmus iterations; bench: faults per figure");
   app.add_option("--seed", o.seed, "random seed");
   app.add_option("--rehome-ms", o.rehome_ms, "torture: move the home of a run of pages this often (0: never)");
+  app.add_option("--late", o.late, "nodes that join the running cluster later")->delimiter(',');
+  app.add_option("--start-delay-ms", o.start_delay_ms, "wait this long before connecting");
   CLI11_PARSE(app, argc, argv);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
 
@@ -693,6 +816,7 @@ int main(int argc, char** argv) {
     else if (o.mode == "bench") rc = bench(c, o);
     else if (o.mode == "idle") rc = 0;
     else if (o.mode == "evacuate") rc = evacuate(c, o);
+    else if (o.mode == "join") rc = join(c, o);
     else die(2, "unknown mode " + o.mode);
     if (!c.has_left()) {
       print_stats(c);

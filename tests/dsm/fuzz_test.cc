@@ -128,7 +128,8 @@ const std::vector<uint8_t> kDigest(32, 1);
 
 HandshakeParams params(const ClusterKey& key, NodeId self, FrameProtection fp = FrameProtection::kAesGcm) {
   return HandshakeParams{.self = self, .n_nodes = 3, .key = &key, .config_digest = kDigest, .protection = fp,
-                         .connected = [](NodeId) { return false; }};
+                         .connected = [](NodeId) { return false; },
+                         .may_dial = {}};
 }
 
 std::span<const std::byte> bytes(const std::string& s) { return std::as_bytes(std::span(s)); }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <sstream>
 
@@ -29,7 +30,8 @@ class MultiHost : public ::testing::Test {
 
   // Starts one worker per host; extra[i] appends arguments for host i only.
   std::vector<Process> start(Cluster& c, const std::vector<std::string>& args,
-                             const std::vector<std::string>& secrets = {}) {
+                             const std::vector<std::string>& secrets = {},
+                             const std::map<int, std::vector<std::string>>& extra = {}) {
     std::string addresses;
     for (int i = 0; i < c.size(); ++i)
       addresses += (i ? "," : "") + c.host(i).address() + ":" + std::to_string(17400 + i);
@@ -40,6 +42,7 @@ class MultiHost : public ::testing::Test {
       std::vector<std::string> argv = {worker_path(), "--node", std::to_string(i), "--addresses", addresses,
                                        "--secret-file", secret.string()};
       argv.insert(argv.end(), args.begin(), args.end());
+      if (auto it = extra.find(i); it != extra.end()) argv.insert(argv.end(), it->second.begin(), it->second.end());
       procs.push_back(c.host(i).spawn(argv));
     }
     return procs;
@@ -146,6 +149,31 @@ TEST_F(MultiHost, EvacuatedNodeLeavesWithNothingLost) {
     EXPECT_EQ(log.find("failure"), std::string::npos) << log;
   }
   EXPECT_EQ(in, std::stoul(m[1]));
+}
+
+// Nodes 0 and 1 run; node 2 joins a second later (nobody waited for it),
+// admitted by node 0 with homes that moved since start.  It reads back
+// what node 0 wrote (exact), writes anew; homes move to it from node 0,
+// and all of node 1's, which then leaves; node 0 reads everything back.
+TEST_F(MultiHost, LateNodeJoinsTakesHomesAndAnotherLeaves) {
+  Cluster c(ClusterOptions{.hosts = 3, .name = "join"});
+  auto procs = start(c, {"--mode", "join", "--region-mib", "32", "--late", "2"}, {},
+                     {{2, {"--start-delay-ms", "1000"}}});
+  expect_all_pass(procs, 180s);
+  std::smatch m;
+  const std::string log0 = procs[0].log(), log1 = procs[1].log(), log2 = procs[2].log();
+  EXPECT_TRUE(std::regex_search(log0, m, std::regex("moved (\\d+) of its homes to node 1 before the join"))) << log0;
+  EXPECT_GT(std::stoul(m[1]), 0u);
+  EXPECT_TRUE(std::regex_search(log0, std::regex("result: join node=0 moved_to_joiner=[1-9]\\d* .*bad=0 status=pass")))
+      << log0;
+  EXPECT_TRUE(std::regex_search(log1, std::regex("result: join node=1 moved_to_joiner=[1-9]\\d* left=1 status=pass")))
+      << log1;
+  ASSERT_TRUE(std::regex_search(log2, m, std::regex("result: join node=2 checked=(\\d+) bad=0 rehomed_in=(\\d+) "
+                                                    "status=pass")))
+      << log2;
+  EXPECT_EQ(std::stoul(m[1]), 32u * 256 - 1);
+  EXPECT_GT(std::stoul(m[2]), 0u);
+  EXPECT_NE(log0.find("admits node 2"), std::string::npos) << log0;
 }
 
 // 100,000 instances of a litmus pattern between two hosts: no outcome that

@@ -94,6 +94,16 @@ typedef struct AggvmDsmOptions {
      * network); saves the encryption's CPU time.
      */
     int frame_protection;
+
+    /*
+     * Nodes that join the running cluster later (bit n: node n; never node
+     * 0), the same on every node.  They home nothing at start, nobody
+     * waits for them, and until each joins it is as a node that left
+     * (aggvm_dsm_peer_left() is 1).  On a late node itself,
+     * aggvm_dsm_start() joins: it connects to node 0, which admits it with
+     * the members and the homes as they are now, then to every member.
+     */
+    uint64_t late_nodes;
 } AggvmDsmOptions;
 
 #define AGGVM_DSM_FRAMES_SEALED 0
@@ -262,6 +272,16 @@ int aggvm_dsm_drop_copies(AggvmDsm *dsm, char **errmsg);
  * failure.  aggvm_dsm_free() after it.
  */
 int aggvm_dsm_leave(AggvmDsm *dsm, char **errmsg);
+
+/*
+ * Node 0: holds (hold = 1) or lets go of (0) the admission of late nodes.
+ * Homes must not move while a node joins, as it could miss the change:
+ * whoever moves homes (aggvm_dsm_rehome()) holds admissions on node 0
+ * first.  A late node waits while they are held (up to ten timeouts).
+ * Returns 0, or -EBUSY (naming the node) while a node is joining, -EINVAL
+ * on any other node.
+ */
+int aggvm_dsm_hold_admissions(AggvmDsm *dsm, int hold, char **errmsg);
 
 /* 1 when @peer said goodbye (it left, or it is stopping), else 0. */
 int aggvm_dsm_peer_left(AggvmDsm *dsm, uint16_t peer);

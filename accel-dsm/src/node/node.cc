@@ -37,6 +37,12 @@ Node::Node(NodeConfig config) : cfg_(std::move(config)) {
   if (cfg_.timeout.count() <= 0) cfg_.timeout = std::chrono::milliseconds(5000);
   key_ = std::make_unique<ClusterKey>(cfg_.secret, cfg_.cluster_name);
   HomeMap(cfg_.homes, cfg_.n_nodes);  // validates the ranges
+  if (cfg_.late.test(0)) fail(EINVAL, "node 0 cannot join later: it starts the cluster");
+  if ((cfg_.late >> cfg_.n_nodes).any()) fail(EINVAL, "a late node is outside the cluster of {} nodes", cfg_.n_nodes);
+  for (const HomeRange& r : cfg_.homes)
+    if (cfg_.late.test(r.node))
+      fail(EINVAL, "node {} joins later, so it cannot be home of [{:#x}, {:#x}) at start", r.node, r.gpa_start,
+           r.gpa_end);
 }
 
 Node::~Node() {
@@ -84,6 +90,7 @@ std::string Node::describe_configuration() const {
   for (const HomeRange& r : space_->homes().ranges())
     d += fmt::format("home {:#x}-{:#x} node {}\n", r.gpa_start, r.gpa_end, r.node);
   for (const Region& r : regions_) d += fmt::format("region {} gpa {:#x} size {}\n", r.name, r.gpa, r.size);
+  if (cfg_.late.any()) d += fmt::format("late {:#x}\n", cfg_.late.to_ullong());
   return d;
 }
 
@@ -124,11 +131,19 @@ void Node::start() {
   fc.transports = cfg_.transports;
   fc.frame_protection = cfg_.frame_protection;
   fc.timeout = cfg_.timeout;
+  fc.late = cfg_.late;
   fc.limits = [this] {
     return WireLimits{.self = cfg_.self, .n_nodes = cfg_.n_nodes, .region_pages = space_->region_pages()};
   };
   fabric_ = std::make_unique<Fabric>(std::move(fc), *key_);
-  fabric_->connect_all(static_cast<FabricSink&>(*this));
+  if (cfg_.late.test(cfg_.self)) {
+    join();
+  } else {
+    fabric_->connect_all(static_cast<FabricSink&>(*this));
+    // Late nodes are as nodes that left, until they join.
+    for (NodeId n = 0; n < cfg_.n_nodes; ++n)
+      if (fabric_->absent().test(n)) mark_gone(n);
+  }
   // Silence counts from here: connecting may have taken far longer than
   // the timeout while the peers' processes started.
   liveness_.emplace(cfg_.self, cfg_.n_nodes, cfg_.timeout, std::chrono::steady_clock::now());
@@ -166,6 +181,7 @@ void Node::run() {
       serve_home_moves();
       serve_drop_copies();
       serve_leave();
+      serve_admissions();
       sync_counters();
       if (abandon_ || (left_ && goodbyes_read()) ||
           (stopping_ && goodbyes_.count() >= static_cast<size_t>(cfg_.n_nodes) && goodbyes_read()))
@@ -756,9 +772,18 @@ void Node::on_frame(NodeId from, const WireHeader& h, std::span<const std::byte>
   if (type == MsgType::kControl) {
     pb::Control msg;
     if (!msg.ParseFromArray(payload.data(), static_cast<int>(payload.size())) ||
-        !(msg.has_goodbye() || msg.has_heartbeat() || msg.has_goodbye_ack()))
+        !(msg.has_goodbye() || msg.has_heartbeat() || msg.has_goodbye_ack() || msg.has_welcome() ||
+          msg.has_joined()))
       return rejected(from, "unexpected control message");
     if (msg.has_heartbeat()) return;
+    if (msg.has_welcome()) return on_welcome(from, msg.welcome());
+    if (msg.has_joined()) {
+      std::lock_guard lock(cmd_mu_);
+      if (cfg_.self != 0 || !welcomed_.test(from)) return rejected(from, "joined, but was not welcomed");
+      welcomed_.reset(from);
+      log().info("aggvm-dsm: node {} joined: it is connected to every node", from);
+      return;
+    }
     if (msg.has_goodbye_ack()) {
       awaiting_goodbye_acks_.reset(from);
       return;
@@ -792,6 +817,130 @@ void Node::on_peer_lost(NodeId peer, const std::string& why) {
     return;
   }
   fail_peer(peer, ECONNRESET, "lost node {} ({}): {}", peer, cfg_.addresses[peer], why);
+}
+
+// ---- late nodes: joining a running cluster --------------------------------
+
+// A late node's start(): node 0 admits it with the members and the homes as
+// they are now (they may have moved since start); then it connects to the
+// other members and says it joined.  Bounded: node 0 holds admissions only
+// while homes move.
+void Node::join() {
+  constexpr int kAdmissionTimeouts = 10;
+  joining_ = true;
+  fabric_->connect(static_cast<FabricSink&>(*this), NodeSet().set(0));
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + kAdmissionTimeouts * cfg_.timeout;
+  auto next_beat = start;
+  pb::Control beat;
+  beat.mutable_heartbeat();
+  const std::string beat_bytes = beat.SerializeAsString();
+  while (!welcome_) {
+    fabric_->progress(static_cast<FabricSink&>(*this));
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= next_beat) {  // node 0 counts silence from our handshake on
+      send_control(0, beat_bytes);
+      next_beat = now + cfg_.timeout / 4;
+    }
+    if (now > deadline)
+      fail(ETIMEDOUT, "node 0 did not admit node {} within {} ms (it holds admissions while homes move)", cfg_.self,
+           kAdmissionTimeouts * cfg_.timeout.count());
+    if (fabric_->arm()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  const auto& [members, homes] = *welcome_;
+  engine_->adopt_homes(HomeMap(homes, cfg_.n_nodes));  // validated by on_welcome()
+  {
+    std::lock_guard lock(homes_mu_);
+    homes_ = engine_->homes();
+  }
+  for (NodeId n = 0; n < cfg_.n_nodes; ++n)
+    if (n != cfg_.self && !members.test(n)) mark_gone(n);
+  fabric_->connect(static_cast<FabricSink&>(*this), members);
+  pb::Control joined;
+  joined.mutable_joined();
+  send_control(0, joined.SerializeAsString());
+  joining_ = false;
+  log().info("aggvm-dsm: node {} joined the running cluster ({} members)", cfg_.self, members.count());
+}
+
+void Node::on_welcome(NodeId from, const pb::Welcome& w) {
+  if (!joining_ || from != 0 || welcome_) return rejected(from, "welcome to a node that is not joining");
+  const NodeSet members(w.members());
+  if (!members.test(0) || !members.test(cfg_.self) || (members >> cfg_.n_nodes).any())
+    fail(EPROTO, "node 0's welcome names members {:#x}, which do not fit a cluster of {} nodes with node {}",
+         w.members(), cfg_.n_nodes, cfg_.self);
+  std::vector<HomeRange> homes;
+  for (const pb::HomeRangeMsg& r : w.homes()) {
+    if (r.node() >= cfg_.n_nodes || !members.test(r.node()) || r.node() == cfg_.self)
+      fail(EPROTO, "node 0's welcome homes [{:#x}, {:#x}) on node {}, which cannot be home now", r.gpa_start(),
+           r.gpa_end(), r.node());
+    homes.push_back(HomeRange{r.gpa_start(), r.gpa_end(), static_cast<NodeId>(r.node())});
+  }
+  HomeMap(homes, cfg_.n_nodes);  // validates the ranges (EINVAL)
+  welcome_.emplace(members, std::move(homes));
+}
+
+// Not in the cluster now: told nothing, waited for by no barrier, never
+// blamed; calls to it end at once.  As for a node that left.
+void Node::mark_gone(NodeId peer) {
+  goodbyes_.set(peer);
+  closed_after_goodbye_.set(peer);
+  leaving_.fetch_or(uint64_t{1} << peer, std::memory_order_release);
+  engine_->set_gone(goodbyes_);
+}
+
+// Service thread: a late node authenticated to this node.
+void Node::on_peer_joined(NodeId peer) {
+  goodbyes_.reset(peer);
+  closed_after_goodbye_.reset(peer);
+  leaving_.fetch_and(~(uint64_t{1} << peer), std::memory_order_release);
+  engine_->set_gone(goodbyes_);
+  if (liveness_) liveness_->heard(peer, std::chrono::steady_clock::now());
+  if (cfg_.self != 0) return;
+  std::lock_guard lock(cmd_mu_);
+  to_welcome_.set(peer);
+}
+
+// Node 0's service thread: welcomes the late nodes waiting, unless held.
+void Node::serve_admissions() {
+  NodeSet now;
+  {
+    std::lock_guard lock(cmd_mu_);
+    if (admissions_held_ || to_welcome_.none()) return;
+    now = std::exchange(to_welcome_, {});
+    welcomed_ |= now;
+  }
+  pb::Control msg;
+  pb::Welcome* w = msg.mutable_welcome();
+  NodeSet members;
+  for (NodeId n = 0; n < cfg_.n_nodes; ++n)
+    if (!goodbyes_.test(n)) members.set(n);
+  w->set_members(members.to_ullong());
+  for (const HomeRange& r : engine_->homes().ranges()) {
+    pb::HomeRangeMsg* m = w->add_homes();
+    m->set_gpa_start(r.gpa_start);
+    m->set_gpa_end(r.gpa_end);
+    m->set_node(r.node);
+  }
+  const std::string bytes = msg.SerializeAsString();
+  for (NodeId n = 0; n < cfg_.n_nodes; ++n)
+    if (now.test(n)) {
+      log().info("aggvm-dsm: node 0 admits node {} ({} members, {} home ranges)", n, members.count(),
+                 w->homes_size());
+      send_control(n, bytes);
+    }
+}
+
+void Node::hold_admissions(bool hold) {
+  if (cfg_.self != 0) fail(EINVAL, "node {} admits nobody: node 0 does", cfg_.self);
+  std::lock_guard lock(cmd_mu_);
+  if (hold && welcomed_.any())
+    fail(EBUSY, "node {} is joining the cluster: moving homes now would not reach it", welcomed_._Find_first());
+  admissions_held_ = hold;
+  if (!hold && to_welcome_.any() && wake_fd_ >= 0) {
+    uint64_t one = 1;
+    (void)::write(wake_fd_, &one, sizeof one);
+  }
 }
 
 void Node::on_rejected(const std::string& who, const std::string& why) {

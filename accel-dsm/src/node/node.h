@@ -25,6 +25,10 @@
 #include "protocol/engine.h"
 #include "transport/fabric.h"
 
+namespace aggvm::dsm::pb {
+class Welcome;
+}
+
 namespace aggvm::dsm {
 
 struct NodeConfig {
@@ -36,6 +40,9 @@ struct NodeConfig {
   std::vector<HomeRange> homes;
   uint64_t resident_cap_bytes = 0;
   std::chrono::milliseconds timeout{5000};
+  // Nodes that join the running cluster later (never node 0); they home
+  // nothing at start.  A late node's start() joins: node 0 admits it.
+  NodeSet late;
   std::string transports = "tcp";
   FrameProtection frame_protection = FrameProtection::kAesGcm;
   // node: the peer to blame, or -1 when no single peer is (a local error).
@@ -120,6 +127,12 @@ class Node final : private Env, private FabricSink {
   // without it: calls to it end at once, and it is never blamed.
   void leave();
 
+  // Node 0: while held, no late node is admitted (it waits); homes must
+  // not move while a node joins (it would miss the change), so whoever
+  // moves them holds admissions first.  Holding throws EBUSY naming the
+  // node while one is joining (admitted, not yet connected to everyone).
+  void hold_admissions(bool hold);
+
   AggvmDsmNodeStats stats() const;
   bool thread_stats(int tid, AggvmDsmFaultStats* out) const { return faults_.thread_faults(tid, out); }
   std::vector<int> fault_threads() const { return faults_.threads(); }
@@ -151,6 +164,12 @@ class Node final : private Env, private FabricSink {
   void on_frame(NodeId from, const WireHeader& h, std::span<const std::byte> payload) override;
   void on_peer_lost(NodeId peer, const std::string& why) override;
   void on_rejected(const std::string& who, const std::string& why) override;
+  void on_peer_joined(NodeId peer) override;
+
+  void join();
+  void on_welcome(NodeId from, const pb::Welcome& welcome);
+  void mark_gone(NodeId peer);
+  void serve_admissions();
 
   void run();
   bool serve_faults();
@@ -223,6 +242,13 @@ class Node final : private Env, private FabricSink {
   NodeSet awaiting_goodbye_acks_;   // peers yet to read our goodbye
   NodeSet closed_after_goodbye_;    // peers gone after their goodbye
   std::chrono::steady_clock::time_point goodbyes_deadline_{};
+  // Joining (a late node's start()): node 0's welcome, once it came.
+  bool joining_ = false;
+  std::optional<std::pair<NodeSet, std::vector<HomeRange>>> welcome_;
+  // Node 0: late nodes authenticated and not yet welcomed; welcomed and
+  // not yet joined (under cmd_mu_, with admissions_held_).
+  NodeSet to_welcome_, welcomed_;
+  bool admissions_held_ = false;
   // Set once connected (the fabric's frames reach on_frame before that too).
   std::optional<PeerLiveness> liveness_;
   std::atomic<uint64_t> leaving_{0};  // peers that said goodbye, for other threads

@@ -56,6 +56,9 @@ struct EngineContext {
   // This node's view of the homes: the space's at start, changed by
   // re-homing (protocol/rehome.h).
   HomeMap homes{{}, 1};
+  // Nodes not in the cluster now: not joined yet, or left.  They hold
+  // nothing and are told nothing.
+  NodeSet gone;
   Env* env = nullptr;
   uint64_t timeout_ns = 0;
   uint64_t now_ns = 0;  // time of the event being handled

@@ -49,6 +49,10 @@ class Engine {
   // Which node this node asks for page p.
   NodeId home(PageKey p) const { return ctx_.home(p); }
   const HomeMap& homes() const { return ctx_.homes; }
+  // A joining node takes the homes node 0 knows, before it serves anything.
+  void adopt_homes(HomeMap homes) { ctx_.homes = std::move(homes); }
+  // The nodes not in the cluster now (EngineContext::gone).
+  void set_gone(NodeSet gone) { ctx_.gone = gone; }
 
   const Cache& cache() const { return cache_; }
   const Directory& directory() const { return directory_; }

@@ -37,6 +37,7 @@ void Rehomer::check(const PageRange& r, NodeId to) const {
                  out_->range.end);
   if (to >= ctx_.n_nodes || to == ctx_.self)
     fail(EINVAL, "cannot move pages from node {} to node {}", ctx_.self, to);
+  if (ctx_.gone.test(to)) fail(EINVAL, "cannot move pages to node {}: it is not in the cluster now", to);
   if (r.region >= ctx_.space->regions().size() || r.first >= r.end ||
       r.end > ctx_.space->regions()[r.region].pages)
     fail(EINVAL, "pages {}..{} are not a range of region {}", r.first, r.end, r.region);
@@ -74,7 +75,7 @@ void Rehomer::on_ack(const Message& m, Phase phase) {
       out_->phase = Phase::kChanging;
       const HomeRangeWire w{.count = r.pages(), .node = out_->to, .reserved = {}};
       for (NodeId n = 0; n < ctx_.n_nodes; ++n)
-        if (n != ctx_.self && n != out_->to) out_->awaiting.set(n);
+        if (n != ctx_.self && n != out_->to && !ctx_.gone.test(n)) out_->awaiting.set(n);
       for (NodeId n = 0; n < ctx_.n_nodes; ++n)
         if (out_->awaiting.test(n))
           ctx_.send_to(MsgType::kHomeChange, n, PageKey(r.region, r.first), out_->id, 0,

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "log.h"
 
@@ -191,7 +192,11 @@ HandshakeParams Fabric::handshake_params() const {
                          .key = &key_,
                          .config_digest = cfg_.config_digest,
                          .protection = cfg_.frame_protection,
-                         .connected = [this](NodeId n) { return n < peers_.size() && peers_[n] != nullptr; }};
+                         .connected = [this](NodeId n) { return n < peers_.size() && peers_[n] != nullptr; },
+                         // Once membership closed, only late nodes not joined yet.
+                         .may_dial = [this](NodeId n) {
+                           return connecting_ ? n > cfg_.self || cfg_.late.test(n) : absent_.test(n);
+                         }};
 }
 
 std::chrono::milliseconds Fabric::handshake_timeout() const {
@@ -235,7 +240,7 @@ void Fabric::accept(ucp_conn_request_h request) {
                     host, sizeof host, port, sizeof port, NI_NUMERICHOST | NI_NUMERICSERV) == 0)
       remote = std::string(host) + ":" + port;
   }
-  if (!connecting_) {
+  if (!connecting_ && absent_.none()) {
     log().warn("aggvm-dsm: refused connection from {}: membership is closed", remote);
     ucp_listener_reject(listener_, request);
     return;
@@ -433,6 +438,13 @@ void Fabric::handshake(Conn& c, const WireHeader& h, std::span<const std::byte> 
   peers_[c.peer] = &c;
   log().debug("aggvm-dsm: node {} authenticated at {} (frames: {})", c.peer, c.remote,
                 to_string(cfg_.frame_protection));
+  if (absent_.test(c.peer)) {
+    absent_.reset(c.peer);
+    if (!connecting_) {
+      log().info("aggvm-dsm: node {} at {} joined the running cluster", c.peer, c.remote);
+      joined_.push_back(c.peer);
+    }
+  }
 }
 
 void Fabric::drop(Conn& c, const std::string& why) {
@@ -516,17 +528,39 @@ void Fabric::fail_refused() {
   throw e;
 }
 
-bool Fabric::all_connected() const {
+bool Fabric::all_connected(NodeSet peers) const {
   for (NodeId n = 0; n < cfg_.n_nodes; ++n)
-    if (n != cfg_.self && !peers_[n]) return false;
+    if (peers.test(n) && !peers_[n]) return false;
   return true;
 }
 
 void Fabric::connect_all(FabricSink& sink) {
+  if (cfg_.late.test(cfg_.self)) fail(EINVAL, "node {} joins later: it connects with connect()", cfg_.self);
+  absent_ = cfg_.late;
+  NodeSet peers;
+  for (NodeId n = 0; n < cfg_.n_nodes; ++n)
+    if (n != cfg_.self && !cfg_.late.test(n)) peers.set(n);
   connecting_ = true;
-  for (NodeId n = 0; n < cfg_.self; ++n) dial(n);  // higher ids dial lower ones
+  for (NodeId n = 0; n < cfg_.self; ++n)
+    if (peers.test(n)) dial(n);  // higher ids dial lower ones
+  wait_connected(sink, peers);
+}
+
+void Fabric::connect(FabricSink& sink, NodeSet peers) {
+  if (!cfg_.late.test(cfg_.self)) fail(EINVAL, "node {} is no late node: it connects with connect_all()", cfg_.self);
+  absent_ = cfg_.late;
+  absent_.reset(cfg_.self);
+  peers.reset(cfg_.self);
+  absent_ &= ~peers;
+  connecting_ = true;
+  for (NodeId n = 0; n < cfg_.n_nodes; ++n)
+    if (peers.test(n) && !peers_[n]) dial(n);  // a joining node dials every peer
+  wait_connected(sink, peers);
+}
+
+void Fabric::wait_connected(FabricSink& sink, NodeSet peers) {
   const auto deadline = std::chrono::steady_clock::now() + cfg_.timeout;
-  while (!all_connected()) {
+  while (!all_connected(peers)) {
     progress(sink);
     // A peer refused for a configuration mismatch has read why, or had its time.
     if (refusal_ && !refusing()) fail_refused();
@@ -535,7 +569,7 @@ void Fabric::connect_all(FabricSink& sink) {
       connecting_ = false;
       std::string missing;
       for (NodeId n = 0; n < cfg_.n_nodes; ++n)
-        if (n != cfg_.self && !peers_[n])
+        if (peers.test(n) && !peers_[n])
           missing += fmt::format("{}node {} ({})", missing.empty() ? "" : ", ", n, cfg_.addresses[n]);
       fail(ETIMEDOUT, "could not connect to and authenticate {} within {} ms", missing,
            cfg_.timeout.count());
@@ -544,9 +578,10 @@ void Fabric::connect_all(FabricSink& sink) {
   }
   if (refusal_) fail_refused();
   connecting_ = false;
-  // Membership is closed: whoever has not authenticated by now never will.
+  // Membership is closed: whoever has not authenticated by now never will,
+  // but for late nodes, whose handshakes go on to their own deadline.
   for (const auto& c : conns_)
-    if (!c->ready) drop(*c, "membership closed before it authenticated");
+    if (!c->ready && (c->outgoing || absent_.none())) drop(*c, "membership closed before it authenticated");
   reap_failed(&sink, std::chrono::steady_clock::now() + cfg_.timeout);
 }
 
@@ -561,7 +596,9 @@ bool Fabric::progress(FabricSink& sink) {
     while (ucp_worker_progress(worker_) != 0) {
     }
   }
-  if (connecting_) expire_handshakes(sink);
+  if (connecting_ || absent_.any()) expire_handshakes(sink);
+  // Reported here, not from handshake(): the sink may send to the new peer.
+  for (NodeId n : std::exchange(joined_, {})) sink.on_peer_joined(n);
   for (const auto& c : conns_)
     if (c->failed) {
       reap_failed(&sink, std::chrono::steady_clock::now() + cfg_.timeout);

@@ -9,6 +9,10 @@
 //
 // Before membership closes, at most 2 * n_nodes incoming connections may be
 // unauthenticated at once, and each has handshake_timeout to authenticate.
+//
+// Late nodes (FabricConfig::late) join a running cluster: they are not
+// waited for at start, they dial every node whatever its id, and the
+// nodes keep accepting them, and only them, until each has joined.
 #pragma once
 
 #include <chrono>
@@ -35,6 +39,8 @@ class FabricSink {
   virtual void on_frame(NodeId from, const WireHeader& h, std::span<const std::byte> payload) = 0;
   // An authenticated peer's connection failed or closed.
   virtual void on_peer_lost(NodeId peer, const std::string& why) = 0;
+  // A late node authenticated after membership closed: it joins.
+  virtual void on_peer_joined(NodeId) {}
   // A frame or connection was refused; the fabric goes on.
   virtual void on_rejected(const std::string& who, const std::string& why) = 0;
 };
@@ -50,6 +56,8 @@ struct FabricConfig {
   std::chrono::milliseconds handshake_timeout{0};
   std::function<WireLimits()> limits;  // for frames from authenticated peers
   FrameProtection frame_protection = FrameProtection::kAesGcm;
+  // Nodes that join the running cluster later (never node 0).
+  NodeSet late;
 };
 
 class Fabric {
@@ -60,8 +68,16 @@ class Fabric {
   Fabric(const Fabric&) = delete;
   Fabric& operator=(const Fabric&) = delete;
 
-  // Connects to and authenticates every peer, within the timeout.
+  // Connects to and authenticates every peer but the late ones, within the
+  // timeout.  A late node itself uses connect() instead.
   void connect_all(FabricSink& sink);
+  // A late node joining: dials each of peers (whatever their ids) and
+  // waits until every one is authenticated, within the timeout.
+  void connect(FabricSink& sink, NodeSet peers);
+  // Late nodes not joined yet (this node aside): their connections are
+  // still accepted.
+  NodeSet absent() const { return absent_; }
+
 
   // Queues a frame; header and payload are copied.
   void send(NodeId to, std::span<const std::byte> header, std::span<const std::byte> payload);
@@ -96,7 +112,8 @@ class Fabric {
   bool close_ep(Conn& c, std::chrono::steady_clock::time_point deadline);
   std::chrono::milliseconds handshake_timeout() const;
   void expire_handshakes(FabricSink& sink);
-  bool all_connected() const;
+  bool all_connected(NodeSet peers) const;
+  void wait_connected(FabricSink& sink, NodeSet peers);
   bool refusing() const;
   [[noreturn]] void fail_refused();
   HandshakeParams handshake_params() const;
@@ -111,6 +128,8 @@ class Fabric {
   std::vector<std::unique_ptr<Conn>> closing_;  // closes that outlived their deadline
   std::vector<Conn*> peers_;  // authenticated connection per node id
   bool connecting_ = false;
+  NodeSet absent_;  // late nodes, other than this one, not joined yet
+  std::vector<NodeId> joined_;  // late nodes just authenticated, to report
   uint64_t refused_ = 0;  // connections refused for the cap on unauthenticated ones
   // A peer's configuration differs: connect_all() fails with this once the
   // peer has had the chance to read the reason (Conn::refusing).

@@ -80,7 +80,9 @@ Handshake::Step Handshake::on_message(NodeId src, std::span<const std::byte> pay
     case Stage::kAwaitHello: {
       if (!msg.has_hello() || msg.hello().nonce().size() != kNonceSize) fail(EPROTO, "expected hello");
       const uint32_t node = msg.hello().node();
-      if (node >= params_.n_nodes || node <= params_.self || node != src)
+      const bool may_dial = node < params_.n_nodes && node != params_.self &&
+                            (params_.may_dial ? params_.may_dial(static_cast<NodeId>(node)) : node > params_.self);
+      if (!may_dial || node != src)
         fail(EPROTO, "hello from node {}, which does not dial node {}", node, params_.self);
       if (params_.connected && params_.connected(static_cast<NodeId>(node)))
         fail(EPROTO, "node {} is already connected", node);

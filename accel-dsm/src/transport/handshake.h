@@ -39,6 +39,8 @@ struct HandshakeParams {
   FrameProtection protection = FrameProtection::kAesGcm;
   // True if the node already has an authenticated connection to node.
   std::function<bool(NodeId)> connected;
+  // True if node may dial this one now; unset: the nodes of higher ids.
+  std::function<bool(NodeId)> may_dial;
 };
 
 class Handshake {
