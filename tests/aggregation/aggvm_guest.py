@@ -39,6 +39,11 @@ Scenarios (--scenario):
            to it: the move must fail with AGGVM_VCPU_MIGRATED naming why,
            the vCPU must not be lost or run twice (the guest stops with
            AGGVM_NODE_FAILED for the frozen node), and every process ends
+  join     the last host is a late node (late-nodes): the guest starts
+           on the others; once it runs, that host's QEMU starts and joins
+           (AGGVM_NODE_JOINED), a vCPU of node 1 moves to it, then node 1
+           is evacuated to it (its vCPUs and its memory's homes) and exits
+           0; the guest's results must still pass
   movekill as movefreeze, but the frozen destination is killed (SIGKILL)
            while the move waits on its answer to MOVE_IN: the move fails
            naming the lost node, the guest stops with AGGVM_NODE_FAILED,
@@ -177,6 +182,11 @@ def accel_value(args):
 def cluster_args(args, node, addresses, key):
     props = [f"aggvm-cluster,id=agg0,node={node},secret=aggsec,timeout={args.peer_timeout_ms}"]
     props += [f"addresses={a}" for a in addresses]
+    if args.scenario == "join":
+        # The last host joins later: its NUMA node starts on the one before.
+        late = args.hosts - 1
+        props += [f"late-nodes={late}"]
+        props += [f"numa-node-hosts={min(i, late - 1)}" for i in range(args.hosts)]
     props += args.cluster_prop
     return ["-object", f"secret,id=aggsec,file={key},format=raw",
             "-object", ",".join(props)]
@@ -292,6 +302,7 @@ def run_cluster(args):
     t0 = time.monotonic()
     try:
         # Workers first: node 0 waits for them (timeout) when it starts.
+        late = None
         for i in reversed(range(args.hosts)):
             cmd = base + cluster_args(args, i, addresses, key)
             if i == 0:
@@ -303,6 +314,9 @@ def run_cluster(args):
                 cmd += disk_args(args, i, disk)
             if i == 0 or args.verbose:
                 log(f"node {i} ({hosts[i][0]}): {shlex.join(cmd)}")
+            if args.scenario == "join" and i == args.hosts - 1:
+                late = (i, hosts[i][0], cmd)  # started once the guest runs
+                continue
             nodes.insert(0, Node(i, hosts[i][0], cmd, work))
         node0 = nodes[0]
         try:
@@ -410,6 +424,8 @@ def run_cluster(args):
             if args.scenario == "evacuate" and started and "evacuation" not in report:
                 time.sleep(args.kill_delay)
                 report["evacuation"] = evacuate(args, nodes, qmp, check)
+            if args.scenario == "join" and started and "join" not in report:
+                report["join"] = join(args, nodes, late, qmp, check, work)
             if args.scenario == "badmoves" and started and not report.get("badmoves"):
                 report["badmoves"] = bad_moves(args, qmp, check)
             if args.scenario == "migrate" and (started or args.move_early) and mover.due(results):
@@ -448,7 +464,8 @@ def run_cluster(args):
             report["query_aggvm"] = info
             if mover:
                 mover.judge(info, check, report)
-            if args.scenario in ("run", "stopcont", "nmi", "migrate", "badmoves", "evacuate"):
+            if args.scenario in ("run", "stopcont", "nmi", "migrate", "badmoves", "evacuate",
+                                 "join"):
                 # Node 0 shares its clock before any vCPU runs.
                 unshared = [n["id"] for n in info["nodes"]
                             if n["id"] != 0 and "clock-error-ns" not in n]
@@ -543,6 +560,63 @@ def bad_moves(args, qmp, check):
         check.expect("error" not in event["data"], f"the good move failed: {event['data']}")
         log(f"the good move: {event['data']}")
     return {"refused": refused}
+
+
+def join(args, nodes, late, qmp, check, work):
+    """The late node joins the running guest; a vCPU and then the whole of
+    node 1 (vCPUs and memory) move to it; node 1 exits 0."""
+    index, netns, cmd = late
+    report = {}
+    states = {n["id"]: n["state"] for n in qmp.execute("x-query-aggvm")["nodes"]}
+    check.expect(states.get(index) == "absent",
+                 f"x-query-aggvm shows the late node {index} {states.get(index)}, expected absent")
+    expect_refused(qmp, check, "x-aggvm-migrate-vcpu",
+                   [({"cpu-index": 1, "node": index}, "not connected")])
+    t0 = time.monotonic()
+    log(f"starting node {index}, which joins the running guest")
+    newcomer = Node(index, netns, cmd, work)
+    nodes.append(newcomer)
+    event = qmp.wait_event("AGGVM_NODE_JOINED", 60)
+    if not check.expect(event is not None and event["data"]["node"] == index,
+                        f"no AGGVM_NODE_JOINED for node {index} within 60 s: {event}\n"
+                        f"{newcomer.tail()}"):
+        return report
+    qmp.events.remove(event)
+    report["joined_s"] = time.monotonic() - t0
+    log(f"event AGGVM_NODE_JOINED {event['data']} {report['joined_s']:.2f} s after its start")
+    info = qmp.execute("x-query-aggvm")
+    node_info = {n["id"]: n for n in info["nodes"]}
+    check.expect(node_info[index]["state"] == "connected" and "clock-error-ns" in node_info[index],
+                 f"x-query-aggvm after the join: {node_info[index]}")
+    vcpu = args.vcpus_per_host  # node 1's first vCPU
+    log(f"x-aggvm-migrate-vcpu cpu-index={vcpu} node={index}")
+    qmp.execute("x-aggvm-migrate-vcpu", **{"cpu-index": vcpu, "node": index})
+    moved = qmp.wait_event("AGGVM_VCPU_MIGRATED", 30)
+    if not check.expect(moved is not None and "error" not in moved["data"]
+                        and moved["data"]["to"] == index,
+                        f"the move of vCPU {vcpu} to the new node: {moved}"):
+        return report
+    qmp.events.remove(moved)
+    log(f"event AGGVM_VCPU_MIGRATED {moved['data']}")
+    leaver = nodes[1]
+    log(f"x-aggvm-evacuate-node node={leaver.index} to={index}")
+    qmp.execute("x-aggvm-evacuate-node", node=leaver.index, to=index)
+    evacuated = qmp.wait_event("AGGVM_NODE_EVACUATED", 120)
+    if not check.expect(evacuated is not None and "error" not in evacuated["data"],
+                        f"the evacuation of node {leaver.index} to node {index}: {evacuated}"):
+        return report
+    data = evacuated["data"]
+    log(f"event AGGVM_NODE_EVACUATED {data}")
+    check.expect(data["pages"] > 0, "no page changed home")
+    rc = leaver.wait(PROCESS_EXIT_S)
+    check.expect(rc == 0, f"node {leaver.index} exited with {rc} after its evacuation, expected 0")
+    info = qmp.execute("x-query-aggvm")
+    on = {v["vcpu"]: v["node"] for v in info["vcpus"]}
+    check.expect(all(n != leaver.index for n in on.values()) and
+                 sum(n == index for n in on.values()) == 2 * args.vcpus_per_host,
+                 f"placement after the evacuation: {on}")
+    report.update(evacuated=data, placement=on)
+    return report
 
 
 def evacuate(args, nodes, qmp, check):
@@ -924,7 +998,8 @@ def parse_args(argv=None):
                    help="migrate: start moving as soon as QMP answers, before the guest "
                    "has started its APs")
     p.add_argument("--scenario", choices=["run", "stopcont", "nmi", "migrate", "badmoves",
-                                          "movefreeze", "movekill", "bqlstuck", "evacuate", "evacuatekill"]
+                                          "movefreeze", "movekill", "bqlstuck", "evacuate", "evacuatekill",
+                                          "join"]
                    + list(FAILURES),
                    default="run")
     p.add_argument("--kill-delay", type=float, default=0.5,
