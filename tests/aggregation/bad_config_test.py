@@ -6,7 +6,8 @@ Each case starts the node(s) on the loopback address and expects every one
 to exit non-zero within a bound, with a message naming the problem:
 an unknown node id, a placement naming a vCPU the machine lacks, a wrong
 cluster secret, the bootstrap vCPU placed off node 0, an unreachable peer,
-guest RAM that is shared or file-backed, vmport asked for.  Exit 0 pass,
+late nodes that would home memory or run a vCPU at start, or that find no
+guest to join, guest RAM that is shared or file-backed, vmport asked for.  Exit 0 pass,
 1 fail, 77 skip.
 """
 
@@ -117,6 +118,22 @@ def main():
          [machine(qemu, f"memory-backend-file,id=m0,size=32M,mem-path={work}/ram0")
           + cluster(0, fresh(), key)],
          [r"guest RAM 'm0' is shared or backed by a file"]),
+        # Late nodes (late-nodes): node 0 starts the guest; a late node is
+        # not there at start, so it can neither home memory nor run a vCPU
+        # then; a late node with no running guest to join says so.
+        ("node 0 late",
+         [machine(qemu) + cluster_json(0, fresh(), key, **{"late-nodes": [0]})],
+         [r"late-nodes names node 0, but node 0 starts the guest"]),
+        ("late node homes a NUMA node",
+         [machine(qemu) + cluster_json(0, fresh(), key, **{"late-nodes": [1]})],
+         [r"NUMA node 1 is on node 1, which joins later"]),
+        ("late node runs a vCPU",
+         [machine(qemu) + cluster_json(0, fresh(), key, **{"late-nodes": [1], "numa-node-hosts": [0, 0],
+                                                           "placement": [{"vcpu": 3, "node": 1}]})],
+         [r"vCPU 3 is placed on node 1, which joins later"]),
+        ("late node with no guest to join",
+         [machine(qemu) + cluster_json(1, fresh(), key, **{"late-nodes": [1], "numa-node-hosts": [0, 0]})],
+         [r"node 1 could not join the running guest: .*node 0"]),
         # vmport reads and writes the calling vCPU's registers, which only
         # the node running that vCPU has.
         ("vmport asked for", [machine(qemu, machine_opts="pc,vmport=on") + cluster(0, fresh(), key)],
