@@ -123,6 +123,7 @@ void exchange_pages(FrameProtection fp) {
   }
   std::vector<std::byte> page(kPageSize, std::byte{0x77});
   f.send(1, grant_header(0, 1, 0, kPageSize), page);
+  f.flush();  // frames gather until flushed (progress() and arm() flush too)
   node1.join();
   EXPECT_TRUE(s.rejected.empty()) << s.rejected.front();
 }

@@ -747,6 +747,11 @@ void Node::drop(PageKey page) {
   if (cfg_.on_page_change) cfg_.on_page_change(space_->gpa(page), kPageSize);
 }
 
+void Node::drop_range(PageKey first, uint64_t count) {
+  if (::madvise(host(first), count * kPageSize, MADV_DONTNEED) != 0) fail_errno("madvise(MADV_DONTNEED)");
+  if (cfg_.on_page_change) cfg_.on_page_change(space_->gpa(first), count * kPageSize);
+}
+
 void Node::wake(PageKey page) { uffd_->wake(host(page), kPageSize); }
 
 void Node::resolved(PageKey, const Waiter& w, NodeId home, uint64_t now) {

@@ -157,6 +157,7 @@ class Node final : private Env, private FabricSink {
   void write_protect(PageKey page) override;
   void read(PageKey page, PageBuffer out) override;
   void drop(PageKey page) override;
+  void drop_range(PageKey first, uint64_t count) override;
   void wake(PageKey page) override;
   void resolved(PageKey page, const Waiter& w, NodeId home, uint64_t now_ns) override;
   void rejected(NodeId from, std::string_view why) override;

@@ -229,6 +229,36 @@ bool Cache::give_up_home_copy(PageKey page, PageBuffer out) {
   return true;
 }
 
+void Cache::give_up_home_copies(const PageRange& r, std::vector<PageCopy>& copies, std::vector<bool>& held) {
+  copies.resize(r.pages());
+  held.assign(r.pages(), false);
+  bool any = false;
+  for (uint64_t i = r.first; i < r.end; ++i) {
+    const PageKey page(r.region, i);
+    Entry& e = entry(page);
+    if (e.state == PageState::kInvalid) continue;
+    if (e.state == PageState::kModified) ctx_.env->write_protect(page);
+    ctx_.env->read(page, copies[i - r.first]);
+    held[i - r.first] = true;
+    any = true;
+  }
+  if (!any) return;
+  ctx_.env->drop_range(PageKey(r.region, r.first), r.pages());
+  for (uint64_t i = r.first; i < r.end; ++i) {
+    if (!held[i - r.first]) continue;
+    const PageKey page(r.region, i);
+    Entry& e = entry(page);
+    e.state = PageState::kInvalid;
+    --resident_;
+    victims_.remove(page);
+    if (e.pending == Pending::kWrite) {  // as lose_copy()
+      Op& op = ops_[page];
+      op.counts_install = true;
+      ++installs_in_flight_;
+    }
+  }
+}
+
 void Cache::on_fetch(const Message& m) {
   expect_from_home(m);
   Entry& e = entry(m.page);

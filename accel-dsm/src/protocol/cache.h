@@ -68,6 +68,11 @@ class Cache {
   // The old home hands its copy of page over: copies it to out and drops
   // it.  Returns false when it holds none.
   bool give_up_home_copy(PageKey page, PageBuffer out);
+  // The same for every page of r: copies[i] holds page r.first + i's data
+  // where held[i]; the pages are unmapped in one go (Env::drop_range)
+  // before this returns, so before anything about them is sent.
+  using PageCopy = std::array<std::byte, kPageSize>;
+  void give_up_home_copies(const PageRange& r, std::vector<PageCopy>& copies, std::vector<bool>& held);
 
   // The home keeps its copy of a page in this node's mapping.
   void install_home_copy(PageKey page, PageView data);

@@ -38,6 +38,11 @@ class Env {
   virtual void read(PageKey page, PageBuffer out) = 0;
   // Unmaps a page: the next access faults.
   virtual void drop(PageKey page) = 0;
+  // Unmaps count pages from first on (one region): as drop() on each, in
+  // one go where the node can (one system call for a whole range).
+  virtual void drop_range(PageKey first, uint64_t count) {
+    for (uint64_t i = 0; i < count; ++i) drop(PageKey(first.region(), first.index() + i));
+  }
   // Wakes threads waiting on a page already mapped.
   virtual void wake(PageKey page) = 0;
 

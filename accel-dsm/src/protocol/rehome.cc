@@ -106,10 +106,15 @@ void Rehomer::transfer() {
     std::array<std::byte, kPageSize> data;
   } frame;
   static_assert(sizeof(EntryFrame) == sizeof(HomeEntryWire) + kPageSize);
+  // This node's copies, all unmapped in one go before any is sent.
+  std::vector<Cache::PageCopy> copies;
+  std::vector<bool> held;
+  cache_.give_up_home_copies(r, copies, held);
   for (uint64_t i = r.first; i < r.end; ++i) {
     const PageKey page(r.region, i);
     DirEntry d = directory_.mutable_entry(page);
-    const bool has_data = cache_.give_up_home_copy(page, frame.data);
+    const bool has_data = held[i - r.first];
+    if (has_data) frame.data = copies[i - r.first];
     d.sharers.reset(ctx_.self);
     if (d.owner == ctx_.self) d.owner = kNoNode;
     if (d.owner == kNoNode && d.touched && !has_data)

@@ -140,6 +140,9 @@ struct Fabric::Conn {
   bool refusing = false;
   bool failed = false;
   std::string failure;
+  // Frames sent since the last flush, sealed, in order: one UCX send (and
+  // one system call) for many frames, not one for each.
+  std::unique_ptr<std::vector<std::byte>> pending;
 };
 
 Fabric::Fabric(FabricConfig config, const ClusterKey& key)
@@ -320,20 +323,39 @@ void Fabric::send_control(Conn& c, const std::string& bytes, NodeId dst) {
 void Fabric::send_raw(Conn& c, std::span<const std::byte> header, std::span<const std::byte> payload) {
   if (c.failed || !c.ep) return;
   if (header.size() != kHeaderSize) fail(EINVAL, "frame header of {} bytes", header.size());
-  std::vector<std::byte>* buf;
+  if (!c.pending) {
+    c.pending = std::make_unique<std::vector<std::byte>>();
+    c.pending->reserve(kCoalesceBytes + FrameProtector::sealed_size(kPageSize) + kHeaderSize);
+  }
+  std::vector<std::byte>& buf = *c.pending;
+  const size_t at = buf.size();
   if (c.protector) {
-    buf = new std::vector<std::byte>(FrameProtector::sealed_size(payload.size()));
+    buf.resize(at + FrameProtector::sealed_size(payload.size()));
     try {
-      c.protector->seal(header.first<kHeaderSize>(), payload, buf->data());
+      c.protector->seal(header.first<kHeaderSize>(), payload, buf.data() + at);
     } catch (...) {
-      delete buf;
+      buf.resize(at);
       throw;
     }
   } else {
-    buf = new std::vector<std::byte>(header.size() + payload.size());
-    std::memcpy(buf->data(), header.data(), header.size());
-    if (!payload.empty()) std::memcpy(buf->data() + header.size(), payload.data(), payload.size());
+    buf.resize(at + header.size() + payload.size());
+    std::memcpy(buf.data() + at, header.data(), header.size());
+    if (!payload.empty()) std::memcpy(buf.data() + at + header.size(), payload.data(), payload.size());
   }
+  if (buf.size() >= kCoalesceBytes) flush(c);
+}
+
+void Fabric::flush() {
+  for (const auto& c : conns_) flush(*c);
+}
+
+void Fabric::flush(Conn& c) {
+  if (!c.pending || c.pending->empty()) return;
+  if (c.failed || !c.ep) {
+    c.pending->clear();
+    return;
+  }
+  std::vector<std::byte>* buf = c.pending.release();
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   p.cb.send = [](void* request, ucs_status_t, void* user) {
@@ -586,6 +608,7 @@ void Fabric::wait_connected(FabricSink& sink, NodeSet peers) {
 }
 
 bool Fabric::progress(FabricSink& sink) {
+  flush();  // what the last pass sent goes out before we look for answers
   bool any = false;
   while (ucp_worker_progress(worker_) != 0) any = true;
   ucp_stream_poll_ep_t ready[16];
@@ -609,6 +632,7 @@ bool Fabric::progress(FabricSink& sink) {
 }
 
 bool Fabric::arm() {
+  flush();  // nothing sent may wait while this node sleeps
   const ucs_status_t s = ucp_worker_arm(worker_);
   if (s == UCS_ERR_BUSY) return false;
   check(s, "ucp_worker_arm");
@@ -617,6 +641,7 @@ bool Fabric::arm() {
 
 void Fabric::close_all() {
   if (!worker_) return;
+  flush();
   // Flush pending sends so a last message (an ack, a goodbye) is not lost.
   ucp_request_param_t fp{};
   ucs_status_ptr_t f = ucp_worker_flush_nbx(worker_, &fp);

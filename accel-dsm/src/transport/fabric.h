@@ -82,6 +82,11 @@ class Fabric {
   // Queues a frame; header and payload are copied.
   void send(NodeId to, std::span<const std::byte> header, std::span<const std::byte> payload);
 
+  // Frames are gathered per connection and go out when 64 KiB have
+  // gathered, or on flush(): the caller flushes before it waits for
+  // anything (arm() does, and close_all()).
+  void flush();
+
   // Progresses the fabric and delivers frames; true if anything happened.
   bool progress(FabricSink& sink);
   // Prepares to sleep on event_fd(); false if there is work to do first.
@@ -102,6 +107,8 @@ class Fabric {
   std::unique_ptr<FrameReader> make_reader(Conn& c);
   void accept(ucp_conn_request_h request);
   void dial(NodeId peer);
+  static constexpr size_t kCoalesceBytes = 64 * 1024;
+  void flush(Conn& c);
   void send_raw(Conn& c, std::span<const std::byte> header, std::span<const std::byte> payload);
   void send_control(Conn& c, const std::string& bytes, NodeId dst);
   void drain(Conn& c, FabricSink& sink);
