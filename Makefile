@@ -3,7 +3,7 @@
 #   make demo      install what is missing, build, run the multi-host demo
 #   make check     install what is missing, build, run every test
 #   make bench     every benchmark
-#   make check-dsm / check-guests / check-aggregation / check-migration   one suite
+#   make check-dsm / check-guests / check-aggregation / check-migration / check-scheduler   one suite
 #   make bench-dsm / bench-guest / bench-migration      one benchmark
 #   make qemu      the patched QEMU alone (build/qemu-patches/qemu-system-x86_64)
 #   make check-series  build the tree after each patch in turn (each must build)
@@ -15,7 +15,7 @@ FROM ?= 1
 # Extra arguments for `meson test`, e.g. TESTARGS='--repeat 3'.
 TESTARGS ?=
 
-.PHONY: all deps setup build qemu demo check check-dsm check-guests check-aggregation check-migration \
+.PHONY: all deps setup build qemu demo check check-dsm check-guests check-aggregation check-migration check-scheduler \
         bench bench-dsm bench-guest bench-migration demo-dsm check-series clean distclean
 
 QEMU_BIN = $(BUILD)/qemu-patches/qemu-system-x86_64
@@ -52,6 +52,9 @@ check-aggregation: qemu
 
 check-migration: qemu
 	@scripts/run-tests.sh $(BUILD) migration $(TESTARGS)
+
+check-scheduler: build
+	@scripts/run-tests.sh $(BUILD) scheduler $(TESTARGS)
 
 # QEMU 10.0.2 with qemu-patches/ (first build: 15-25 minutes on 2 cores).
 qemu: build
