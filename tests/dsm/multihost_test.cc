@@ -176,6 +176,20 @@ TEST_F(MultiHost, LateNodeJoinsTakesHomesAndAnotherLeaves) {
   EXPECT_NE(log0.find("admits node 2"), std::string::npos) << log0;
 }
 
+// The late node started with the others, not after them: here it reaches
+// node 0 while node 0 still waits for node 1 (started a second late);
+// node 0 admits it once it runs, with the homes of then.
+TEST_F(MultiHost, LateNodeStartedWithTheOthersIsAdmitted) {
+  Cluster c(ClusterOptions{.hosts = 3, .name = "joinnow"});
+  auto procs = start(c, {"--mode", "join", "--region-mib", "16", "--late", "2"}, {},
+                     {{1, {"--start-delay-ms", "1000"}}});
+  expect_all_pass(procs, 180s);
+  const std::string log2 = procs[2].log();
+  EXPECT_TRUE(std::regex_search(log2, std::regex("result: join node=2 checked=\\d+ bad=0 rehomed_in=[1-9]\\d* "
+                                                 "status=pass")))
+      << log2;
+}
+
 // 100,000 instances of a litmus pattern between two hosts: no outcome that
 // sequential consistency forbids may show.
 void run_litmus(MultiHost& t, const std::string& mode) {

@@ -461,11 +461,11 @@ void Fabric::handshake(Conn& c, const WireHeader& h, std::span<const std::byte> 
   log().debug("aggvm-dsm: node {} authenticated at {} (frames: {})", c.peer, c.remote,
                 to_string(cfg_.frame_protection));
   if (absent_.test(c.peer)) {
+    // A late node, even one that came while this node was still starting:
+    // node 0 must admit it either way.
     absent_.reset(c.peer);
-    if (!connecting_) {
-      log().info("aggvm-dsm: node {} at {} joined the running cluster", c.peer, c.remote);
-      joined_.push_back(c.peer);
-    }
+    log().info("aggvm-dsm: late node {} at {} connected", c.peer, c.remote);
+    joined_.push_back(c.peer);
   }
 }
 
