@@ -100,6 +100,10 @@ void Cache::mapped(PageKey page, Entry& e, PageState state) {
 
 void Cache::unmapped(PageKey page, Entry& e) {
   ctx_.env->drop(page);
+  forget(page, e);
+}
+
+void Cache::forget(PageKey page, Entry& e) {
   e.state = PageState::kInvalid;
   --resident_;
   victims_.remove(page);
@@ -177,6 +181,10 @@ void Cache::on_invalidate(const Message& m) {
 
 void Cache::lose_copy(PageKey page, Entry& e) {
   unmapped(page, e);
+  upgrade_installs(page, e);
+}
+
+void Cache::upgrade_installs(PageKey page, Entry& e) {
   if (e.pending == Pending::kWrite) {
     // The upgrade in flight will now map the page: count it against the cap.
     Op& op = ops_[page];
@@ -220,15 +228,6 @@ void Cache::on_redirect(const Message& m) {
 
 void Cache::became_home(PageKey page) { victims_.remove(page); }
 
-bool Cache::give_up_home_copy(PageKey page, PageBuffer out) {
-  Entry& e = entry(page);
-  if (e.state == PageState::kInvalid) return false;
-  if (e.state == PageState::kModified) ctx_.env->write_protect(page);
-  ctx_.env->read(page, out);
-  lose_copy(page, e);
-  return true;
-}
-
 void Cache::give_up_home_copies(const PageRange& r, std::vector<PageCopy>& copies, std::vector<bool>& held) {
   copies.resize(r.pages());
   held.assign(r.pages(), false);
@@ -248,14 +247,8 @@ void Cache::give_up_home_copies(const PageRange& r, std::vector<PageCopy>& copie
     if (!held[i - r.first]) continue;
     const PageKey page(r.region, i);
     Entry& e = entry(page);
-    e.state = PageState::kInvalid;
-    --resident_;
-    victims_.remove(page);
-    if (e.pending == Pending::kWrite) {  // as lose_copy()
-      Op& op = ops_[page];
-      op.counts_install = true;
-      ++installs_in_flight_;
-    }
+    forget(page, e);  // lose_copy(), the drop done above for the whole range
+    upgrade_installs(page, e);
   }
 }
 

@@ -65,12 +65,10 @@ class Cache {
   // Re-homing (protocol/rehome.h).  This node is home of page from now on:
   // a copy it holds is the home's copy, which eviction must never drop.
   void became_home(PageKey page);
-  // The old home hands its copy of page over: copies it to out and drops
-  // it.  Returns false when it holds none.
-  bool give_up_home_copy(PageKey page, PageBuffer out);
-  // The same for every page of r: copies[i] holds page r.first + i's data
-  // where held[i]; the pages are unmapped in one go (Env::drop_range)
-  // before this returns, so before anything about them is sent.
+  // The old home hands its copies of the pages of r over: copies[i] holds
+  // page r.first + i's data where held[i]; the pages are unmapped in one go
+  // (Env::drop_range) before this returns, so before anything about them
+  // is sent.
   using PageCopy = std::array<std::byte, kPageSize>;
   void give_up_home_copies(const PageRange& r, std::vector<PageCopy>& copies, std::vector<bool>& held);
 
@@ -124,7 +122,9 @@ class Cache {
   void request(PageKey page, Entry& e, Op& op, Access access);
   void mapped(PageKey page, Entry& e, PageState state);  // Invalid -> state
   void unmapped(PageKey page, Entry& e);                 // -> Invalid
+  void forget(PageKey page, Entry& e);                   // unmapped, the page already dropped
   void lose_copy(PageKey page, Entry& e);                // unmapped, an upgrade in flight now installs
+  void upgrade_installs(PageKey page, Entry& e);         // lose_copy()'s part after unmapped()
   void request_for_waiters(PageKey page, Entry& e);
   void make_room();
 

@@ -9,6 +9,7 @@ Engine::Engine(const EngineOptions& opts, const PageSpace& space, Env& env)
            .n_nodes = opts.n_nodes,
            .space = &space,
            .homes = space.homes(),
+           .gone = {},
            .env = &env,
            .timeout_ns = opts.timeout_ns,
            .now_ns = 0,
