@@ -48,6 +48,11 @@ std::vector<bool> to_release(const Snapshot& s, const Placement& p, const Policy
   return release;
 }
 
+// The one-time cost of moving range r's home.
+double rehome_cost(const Snapshot& s, uint32_t r) {
+  return s.rehome_us_per_mib * static_cast<double>(s.ranges[r].size) / (1 << 20);
+}
+
 }  // namespace
 
 const char* to_string(Action::Kind k) {
@@ -92,9 +97,11 @@ Plan Scheduler::plan(const Snapshot& s) {
   const std::vector<bool> release = to_release(s, p, policy_, &consolidate_why);
   std::vector<NodeId> targets;
   std::vector<std::string> empty_why(s.nodes.size());
+  std::vector<bool> required(s.nodes.size(), false);  // health or make-room
   for (NodeId n = 0; n < s.nodes.size(); ++n) {
     empty_why[n] = must_empty(s.nodes[n], n);
-    if (empty_why[n].empty() && release[n])
+    required[n] = !empty_why[n].empty();
+    if (!required[n] && release[n])
       empty_why[n] = fmt::format("{}: node {} is to be released", consolidate_why, n);
     if (empty_why[n].empty()) targets.push_back(n);
   }
@@ -106,13 +113,13 @@ Plan Scheduler::plan(const Snapshot& s) {
     double best_d = std::numeric_limits<double>::infinity();
     for (NodeId n : targets)
       if (const double d = delta(n); d < best_d) best = n, best_d = d;
-    return std::pair(best, best_d);
+    return best;
   };
   uint32_t budget = policy_.budget;
   auto empty_node = [&](NodeId n, bool required) {
     for (uint32_t v = 0; v < s.vcpus.size(); ++v) {
       if (p.vcpu_node[v] != n || (!required && budget == 0)) continue;
-      const auto [to, d] = best_target([&](NodeId t) { return placer.delta_vcpu(p, v, t); });
+      const NodeId to = best_target([&](NodeId t) { return placer.delta_vcpu(p, v, t); });
       plan.actions.push_back(Action{.kind = Action::Kind::kMoveVcpu, .index = v, .from = n, .to = to,
                                     .required = required, .saves_us = -model.delta_vcpu(p, v, to),
                                     .reason = empty_why[n]});
@@ -122,7 +129,7 @@ Plan Scheduler::plan(const Snapshot& s) {
     }
     for (uint32_t r = 0; r < s.ranges.size(); ++r) {
       if (p.range_home[r] != n || (!required && budget == 0)) continue;
-      const auto [to, d] = best_target([&](NodeId t) { return placer.delta_range(p, r, t); });
+      const NodeId to = best_target([&](NodeId t) { return placer.delta_range(p, r, t); });
       plan.actions.push_back(Action{.kind = Action::Kind::kMoveHome, .index = r, .from = n, .to = to,
                                     .required = required, .saves_us = -model.delta_range(p, r, to),
                                     .reason = empty_why[n]});
@@ -133,10 +140,10 @@ Plan Scheduler::plan(const Snapshot& s) {
   };
   // 1. Health and make-room, whatever the budget.
   for (NodeId n = 0; n < s.nodes.size(); ++n)
-    if (!must_empty(s.nodes[n], n).empty()) empty_node(n, true);
+    if (required[n]) empty_node(n, true);
   // 2. Consolidation, within the budget.
   for (NodeId n = 0; n < s.nodes.size(); ++n)
-    if (release[n] && must_empty(s.nodes[n], n).empty()) empty_node(n, false);
+    if (release[n] && !required[n]) empty_node(n, false);
 
   // 3. Affinity and balance: the best single move, again and again.
   while (budget > 0) {
@@ -149,9 +156,13 @@ Plan Scheduler::plan(const Snapshot& s) {
       std::vector<uint32_t> ranges;  // a vCPU move: homes that follow it
       int64_t swap_with = -1;        // a vCPU move: the vCPU that takes its place
     } best;
-    auto consider = [&](Action::Kind kind, uint32_t i, NodeId to, double saves, double once) {
+    // Every candidate passes the same test: it saves min_gain of the cost
+    // and pays for itself within the horizon, better than the best so far.
+    auto consider = [&](Action::Kind kind, uint32_t i, NodeId to, double saves, double once,
+                        std::vector<uint32_t> ranges = {}, int64_t swap_with = -1) {
       const double net = saves * policy_.horizon - once;
-      if (saves > 0 && saves >= policy_.min_gain * cost && net > best.net) best = {kind, i, to, saves, net, {}, -1};
+      if (saves > 0 && saves >= policy_.min_gain * cost && net > best.net)
+        best = {kind, i, to, saves, net, std::move(ranges), swap_with};
     };
     for (uint32_t v = 0; v < s.vcpus.size(); ++v) {
       if (cooling(vcpu_moved_at_, v)) continue;
@@ -170,15 +181,12 @@ Plan Scheduler::plan(const Snapshot& s) {
           if (with.size() + 1 >= budget || q.range_home[r] == to || cooling(range_moved_at_, r)) continue;
           if (const double d = model.delta_range(q, r, to); d < 0) {
             saves -= d;
-            once += s.rehome_us_per_mib * static_cast<double>(s.ranges[r].size) / (1 << 20);
+            once += rehome_cost(s, r);
             q.range_home[r] = to;
             with.push_back(r);
           }
         }
-        if (with.empty()) continue;
-        const double net = saves * policy_.horizon - once;
-        if (saves > 0 && saves >= policy_.min_gain * cost && net > best.net)
-          best = {Action::Kind::kMoveVcpu, v, to, saves, net, std::move(with), -1};
+        if (!with.empty()) consider(Action::Kind::kMoveVcpu, v, to, saves, once, std::move(with));
       }
     }
     // Two vCPUs trading places: neither move may gain alone (the node it
@@ -192,16 +200,14 @@ Plan Scheduler::plan(const Snapshot& s) {
         double saves = -model.delta_vcpu(q, v, b);
         q.vcpu_node[v] = b;
         saves -= model.delta_vcpu(q, w, a);
-        const double net = saves * policy_.horizon - 2 * s.vcpu_move_us;
-        if (saves > 0 && saves >= policy_.min_gain * cost && net > best.net)
-          best = {Action::Kind::kMoveVcpu, v, b, saves, net, {}, static_cast<int64_t>(w)};
+        consider(Action::Kind::kMoveVcpu, v, b, saves, 2 * s.vcpu_move_us, {}, w);
       }
     }
     for (uint32_t r = 0; r < s.ranges.size(); ++r) {
       if (cooling(range_moved_at_, r)) continue;
-      const double once = s.rehome_us_per_mib * static_cast<double>(s.ranges[r].size) / (1 << 20);
       for (NodeId to : targets)
-        if (to != p.range_home[r]) consider(Action::Kind::kMoveHome, r, to, -model.delta_range(p, r, to), once);
+        if (to != p.range_home[r])
+          consider(Action::Kind::kMoveHome, r, to, -model.delta_range(p, r, to), rehome_cost(s, r));
     }
     if (best.net <= 0) break;
     Action a{.kind = best.kind, .index = best.index, .to = best.to, .saves_us = best.saves, .reason = {}};
@@ -257,7 +263,7 @@ Plan Scheduler::plan(const Snapshot& s) {
                        std::find(p.range_home.begin(), p.range_home.end(), n) != p.range_home.end();
     if (!holds)
       plan.actions.push_back(Action{.kind = Action::Kind::kRelease, .index = n, .from = n, .to = n,
-                                    .required = !must_empty(s.nodes[n], n).empty(),
+                                    .required = required[n],
                                     .reason = fmt::format("{}; it holds nothing now", empty_why[n])});
   }
   plan.cost_after_us = model.total(p);
