@@ -355,6 +355,31 @@ int torture(Cluster& c, const Options& o) {
   return rc;
 }
 
+// Moves the home of every run of pages homed here in [first, end), 4 MiB
+// at most a move, to the node target() names for each move.  Returns the
+// pages moved; *moves counts the moves.
+template <typename Target>
+uint64_t rehome_runs(Cluster& c, uint64_t first, uint64_t end, Target target, uint64_t* moves = nullptr) {
+  constexpr uint64_t kChunk = 1024;  // 4 MiB a move
+  uint64_t moved = 0;
+  char* err = nullptr;
+  for (uint64_t p = first; p < end;) {
+    if (aggvm_dsm_home_of(c.dsm(), p * kPage) != c.self()) {
+      ++p;
+      continue;
+    }
+    uint64_t q = p + 1;
+    while (q < end && q - p < kChunk && aggvm_dsm_home_of(c.dsm(), q * kPage) == c.self()) ++q;
+    const uint16_t to = target();
+    if (aggvm_dsm_rehome(c.dsm(), p * kPage, (q - p) * kPage, to, &err) != 0)
+      die(1, fmt::format("rehome of pages {}..{} to node {}: {}", p, q, to, err));
+    moved += q - p;
+    if (moves) ++*moves;
+    p = q;
+  }
+  return moved;
+}
+
 // ---- evacuate: the last node empties itself and leaves, the others go on -
 
 // Every node runs the torture; the last one then drops its copies, moves
@@ -375,22 +400,10 @@ int evacuate(Cluster& c, const Options& o) {
     const auto t0 = Clock::now();
     if (aggvm_dsm_drop_copies(c.dsm(), &err) != 0) die(1, fmt::format("drop_copies: {}", err));
     const auto t1 = Clock::now();
-    uint64_t moved = 0, moves = 0;
-    const uint64_t pages = c.size() / kPage;
-    constexpr uint64_t kChunk = 1024;  // 4 MiB a move
-    for (uint64_t first = 0; first < pages;) {
-      if (aggvm_dsm_home_of(c.dsm(), first * kPage) != c.self()) {
-        ++first;
-        continue;
-      }
-      uint64_t end = first + 1;
-      while (end < pages && end - first < kChunk && aggvm_dsm_home_of(c.dsm(), end * kPage) == c.self()) ++end;
-      const auto to = static_cast<uint16_t>(moves++ % (c.nodes() - 1));
-      if (aggvm_dsm_rehome(c.dsm(), first * kPage, (end - first) * kPage, to, &err) != 0)
-        die(1, fmt::format("rehome of pages {}..{} to node {}: {}", first, end, to, err));
-      moved += end - first;
-      first = end;
-    }
+    uint64_t moves = 0;
+    // To the other nodes in turn.
+    const uint64_t moved = rehome_runs(
+        c, 0, c.size() / kPage, [&] { return static_cast<uint16_t>(moves % (c.nodes() - 1)); }, &moves);
     const auto t2 = Clock::now();
     aggvm_dsm_node_stats(c.dsm(), &after);
     if (aggvm_dsm_leave(c.dsm(), &err) != 0) die(1, fmt::format("leave: {}", err));
@@ -449,21 +462,7 @@ void join_fill(Cluster& c, uint64_t generation) {
 
 // Moves the home of every run of pages homed here in [first, end) to `to`.
 uint64_t join_rehome(Cluster& c, uint64_t first, uint64_t end, uint16_t to) {
-  uint64_t moved = 0;
-  char* err = nullptr;
-  for (uint64_t p = first; p < end;) {
-    if (aggvm_dsm_home_of(c.dsm(), p * kPage) != c.self()) {
-      ++p;
-      continue;
-    }
-    uint64_t q = p + 1;
-    while (q < end && q - p < 1024 && aggvm_dsm_home_of(c.dsm(), q * kPage) == c.self()) ++q;
-    if (aggvm_dsm_rehome(c.dsm(), p * kPage, (q - p) * kPage, to, &err) != 0)
-      die(1, fmt::format("rehome of pages {}..{} to node {}: {}", p, q, to, err));
-    moved += q - p;
-    p = q;
-  }
-  return moved;
+  return rehome_runs(c, first, end, [to] { return to; });
 }
 
 void join_hold(Cluster& c, bool hold) {
