@@ -445,7 +445,9 @@ int evacuate(Cluster& c, const Options& o) {
 // the joiner must learn the homes from node 0's welcome, not from the
 // configuration.  The joiner reads back everything node 0 wrote and
 // writes a new generation; node 0 moves homes to it, node 1 moves all its
-// homes to it and leaves; node 0 reads the new generation back.  Control
+// homes to it and leaves; node 0 reads the new generation back.  Then,
+// node 1 gone, node 2 moves homes back to node 0 (the move must not wait
+// for the node that left), and node 0 reads everything again.  Control
 // words live in page 0 (homed on node 0).
 uint64_t join_value(uint64_t page, uint64_t generation) { return page * 0x9E3779B97F4A7C15ull ^ generation; }
 
@@ -504,12 +506,15 @@ int join(Cluster& c, const Options&) {
       if (Clock::now() > deadline) die(1, "node 1 did not leave");
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    const uint64_t bad = join_check(c, 2);
+    uint64_t bad = join_check(c, 2);
+    phase->store(4);
+    wait_phase(5);  // node 2 moved homes back here, node 1 gone
+    bad += join_check(c, 2);
     aggvm_dsm_node_stats(c.dsm(), &s);
     std::printf("result: join node=0 moved_to_joiner=%lu redirects=%lu bad=%lu status=%s\n",
                 static_cast<unsigned long>(to_joiner), static_cast<unsigned long>(s.redirects),
                 static_cast<unsigned long>(bad), bad ? "fail" : "pass");
-    phase->store(4);
+    phase->store(6);
     return bad ? 1 : 0;
   }
   if (c.self() == 1) {
@@ -528,6 +533,11 @@ int join(Cluster& c, const Options&) {
   join_fill(c, 2);
   phase->store(2);
   wait_phase(4);
+  // Node 1 has left: a move of homes now must not wait for it.
+  const uint64_t back = join_rehome(c, pages / 2, pages, 0);
+  std::printf("join: node 2 moved %lu homes to node 0 after node 1 left\n", static_cast<unsigned long>(back));
+  phase->store(5);
+  wait_phase(6);
   aggvm_dsm_node_stats(c.dsm(), &s);
   std::printf("result: join node=2 checked=%lu bad=%lu rehomed_in=%lu status=%s\n",
               static_cast<unsigned long>(pages - 1), static_cast<unsigned long>(bad),

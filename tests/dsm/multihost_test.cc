@@ -173,6 +173,8 @@ TEST_F(MultiHost, LateNodeJoinsTakesHomesAndAnotherLeaves) {
       << log2;
   EXPECT_EQ(std::stoul(m[1]), 32u * 256 - 1);
   EXPECT_GT(std::stoul(m[2]), 0u);
+  // Once node 1 has left, a move of homes must not wait for it.
+  EXPECT_TRUE(std::regex_search(log2, std::regex("node 2 moved [1-9]\\d* homes to node 0 after node 1 left"))) << log2;
   EXPECT_NE(log0.find("admits node 2"), std::string::npos) << log0;
 }
 

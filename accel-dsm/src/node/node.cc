@@ -796,8 +796,7 @@ void Node::on_frame(NodeId from, const WireHeader& h, std::span<const std::byte>
     pb::Control ack;
     ack.mutable_goodbye_ack();
     send_control(from, ack.SerializeAsString());
-    goodbyes_.set(from);
-    leaving_.fetch_or(uint64_t{1} << from, std::memory_order_release);
+    said_goodbye(from);
     for (const NodeListener& l : listeners_)
       if (l.peer_leaving) l.peer_leaving(from);
     return;
@@ -888,8 +887,14 @@ void Node::on_welcome(NodeId from, const pb::Welcome& w) {
 // Not in the cluster now: told nothing, waited for by no barrier, never
 // blamed; calls to it end at once.  As for a node that left.
 void Node::mark_gone(NodeId peer) {
-  goodbyes_.set(peer);
+  said_goodbye(peer);
   closed_after_goodbye_.set(peer);
+}
+
+// The peer leaves (or is not there): the engine tells it nothing more, and
+// waits for it in nothing (a move of homes, say).
+void Node::said_goodbye(NodeId peer) {
+  goodbyes_.set(peer);
   leaving_.fetch_or(uint64_t{1} << peer, std::memory_order_release);
   engine_->set_gone(goodbyes_);
 }

@@ -170,6 +170,7 @@ class Node final : private Env, private FabricSink {
   void join();
   void on_welcome(NodeId from, const pb::Welcome& welcome);
   void mark_gone(NodeId peer);
+  void said_goodbye(NodeId peer);
   void serve_admissions();
 
   void run();
