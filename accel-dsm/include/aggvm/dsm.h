@@ -62,7 +62,8 @@ typedef struct AggvmDsmOptions {
      * err is a negative errno; node is the peer to blame, or -1 when no
      * single peer is (a local error, several peers missing).  Faulting
      * threads stay blocked: they are never handed a page whose content is
-     * unknown (see aggvm_dsm_poison_lost()).
+     * unknown (see aggvm_dsm_poison_lost()).  It runs before any call in
+     * flight ends with the failure.
      */
     void (*on_failure)(void *opaque, int err, int node, const char *message);
     /*

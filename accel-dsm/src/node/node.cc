@@ -657,8 +657,10 @@ void Node::fail_node(int err, int node, const std::string& message) {
     fail_cv_.notify_all();
   }
   log().error("aggvm-dsm: node {} failed: {}", cfg_.self, message);
-  notify_finished(err, failure_->what());
+  // The embedder hears of the failure before any call in flight ends with
+  // it: whoever sees a call fail may rely on on_failure having run.
   if (cfg_.on_failure) cfg_.on_failure(err, node, failure_->what());
+  notify_finished(err, failure_->what());
 }
 
 // Once: stop, abandon or failure, whichever comes first.
