@@ -27,7 +27,7 @@ void Rehomer::assign(const PageRange& r, NodeId node) {
 
 void Rehomer::start(const PageRange& r, NodeId to) {
   check(r, to);
-  out_ = Out{.range = r, .to = to, .id = next_id_++};
+  out_ = Out{.range = r, .to = to, .id = next_id_++, .phase = Phase::kDraining, .awaiting = {}, .deadline_ns = 0};
   directory_.hold(r);
   progress();
 }
@@ -167,7 +167,8 @@ void Rehomer::on_prepare(const Message& m) {
   for (uint64_t i = r.first; i < r.end; ++i) cache_.became_home(PageKey(r.region, i));
   // The old home first waits for every other node's HomeChangeAck (its own
   // timeout), then hands the entries over.
-  in_.push_back(In{.range = r, .from = m.src, .id = m.txn, .deadline_ns = ctx_.now_ns + 2 * ctx_.timeout_ns});
+  in_.push_back(In{.range = r, .from = m.src, .id = m.txn, .received = 0, .expected = std::nullopt,
+                   .deadline_ns = ctx_.now_ns + 2 * ctx_.timeout_ns});
   ctx_.send_to(MsgType::kHomePrepareAck, m.src, m.page, m.txn);
 }
 
