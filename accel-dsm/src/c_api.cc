@@ -1,4 +1,5 @@
 // The C API of libaggvm-dsm (include/aggvm/dsm.h) over aggvm::dsm::Node.
+#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -127,6 +128,13 @@ int aggvm_dsm_rehome(AggvmDsm* dsm, uint64_t gpa, uint64_t size, uint16_t to, ch
 
 int aggvm_dsm_home_of(AggvmDsm* dsm, uint64_t gpa) { return dsm->node->home_of(gpa); }
 
+size_t aggvm_dsm_home_ranges(AggvmDsm* dsm, AggvmDsmHomeRange* out, size_t max) {
+  const auto all = dsm->node->home_ranges();
+  for (size_t i = 0; i < all.size() && i < max; ++i)
+    out[i] = {.gpa_start = all[i].gpa_start, .gpa_end = all[i].gpa_end, .node = all[i].node};
+  return all.size();
+}
+
 int aggvm_dsm_drop_copies(AggvmDsm* dsm, char** errmsg) {
   return guarded(errmsg, [&] { dsm->node->drop_copies(); });
 }
@@ -162,6 +170,12 @@ int aggvm_dsm_node_stats(AggvmDsm* dsm, AggvmDsmNodeStats* out) {
 
 int aggvm_dsm_thread_stats(AggvmDsm* dsm, int tid, AggvmDsmFaultStats* out) {
   return dsm->node->thread_stats(tid, out) ? 0 : -ENOENT;
+}
+
+size_t aggvm_dsm_thread_granule_faults(AggvmDsm* dsm, int tid, AggvmDsmGranuleFaults* out, size_t max) {
+  const auto all = dsm->node->thread_granules(tid);
+  std::copy_n(all.begin(), std::min(all.size(), max), out);
+  return all.size();
 }
 
 size_t aggvm_dsm_fault_threads(AggvmDsm* dsm, int* tids, size_t max) {

@@ -305,6 +305,18 @@ TEST(CApi, PlansAMoveAndRefusesBadGoalsWithAMessage) {
   free(err);
   EXPECT_EQ(aggvm_sched_set_goals(sched, "balance=500", &err), -EINVAL);
   free(err);
+
+  AggvmSchedParams tuned;
+  aggvm_sched_params(sched, &tuned);
+  tuned.budget = 5;
+  EXPECT_EQ(aggvm_sched_set_params(sched, &tuned, &err), 0);
+  tuned.fill = 3;
+  ASSERT_EQ(aggvm_sched_set_params(sched, &tuned, &err), -EINVAL);
+  EXPECT_NE(std::string(err).find("fill"), std::string::npos) << err;
+  free(err);
+  aggvm_sched_params(sched, &tuned);
+  EXPECT_EQ(tuned.budget, 5u);
+  EXPECT_DOUBLE_EQ(tuned.fill, 0.8);
   aggvm_sched_free(sched);
 }
 

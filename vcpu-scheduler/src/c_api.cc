@@ -76,6 +76,24 @@ int aggvm_sched_set_goals(AggvmSched* sched, const char* goals, char** errmsg) {
   });
 }
 
+int aggvm_sched_set_params(AggvmSched* sched, const AggvmSchedParams* params, char** errmsg) {
+  return guarded(errmsg, [&] {
+    Policy p = sched->scheduler.policy();
+    p.budget = params->budget;
+    p.min_gain = params->min_gain;
+    p.horizon = params->horizon;
+    p.cooldown = params->cooldown;
+    p.fill = params->fill;
+    sched->scheduler.set_policy(p);
+  });
+}
+
+void aggvm_sched_params(const AggvmSched* sched, AggvmSchedParams* out) {
+  const Policy& p = sched->scheduler.policy();
+  *out = AggvmSchedParams{.budget = p.budget, .min_gain = p.min_gain, .horizon = p.horizon,
+                          .cooldown = p.cooldown, .fill = p.fill};
+}
+
 char* aggvm_sched_goals(const AggvmSched* sched) {
   return strdup(aggvm::sched::describe(sched->scheduler.policy().weights).c_str());
 }

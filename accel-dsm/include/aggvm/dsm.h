@@ -230,6 +230,25 @@ int aggvm_dsm_thread_stats(AggvmDsm *dsm, int tid, AggvmDsmFaultStats *out);
 /* Fills up to max tids of threads that faulted; returns how many exist. */
 size_t aggvm_dsm_fault_threads(AggvmDsm *dsm, int *tids, size_t max);
 
+/*
+ * Faults are also counted per thread and per granule of guest memory:
+ * where a vCPU's memory is, for the scheduler, at a grain that stays small
+ * for a guest of terabytes.
+ */
+#define AGGVM_DSM_FAULT_GRANULE (16ull << 20)
+
+typedef struct AggvmDsmGranuleFaults {
+    uint64_t gpa;                  /* the granule's first byte */
+    uint64_t faults;               /* resolved faults on it, since the start */
+} AggvmDsmGranuleFaults;
+
+/*
+ * Fills up to @max granules that thread @tid faulted on, in gpa order;
+ * returns how many there are (0 if it never faulted).
+ */
+size_t aggvm_dsm_thread_granule_faults(AggvmDsm *dsm, int tid,
+                                       AggvmDsmGranuleFaults *out, size_t max);
+
 /* ---- moving homes ------------------------------------------------------ */
 
 /*
@@ -250,6 +269,13 @@ int aggvm_dsm_rehome(AggvmDsm *dsm, uint64_t gpa, uint64_t size, uint16_t to,
 
 /* The home of the page at @gpa as this node knows it (the node it asks). */
 int aggvm_dsm_home_of(AggvmDsm *dsm, uint64_t gpa);
+
+/*
+ * The homes as this node knows them: fills up to @max ranges in gpa order
+ * and returns how many there are.  Addresses in no range are node 0's.
+ */
+size_t aggvm_dsm_home_ranges(AggvmDsm *dsm, AggvmDsmHomeRange *out,
+                             size_t max);
 
 /* ---- leaving a running cluster (evacuation) --------------------------- */
 

@@ -316,6 +316,12 @@ NodeId Node::home_of(uint64_t gpa) const {
   return homes_ ? homes_->home_of(gpa) : HomeMap(cfg_.homes, cfg_.n_nodes).home_of(gpa);
 }
 
+std::vector<HomeRange> Node::home_ranges() const {
+  std::lock_guard lock(homes_mu_);
+  const HomeMap& map = homes_ ? *homes_ : HomeMap(cfg_.homes, cfg_.n_nodes);
+  return {map.ranges().begin(), map.ranges().end()};
+}
+
 // Service thread: starts the next range once the engine is done with one.
 void Node::serve_home_moves() {
   if (home_move_ && engine_->moving_home()) return;
@@ -756,8 +762,8 @@ void Node::drop_range(PageKey first, uint64_t count) {
 
 void Node::wake(PageKey page) { uffd_->wake(host(page), kPageSize); }
 
-void Node::resolved(PageKey, const Waiter& w, NodeId home, uint64_t now) {
-  faults_.record(w.tid, w.access, home, home == cfg_.self, now - w.start_ns);
+void Node::resolved(PageKey page, const Waiter& w, NodeId home, uint64_t now) {
+  faults_.record(w.tid, space_->gpa(page), w.access, home, home == cfg_.self, now - w.start_ns);
 }
 
 void Node::rejected(NodeId from, std::string_view why) {

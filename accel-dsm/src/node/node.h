@@ -115,6 +115,7 @@ class Node final : private Env, private FabricSink {
   void rehome(uint64_t gpa, uint64_t size, NodeId to);
   // The node this node asks for the page at gpa: its home, as known here.
   NodeId home_of(uint64_t gpa) const;
+  std::vector<HomeRange> home_ranges() const;
   // Evacuation, step 1: drops every copy this node holds of pages homed
   // elsewhere, writing back those it holds Modified, and waits for their
   // homes' acks.  ETIMEDOUT when copies still come back (threads here
@@ -136,6 +137,7 @@ class Node final : private Env, private FabricSink {
   AggvmDsmNodeStats stats() const;
   bool thread_stats(int tid, AggvmDsmFaultStats* out) const { return faults_.thread_faults(tid, out); }
   std::vector<int> fault_threads() const { return faults_.threads(); }
+  std::vector<AggvmDsmGranuleFaults> thread_granules(int tid) const { return faults_.thread_granules(tid); }
 
  private:
   struct Region {

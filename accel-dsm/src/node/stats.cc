@@ -14,11 +14,13 @@ void FaultStatistics::add(AggvmDsmFaultStats& s, Access access, NodeId home, boo
   s.latency_us_total += latency_us;
 }
 
-void FaultStatistics::record(int tid, Access access, NodeId home, bool local, uint64_t latency_ns) {
+void FaultStatistics::record(int tid, uint64_t gpa, Access access, NodeId home, bool local,
+                             uint64_t latency_ns) {
   const uint64_t us = latency_ns / 1000;
   std::lock_guard lock(mu_);
   add(node_, access, home, local, us);
   add(per_thread_[tid], access, home, local, us);
+  per_thread_granule_[tid][gpa - gpa % AGGVM_DSM_FAULT_GRANULE]++;
 }
 
 AggvmDsmFaultStats FaultStatistics::node_faults() const {
@@ -32,6 +34,14 @@ bool FaultStatistics::thread_faults(int tid, AggvmDsmFaultStats* out) const {
   if (it == per_thread_.end()) return false;
   *out = it->second;
   return true;
+}
+
+std::vector<AggvmDsmGranuleFaults> FaultStatistics::thread_granules(int tid) const {
+  std::lock_guard lock(mu_);
+  std::vector<AggvmDsmGranuleFaults> out;
+  if (auto it = per_thread_granule_.find(tid); it != per_thread_granule_.end())
+    for (const auto& [gpa, faults] : it->second) out.push_back({.gpa = gpa, .faults = faults});
+  return out;
 }
 
 std::vector<int> FaultStatistics::threads() const {

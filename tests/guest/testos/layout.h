@@ -32,5 +32,6 @@
 
 #define SYS_DONE      0      /* leave ring 3: return value to run_user() */
 #define SYS_SEND_IPI  1      /* send VEC_IPI_TEST to cpu index %rdi */
+#define SYS_HALT      2      /* sleep until the next interrupt */
 
 #endif

@@ -94,6 +94,8 @@ static void parse_cmdline(const char *cl, struct params *p)
             p->peer = (unsigned)parse_u64(val);
         } else if (KEY("hz")) {
             p->hz = (unsigned)parse_u64(val);
+        } else if (KEY("duty")) {
+            p->duty = (unsigned)parse_u64(val);
         } else {
             char k[32] = { 0 };
             memcpy(k, key, klen < sizeof(k) ? klen : sizeof(k) - 1);
@@ -108,13 +110,14 @@ static const struct {
     enum wl_status (*run)(const struct params *p);
     bool not_in_all;                /* needs the host to act: named only */
 } workloads[] = {
-    { "compute", wl_compute }, { "counters", wl_counters }, { "pingpong", wl_pingpong },
-    { "ipi", wl_ipi },         { "sweep", wl_sweep },       { "timer", wl_timer },
-    { "tscsync", wl_tscsync }, { "devices", wl_devices },   { "xmc", wl_xmc },
-    { "extint", wl_extint },   { "ldr", wl_ldr },
+    { "compute", wl_compute, false }, { "counters", wl_counters, false }, { "pingpong", wl_pingpong, false },
+    { "ipi", wl_ipi, false },         { "sweep", wl_sweep, false },       { "timer", wl_timer, false },
+    { "tscsync", wl_tscsync, false }, { "devices", wl_devices, false },   { "xmc", wl_xmc, false },
+    { "extint", wl_extint, false },   { "ldr", wl_ldr, false },
     { "nmi", wl_nmi, .not_in_all = true },
     { "devloop", wl_devloop, .not_in_all = true },
     { "gap", wl_gap, .not_in_all = true },
+    { "share", wl_share, .not_in_all = true },
 };
 
 static u32 cpuid_apic_id(void)

@@ -49,6 +49,10 @@ int aggvm_sched_set_goals(AggvmSched *sched, const char *goals,
                           char **errmsg);
 /* The goals as "affinity=1,balance=0.5"; malloc'ed, to free(). */
 char *aggvm_sched_goals(const AggvmSched *sched);
+/* -EINVAL, naming it, for a parameter out of range; nothing changes then. */
+int aggvm_sched_set_params(AggvmSched *sched, const AggvmSchedParams *params,
+                           char **errmsg);
+void aggvm_sched_params(const AggvmSched *sched, AggvmSchedParams *out);
 
 typedef struct AggvmSchedNode {
     uint32_t cores;

@@ -12,6 +12,7 @@ struct params {
     u64 ms;                         /* time window of the timed workloads */
     unsigned peer;                  /* pingpong/ipi partner of vCPU 0 */
     unsigned hz;                    /* timer: LAPIC timer frequency */
+    unsigned duty;                  /* share: percent of the time it runs */
     const struct boot_info *boot;
     u64 kernel_end;
     u64 mapped_limit;
@@ -56,5 +57,6 @@ enum wl_status wl_extint(const struct params *p);
 enum wl_status wl_ldr(const struct params *p);
 enum wl_status wl_devloop(const struct params *p);
 enum wl_status wl_gap(const struct params *p);
+enum wl_status wl_share(const struct params *p);
 
 #endif
