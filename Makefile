@@ -53,7 +53,7 @@ check-aggregation: qemu
 check-migration: qemu
 	@scripts/run-tests.sh $(BUILD) migration $(TESTARGS)
 
-check-scheduler: build
+check-scheduler: qemu
 	@scripts/run-tests.sh $(BUILD) scheduler $(TESTARGS)
 
 # QEMU 10.0.2 with qemu-patches/ (first build: 15-25 minutes on 2 cores).

@@ -55,6 +55,8 @@ Scenarios (--scenario):
            has a device access in flight (testos devloop): the access must
            not be lost silently; node 0 must end, saying why, within twice
            the peer timeout, and every node with it
+  sched-*  the vCPU placement scheduler steered over QMP while testos
+           'share' runs: see tests/scheduler/scheduler_scenarios.py
 Exit status: 0 pass, 1 fail, 77 skip (QEMU, KVM or the harness missing).
 Without AGGVM_HOST0_NETNS in the environment the script runs itself under
 `aggvm-harness run`, which makes the namespaces and removes them after.
@@ -80,7 +82,9 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "tests" / "guest" / "linux"))
 sys.path.insert(0, str(REPO / "tests" / "guest" / "testos"))
 sys.path.insert(0, str(REPO / "tests" / "lib"))
+sys.path.insert(0, str(REPO / "tests" / "scheduler"))
 import check_blocks  # noqa: E402
+import scheduler_scenarios as sched  # noqa: E402
 import run_linux_guest as linux  # noqa: E402
 import run_testos as testos  # noqa: E402
 from qmp_client import Qmp  # noqa: E402
@@ -189,6 +193,8 @@ def cluster_args(args, node, addresses, key):
         late = args.hosts - 1
         props += [f"late-nodes={late}"]
         props += [f"numa-node-hosts={min(i, late - 1)}" for i in range(args.hosts)]
+    if args.scenario == "sched-health":
+        props += [f"health-file={args.health_dir}/node{node}.failing", "scheduler=none"]
     props += args.cluster_prop
     return ["-object", f"secret,id=aggsec,file={key},format=raw",
             "-object", ",".join(props)]
@@ -214,6 +220,9 @@ def parse_guest_line(args, line, results):
             results[parsed[0]] = parsed[1]
             return parsed[0] == "guest_done"
         return False
+    window = sched.parse_window(line)
+    if window:
+        results.setdefault("share_windows", []).append(window)
     banner, res = testos.parse([line])
     if banner:
         results["banner"] = banner
@@ -289,6 +298,7 @@ def run_cluster(args):
     work = Path(tempfile.mkdtemp(prefix="aggvm-guest-", dir=args.log_dir))
     key = work / "cluster.key"
     key.write_text(secrets.token_hex(32))
+    args.health_dir = work
     qmp_path = work / "qmp.sock"
     disk = work / "disk.img"
     if args.disk_blocks:
@@ -434,6 +444,9 @@ def run_cluster(args):
                 report["evacuation"] = evacuate(args, nodes, qmp, check)
             if args.scenario == "join" and started and "join" not in report:
                 report["join"] = join(args, nodes, late, qmp, check, work)
+            if args.scenario in sched.SCENARIOS and started and "sched" not in report:
+                report["sched"] = {"t0": t0}
+                sched.run(args, nodes, qmp, check, report["sched"])
             if args.scenario == "badmoves" and started and not report.get("badmoves"):
                 report["badmoves"] = bad_moves(args, qmp, check)
             if args.scenario == "migrate" and (started or args.move_early) and mover.due(results):
@@ -456,6 +469,8 @@ def run_cluster(args):
         else:
             rc = node0.wait(PROCESS_EXIT_S)
             judge(args, results, rc, check)
+            if args.scenario in sched.SCENARIOS:
+                sched.judge(args, results, report.setdefault("sched", {}), check)
             for n in nodes[1:]:
                 wrc = n.wait(PROCESS_EXIT_S)
                 check.expect(wrc is not None, f"node {n.index} still running "
@@ -1009,11 +1024,15 @@ def parse_args(argv=None):
     p.add_argument("--scenario", choices=["run", "stopcont", "nmi", "migrate", "badmoves",
                                           "movefreeze", "movekill", "bqlstuck", "evacuate", "evacuatekill",
                                           "join"]
-                   + list(FAILURES),
+                   + list(FAILURES) + list(sched.SCENARIOS),
                    default="run")
     p.add_argument("--kill-delay", type=float, default=0.5,
                    help="seconds after the guest starts before the scenario acts")
     p.add_argument("--pause-s", type=float, default=2.0, help="stopcont: how long to stay paused")
+    p.add_argument("--sched-delay", type=float, default=1.5,
+                   help="sched-affinity: seconds of bad placement before the scheduler starts")
+    p.add_argument("--deadline", type=float, default=60,
+                   help="sched-*: seconds within which a node must be emptied and gone")
     p.add_argument("--evac-kill-at", type=float, default=0.25,
                    help="evacuatekill: SIGKILL once this fraction of the node's memory moved")
     p.add_argument("--kill-after", help="act once node 0's console prints a line matching this")

@@ -134,6 +134,21 @@ def main():
         ("late node with no guest to join",
          [machine(qemu) + cluster_json(1, fresh(), key, **{"late-nodes": [1], "numa-node-hosts": [0, 0]})],
          [r"node 1 could not join the running guest: .*node 0"]),
+        # The scheduler's goals and interval are checked at start, in the
+        # library's words; the health file must be a path that does not
+        # depend on where QEMU was started.
+        ("unknown scheduler goal",
+         [machine(qemu) + cluster_json(0, fresh(), key, scheduler="affinity,speed")],
+         [r"scheduler 'affinity,speed': .*unknown goal 'speed'"]),
+        ("scheduler weight out of range",
+         [machine(qemu) + cluster_json(0, fresh(), key, scheduler="balance=500")],
+         [r"scheduler 'balance=500': .*weight"]),
+        ("scheduler interval of 0",
+         [machine(qemu) + cluster_json(0, fresh(), key, **{"scheduler-interval": 0})],
+         [r"scheduler-interval must be at least 100 ms, not 0"]),
+        ("relative health file",
+         [machine(qemu) + cluster_json(0, fresh(), key, **{"health-file": "failing"})],
+         [r"health-file 'failing' must be an absolute path"]),
         # vmport reads and writes the calling vCPU's registers, which only
         # the node running that vCPU has.
         ("vmport asked for", [machine(qemu, machine_opts="pc,vmport=on") + cluster(0, fresh(), key)],

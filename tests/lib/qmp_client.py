@@ -104,6 +104,14 @@ class Qmp:
             if "event" in reply:
                 self.events.append(reply)
 
+    def take_event(self, name, timeout):
+        """As wait_event(), but the event returned is consumed: the next
+        call returns the next one."""
+        event = self.wait_event(name, timeout)
+        if event is not None:
+            self.events.remove(event)
+        return event
+
     def close(self):
         try:
             self.sock.close()

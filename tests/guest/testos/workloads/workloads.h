@@ -13,6 +13,7 @@ struct params {
     unsigned peer;                  /* pingpong/ipi partner of vCPU 0 */
     unsigned hz;                    /* timer: LAPIC timer frequency */
     unsigned duty;                  /* share: percent of the time it runs */
+    unsigned slow_us;               /* share: a write slower than this is slow */
     const struct boot_info *boot;
     u64 kernel_end;
     u64 mapped_limit;
