@@ -4,7 +4,7 @@
 #   make check     install what is missing, build, run every test
 #   make bench     every benchmark
 #   make check-dsm / check-guests / check-aggregation / check-migration / check-scheduler   one suite
-#   make bench-dsm / bench-guest / bench-migration      one benchmark
+#   make bench-dsm / bench-guest / bench-migration / bench-scheduler   one benchmark
 #   make qemu      the patched QEMU alone (build/qemu-patches/qemu-system-x86_64)
 #   make check-series  build the tree after each patch in turn (each must build)
 
@@ -16,7 +16,7 @@ FROM ?= 1
 TESTARGS ?=
 
 .PHONY: all deps setup build qemu demo check check-dsm check-guests check-aggregation check-migration check-scheduler \
-        bench bench-dsm bench-guest bench-migration demo-dsm check-series clean distclean
+        bench bench-dsm bench-guest bench-migration bench-scheduler demo-dsm check-series clean distclean
 
 QEMU_BIN = $(BUILD)/qemu-patches/qemu-system-x86_64
 HARNESS_BIN = $(BUILD)/tests/harness/aggvm-harness
@@ -66,7 +66,7 @@ check-series: build
 	@python3 qemu-patches/build-qemu.py --build-dir build-qemu \
 	    --dsm-pkgconfig $(CURDIR)/$(BUILD)/meson-uninstalled --check-series --from $(FROM)
 
-bench: bench-dsm bench-guest bench-migration
+bench: bench-dsm bench-guest bench-migration bench-scheduler
 
 bench-guest: qemu
 	@python3 tests/aggregation/bench_guest.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
@@ -75,6 +75,10 @@ bench-guest: qemu
 bench-migration: qemu
 	@python3 tests/migration/bench_migration.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
 	    --testos $(TESTOS_BIN) --ucx-floor $(BUILD)/tests/dsm/dsm-ucx-floor
+
+bench-scheduler: qemu
+	@python3 tests/scheduler/bench_scheduler.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
+	    --testos $(TESTOS_BIN)
 
 bench-dsm: build
 	@$(BUILD)/tests/dsm/dsm-bench $(BUILD)/tests/dsm/dsm-worker
