@@ -324,6 +324,8 @@ def run_cluster(args):
                 cmd[cmd.index("-serial") + 1] = "null"
             if args.disk_blocks:
                 cmd += disk_args(args, i, disk)
+            for pattern in args.trace:
+                cmd += ["-trace", pattern]
             if i == 0 or args.verbose:
                 log(f"node {i} ({hosts[i][0]}): {shlex.join(cmd)}")
             if args.scenario == "join" and i == args.hosts - 1:
@@ -1044,6 +1046,8 @@ def parse_args(argv=None):
     p.add_argument("--cluster-prop", action="append", default=[],
                    help="extra aggvm-cluster property, e.g. placement.0.vcpu=1")
     p.add_argument("--peer-timeout-ms", type=int, default=5000)
+    p.add_argument("--trace", action="append", default=[],
+                   help="QEMU trace events (-trace) on every node, in its log")
     p.add_argument("--max-rss-mib", type=int, default=0,
                    help="fail when a node's resident set grows beyond this (with resident-cap)")
     p.add_argument("--timeout", type=float, default=240)
