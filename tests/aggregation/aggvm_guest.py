@@ -326,6 +326,8 @@ def run_cluster(args):
                 cmd += disk_args(args, i, disk)
             for pattern in args.trace:
                 cmd += ["-trace", pattern]
+            if args.trace:
+                cmd += ["-msg", "timestamp=on"]   # thread id and time on each event
             if i == 0 or args.verbose:
                 log(f"node {i} ({hosts[i][0]}): {shlex.join(cmd)}")
             if args.scenario == "join" and i == args.hosts - 1:

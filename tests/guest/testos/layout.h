@@ -33,5 +33,6 @@
 #define SYS_DONE      0      /* leave ring 3: return value to run_user() */
 #define SYS_SEND_IPI  1      /* send VEC_IPI_TEST to cpu index %rdi */
 #define SYS_HALT      2      /* sleep until the next interrupt */
+#define SYS_WAIT_SET  3      /* sleep until the u32 at %rdi is not 0 */
 
 #endif

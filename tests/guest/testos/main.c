@@ -96,6 +96,8 @@ static void parse_cmdline(const char *cl, struct params *p)
             p->hz = (unsigned)parse_u64(val);
         } else if (KEY("duty")) {
             p->duty = (unsigned)parse_u64(val);
+        } else if (KEY("wait")) {
+            p->wait_halt = vlen == 4 && !memcmp(val, "halt", 4);
         } else if (KEY("slow_us")) {
             p->slow_us = (unsigned)parse_u64(val);
         } else {

@@ -55,6 +55,15 @@ void syscall_dispatch(struct frame *f)
         __asm__ volatile("sti; hlt; cli" ::: "memory");
         f->rax = 0;
         return;
+    case SYS_WAIT_SET:
+        /*
+         * Interrupts are off from the check to the hlt (sti's shadow):
+         * the interrupt that sets the word cannot slip in between.
+         */
+        while (!*(volatile u32 *)(uintptr_t)f->rdi)
+            __asm__ volatile("sti; hlt; cli" ::: "memory");
+        f->rax = 0;
+        return;
     default:
         f->rax = (u64)-1;
         return;
