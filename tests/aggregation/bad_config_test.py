@@ -145,7 +145,7 @@ def main():
          [r"scheduler 'balance=500': .*weight"]),
         ("scheduler interval of 0",
          [machine(qemu) + cluster_json(0, fresh(), key, **{"scheduler-interval": 0})],
-         [r"scheduler-interval must be at least 100 ms, not 0"]),
+         [r"scheduler-interval must be 100 to 3600000 ms, not 0"]),
         ("relative health file",
          [machine(qemu) + cluster_json(0, fresh(), key, **{"health-file": "failing"})],
          [r"health-file 'failing' must be an absolute path"]),

@@ -175,7 +175,8 @@ def bad_input(args, nodes, qmp, check, report):
     expect_refused(qmp, check, "x-aggvm-scheduler-set", [
         ({"goals": "affinity,speed"}, "unknown goal 'speed'"),
         ({"goals": "affinity=500"}, "outside 0..100"),
-        ({"interval-ms": 0}, "interval-ms must be at least 100"),
+        ({"interval-ms": 0}, "interval-ms must be 100 to 3600000, not 0"),
+        ({"interval-ms": 3000000000}, "interval-ms must be 100 to 3600000"),
         ({"fill": 2.0}, "fill"),
         ({"budget": 1000}, "budget must be at most 64"),
     ])
@@ -208,6 +209,22 @@ def bad_input(args, nodes, qmp, check, report):
     check.expect(placed == {v: v // args.vcpus_per_host for v in range(args.vcpus)},
                  f"a dry run moved vCPUs: {placed}")
     report["dry_run_plan"] = plan
+    # Goals and parameters changed while it runs: shown at once, applied
+    # before the next plan; a refused change leaves them as they were.
+    qmp.execute("x-aggvm-scheduler-set", goals="balance=0.5,affinity", budget=3)
+    expect_refused(qmp, check, "x-aggvm-scheduler-set", [
+        ({"goals": "consolidate", "fill": 0}, "fill")])
+    sched = qmp.execute("x-query-aggvm")["scheduler"]
+    check.expect(sched["goals"] == "affinity=1,balance=0.5" and sched["budget"] == 3,
+                 f"the scheduler shows goals {sched['goals']} budget {sched['budget']}, "
+                 "expected affinity=1,balance=0.5 and 3")
+    plans = sched["plans"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sched["plans"] < plans + 2:
+        time.sleep(0.2)
+        sched = qmp.execute("x-query-aggvm")["scheduler"]
+    check.expect(sched["plans"] >= plans + 2 and "last-error" not in sched,
+                 f"no plan after the change, or an error: {sched}")
 
 
 RUN = {"sched-affinity": affinity, "sched-consolidate": consolidate,
