@@ -87,6 +87,7 @@ import check_blocks  # noqa: E402
 import scheduler_scenarios as sched  # noqa: E402
 import run_linux_guest as linux  # noqa: E402
 import run_testos as testos  # noqa: E402
+import qmp_client  # noqa: E402
 from qmp_client import Qmp  # noqa: E402
 
 SKIP = 77
@@ -549,17 +550,7 @@ def cpu_seconds(pid):
 
 
 def expect_refused(qmp, check, command, cases):
-    """Each (arguments, why) must be refused, saying why; returns how many were."""
-    refused = 0
-    for arguments, why in cases:
-        try:
-            qmp.execute(command, **arguments)
-            check.expect(False, f"{command} {arguments} was accepted")
-        except RuntimeError as e:
-            log(f"refused as it should be: {arguments}: {e}")
-            refused += check.expect(why in str(e), f"refusal of {arguments} does not say "
-                                    f"'{why}': {e}")
-    return refused
+    return qmp_client.expect_refused(qmp, check, command, cases, say=log)
 
 
 def bad_moves(args, qmp, check):

@@ -117,3 +117,19 @@ class Qmp:
             self.sock.close()
         except OSError:
             pass
+
+
+def expect_refused(qmp, check, command, cases, say=print):
+    """Each (arguments, why) of @cases must be refused by @command, the
+    error saying @why; returns how many were.  @check is the test's checker
+    (its expect(ok, message) records a failure), @say its log."""
+    refused = 0
+    for arguments, why in cases:
+        try:
+            qmp.execute(command, **arguments)
+            check.expect(False, f"{command} {arguments} was accepted")
+        except RuntimeError as e:
+            say(f"refused as it should be: {arguments}: {e}")
+            refused += check.expect(why in str(e), f"refusal of {command} {arguments} does "
+                                    f"not say '{why}': {e}")
+    return refused

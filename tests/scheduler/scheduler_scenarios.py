@@ -24,6 +24,8 @@ it did; judge() checks the guest's own figures once it has finished.
 
 import time
 
+import qmp_client  # tests/lib, on the path aggvm_guest.py sets
+
 SCENARIOS = ("sched-affinity", "sched-consolidate", "sched-makeroom", "sched-health",
              "sched-bad")
 PROCESS_EXIT_S = 20
@@ -42,14 +44,7 @@ def parse_window(line):
 
 
 def expect_refused(qmp, check, command, cases):
-    for arguments, why in cases:
-        try:
-            qmp.execute(command, **arguments)
-            check.expect(False, f"{command} {arguments} was accepted")
-        except RuntimeError as e:
-            log(f"refused as it should be: {command} {arguments}: {e}")
-            check.expect(why in str(e), f"refusal of {command} {arguments} does not say "
-                         f"'{why}': {e}")
+    return qmp_client.expect_refused(qmp, check, command, cases, say=log)
 
 
 def describe(action):
@@ -146,16 +141,21 @@ def consolidate(args, nodes, qmp, check, report):
     check.expect(all(c["node"] == 0 for c in info["vcpus"]), "vCPUs are not all on node 0")
 
 
+def expect_emptied(args, nodes, qmp, check, report, victim, since):
+    """@victim, asked to go @since, must be empty and gone within the deadline."""
+    took = wait_left(qmp, nodes, [victim], args.deadline)
+    if check.expect(took is not None, f"node {victim} was not emptied within the deadline "
+                    f"of {args.deadline:.0f} s after {since}"):
+        log(f"node {victim} empty and gone {took:.1f} s after {since}")
+        report["emptied_s"] = round(took, 2)
+        check_released(qmp, nodes, [victim], check)
+
+
 def make_room(args, nodes, qmp, check, report):
     victim = args.hosts - 1
     log(f"x-aggvm-node-set node={victim} draining=true (deadline {args.deadline:.0f} s)")
     qmp.execute("x-aggvm-node-set", node=victim, draining=True)
-    took = wait_left(qmp, nodes, [victim], args.deadline)
-    if check.expect(took is not None, f"node {victim} was not empty within the deadline of "
-                    f"{args.deadline:.0f} s"):
-        log(f"node {victim} empty and gone {took:.1f} s after it was asked for")
-        report["emptied_s"] = round(took, 2)
-        check_released(qmp, nodes, [victim], check)
+    expect_emptied(args, nodes, qmp, check, report, victim, "it was asked for")
 
 
 def health(args, nodes, qmp, check, report):
@@ -163,12 +163,7 @@ def health(args, nodes, qmp, check, report):
     flag = args.health_dir / f"node{victim}.failing"
     log(f"node {victim}'s health file {flag} appears")
     flag.write_text("fan failure\n")
-    took = wait_left(qmp, nodes, [victim], args.deadline)
-    if check.expect(took is not None, f"node {victim}, failing, was not emptied within "
-                    f"{args.deadline:.0f} s"):
-        log(f"node {victim} emptied and gone {took:.1f} s after its health file appeared")
-        report["emptied_s"] = round(took, 2)
-        check_released(qmp, nodes, [victim], check)
+    expect_emptied(args, nodes, qmp, check, report, victim, "its health file appeared")
 
 
 def bad_input(args, nodes, qmp, check, report):
