@@ -55,9 +55,11 @@ REQUIRED_CONFIG = {
 
 
 # Modules the initramfs loads for a virtio-blk disk, in load order (the
-# cloud kernel builds them as modules).
+# cloud kernel builds them as modules), then those for the ACPI power button
+# (`virsh shutdown` of a guest booted with aggvm.hold=1).
 VIRTIO_BLK_MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
                       "virtio_pci", "virtio_blk")
+GUEST_MODULES = VIRTIO_BLK_MODULES + ("button", "evdev")
 
 
 class BuildError(Exception):
@@ -160,7 +162,7 @@ def build_kernel(args):
             raise BuildError(f"{pkg} lacks built-in support the guest needs: "
                              + ", ".join(missing))
         shutil.copyfile(configs[0], out / "kernel.config")
-        for name in VIRTIO_BLK_MODULES:
+        for name in GUEST_MODULES:
             found = sorted(Path(tmp).glob(f"lib/modules/*/kernel/**/{name}.ko"))
             if len(found) != 1:
                 raise BuildError(f"{deb.name}: expected one {name}.ko, found {len(found)}")

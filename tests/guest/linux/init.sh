@@ -8,6 +8,7 @@
 #   aggvm.atomics=ARGS                  arguments for aggvm-atomics, commas for spaces
 #   aggvm.stream=ARGS                   arguments for aggvm-stream, commas for spaces
 #   aggvm.shell=1                       drop to a shell instead of powering off
+#   aggvm.hold=1                        after the workloads, wait for the ACPI power button
 #   aggvm.blkwrite_cpu=N                blkwrite: the vCPU that writes /dev/vda (default: the last)
 export PATH=/bin
 
@@ -20,12 +21,14 @@ atomics_args=
 stream_args=
 blkwrite_cpu=
 shell=0
+hold=0
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
     aggvm.run=*) run=${arg#aggvm.run=} ;;
     aggvm.atomics=*) atomics_args=$(echo "${arg#aggvm.atomics=}" | tr , ' ') ;;
     aggvm.stream=*) stream_args=$(echo "${arg#aggvm.stream=}" | tr , ' ') ;;
     aggvm.shell=1) shell=1 ;;
+    aggvm.hold=1) hold=1 ;;
     aggvm.blkwrite_cpu=*) blkwrite_cpu=${arg#aggvm.blkwrite_cpu=} ;;
     esac
 done
@@ -81,6 +84,25 @@ for w in $(echo "$run" | tr , ' '); do
 done
 read -r uptime _ </proc/uptime
 echo "aggvm-guest: done uptime_s=$uptime status=$status"
+
+# aggvm.hold=1: stay up until the ACPI power button (virsh shutdown, QMP
+# system_powerdown), as a distribution's guest does.
+hold_until_power_button() {
+    insmod /lib/modules/button.ko 2>/dev/null
+    insmod /lib/modules/evdev.ko 2>/dev/null
+    dev=
+    for d in /sys/class/input/event*; do
+        [ "$(cat "$d/device/name" 2>/dev/null)" = "Power Button" ] && dev=/dev/input/${d##*/}
+    done
+    if [ -z "$dev" ] || [ ! -c "$dev" ]; then
+        echo "aggvm-guest: no ACPI power button device; powering off now"
+        return
+    fi
+    echo "aggvm-guest: holding until the ACPI power button ($dev)"
+    dd if="$dev" of=/dev/null bs=24 count=1 2>/dev/null
+    echo "aggvm-guest: power button pressed; powering off"
+}
+[ "$hold" = 1 ] && hold_until_power_button
 
 if [ "$shell" = 1 ]; then
     exec setsid cttyhack sh
