@@ -66,6 +66,8 @@ PKGS=(
     libglib2.0-dev libpixman-1-dev libslirp-dev zlib1g-dev libfdt-dev
     libcap-ng-dev libattr1-dev python3-pycotap bison flex
     seabios ipxe-qemu qemu-system-data qemu-system-x86 dpkg-dev
+    libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
+    libxml2-dev nlohmann-json3-dev
 )
 # Packages taken from bookworm-backports.
 BACKPORTS=(meson)
@@ -79,9 +81,20 @@ if command -v meson >/dev/null && dpkg --compare-versions "$(meson --version)" g
     meson_ok=1
 fi
 
+# libvirt's QEMU driver refuses to start unless its compiled-in user
+# exists; libvirt-daemon-system would create it (with systemd units this
+# project does not need: the tests start their own libvirtd).
+ensure_libvirt_user() {
+    getent group libvirt-qemu >/dev/null || $SUDO groupadd --system libvirt-qemu
+    getent passwd libvirt-qemu >/dev/null ||
+        $SUDO useradd --system --no-create-home --home-dir /var/lib/libvirt \
+            --shell /usr/sbin/nologin -g libvirt-qemu libvirt-qemu
+}
+
 NEED_UPDATE=0
 add_backports
 if [ ${#missing[@]} -eq 0 ] && [ $meson_ok -eq 1 ] && [ $NEED_UPDATE -eq 0 ]; then
+    ensure_libvirt_user
     log "all dependencies present"
     exit 0
 fi
@@ -97,4 +110,5 @@ if [ $meson_ok -eq 0 ]; then
     log "installing from bookworm-backports: ${BACKPORTS[*]}"
     $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports "${BACKPORTS[@]}" >/dev/null
 fi
+ensure_libvirt_user
 log "done"
