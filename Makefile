@@ -1,9 +1,9 @@
 # aggvm: the targets a user types.  See README.md.
 #
-#   make demo      install what is missing, build, run the multi-host demo
+#   make demo      install what is missing, build, run the multi-host demo (through virsh)
 #   make check     install what is missing, build, run every test
 #   make bench     every benchmark
-#   make check-dsm / check-guests / check-aggregation / check-migration / check-scheduler   one suite
+#   make check-dsm / check-guests / check-aggregation / check-migration / check-scheduler / check-libvirt   one suite
 #   make bench-dsm / bench-guest / bench-migration / bench-scheduler   one benchmark
 #   make qemu      the patched QEMU alone (build/qemu-patches/qemu-system-x86_64)
 #   make check-series  build the tree after each patch in turn (each must build)
@@ -15,8 +15,8 @@ FROM ?= 1
 # Extra arguments for `meson test`, e.g. TESTARGS='--repeat 3'.
 TESTARGS ?=
 
-.PHONY: all deps setup build qemu demo check check-dsm check-guests check-aggregation check-migration check-scheduler \
-        bench bench-dsm bench-guest bench-migration bench-scheduler demo-dsm check-series clean distclean
+.PHONY: all deps setup build qemu demo check check-dsm check-guests check-aggregation check-migration check-scheduler check-libvirt \
+        demo-aggregation bench bench-dsm bench-guest bench-migration bench-scheduler demo-dsm check-series clean distclean
 
 QEMU_BIN = $(BUILD)/qemu-patches/qemu-system-x86_64
 HARNESS_BIN = $(BUILD)/tests/harness/aggvm-harness
@@ -56,6 +56,9 @@ check-migration: qemu
 check-scheduler: qemu
 	@scripts/run-tests.sh $(BUILD) scheduler $(TESTARGS)
 
+check-libvirt: qemu
+	@scripts/run-tests.sh $(BUILD) libvirt $(TESTARGS)
+
 # QEMU 10.0.2 with qemu-patches/ (first build: 15-25 minutes on 2 cores).
 qemu: build
 	@echo "== building the patched QEMU (qemu-patches/build-qemu.py) =="
@@ -83,7 +86,15 @@ bench-scheduler: qemu
 bench-dsm: build
 	@$(BUILD)/tests/dsm/dsm-bench $(BUILD)/tests/dsm/dsm-worker
 
+# The user's workflow: virsh define/start of docs/examples/aggvm-guest.xml over
+# two hosts (network namespaces), aggvmctl status, virsh destroy.
 demo: qemu
+	@python3 tests/libvirt/demo.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
+	    --wrapper $(BUILD)/libvirt-driver/aggvm-qemu --noded $(BUILD)/libvirt-driver/aggvm-noded \
+	    --aggvmctl $(BUILD)/libvirt-driver/aggvmctl --kernel $(LINUX_KERNEL) --initrd $(LINUX_INITRD)
+
+# The same guest without libvirt, then the test guest under KVM (the previous demo).
+demo-aggregation: qemu
 	@python3 tests/aggregation/demo.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
 	    --testos $(TESTOS_BIN) --linux-kernel $(LINUX_KERNEL) --linux-initrd $(LINUX_INITRD)
 

@@ -45,7 +45,8 @@ LOCK_TIMEOUT_S = 3 * 3600
 
 FIRMWARE_PATH = "/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu"
 # Minimal feature set: x86_64 system emulation with KVM and TCG, no UI, no
-# network back ends, no tools; pixman because the pc machine's VGA needs it.
+# network back ends but slirp (user networking), no tools; pixman because
+# the pc machine's VGA needs it.
 CONFIGURE_ARGS = [
     "--disable-download",
     "--target-list=x86_64-softmmu",
@@ -53,6 +54,9 @@ CONFIGURE_ARGS = [
     "--enable-kvm",
     "--enable-tcg",
     "--enable-pixman",
+    # User-mode networking (<interface type='user'>, -netdev user) for guests
+    # that need a network without a bridge on the host.
+    "--enable-slirp",
     "--enable-trace-backends=log",
     "--disable-docs",
     # No --disable-werror: the source tree is a git tree, for which QEMU turns

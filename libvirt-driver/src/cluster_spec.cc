@@ -217,6 +217,11 @@ std::optional<ClusterSpec> parse_cluster_spec(std::string_view xml) {
     if (!id) fail("<aggvm:host> without id (the node id: 0 for the head, then 1, 2, ...)");
     host.id = parse_number<uint16_t>(*id, "<aggvm:host id>", 0, 1023);
     const std::string where = fmt::format("<aggvm:host id='{}'>", host.id);
+    for (xmlAttr* a = child->properties; a; a = a->next) {
+      const std::string an = reinterpret_cast<const char*>(a->name);
+      if (an != "id" && an != "address" && an != "cells" && an != "port" && an != "noded-port")
+        fail("{}: unknown attribute '{}' (known: id, address, cells, port, noded-port)", where, an);
+    }
     host.address = std::string(trim(attribute(child, "address").value_or("")));
     if (host.address.empty()) fail("{} has no address", where);
     if (!is_ip_literal(host.address))
@@ -234,11 +239,6 @@ std::optional<ClusterSpec> parse_cluster_spec(std::string_view xml) {
       if (c >= spec.cells.size())
         fail("{} names cell {}, but the domain's <cpu><numa> has {} cell(s)", where, c, spec.cells.size());
       if (!placed_cells.insert(c).second) fail("cell {} is given to more than one <aggvm:host>", c);
-    }
-    for (xmlAttr* a = child->properties; a; a = a->next) {
-      const std::string an = reinterpret_cast<const char*>(a->name);
-      if (an != "id" && an != "address" && an != "cells" && an != "port" && an != "noded-port")
-        fail("{}: unknown attribute '{}' (known: id, address, cells, port, noded-port)", where, an);
     }
     spec.hosts.push_back(std::move(host));
   }

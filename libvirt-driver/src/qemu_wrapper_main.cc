@@ -161,9 +161,15 @@ void check_workers_alive(std::vector<Worker>& workers, std::chrono::milliseconds
   }
 }
 
+constexpr const char* kConfigFile = AGGVM_SYSCONFDIR "/aggvm/aggvm.conf";
+
 int run(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
-  const WrapperConfig cfg = load_config(AGGVM_SYSCONFDIR "/aggvm/aggvm.conf");
+  if (args.size() == 2 && args[1] == "--aggvm-config-path") {  // not a QEMU option: no clash
+    std::cout << kConfigFile << std::endl;
+    return 0;
+  }
+  const WrapperConfig cfg = load_config(kConfigFile);
   if (is_probe(args)) exec_qemu(cfg.qemu, args);
   const std::string name = domain_name(args);
   const std::string status_xml = cfg.state_dir + "/" + name + ".xml";

@@ -84,7 +84,7 @@ TEST(ClusterSpec, MistakesAreNamed) {
        "<aggvm:host id='1'>: address 'node-b' is not an IPv4 or IPv6 address"},
       {domain(cluster("<aggvm:host id='0' address='10.0.0.1' cells='0'/>"
                       "<aggvm:host id='1' adress='10.0.0.2' cells='1'/>")),
-       "<aggvm:host id='1'> has no address"},
+       "<aggvm:host id='1'>: unknown attribute 'adress'"},
       {domain(cluster("<aggvm:host id='0' address='10.0.0.1' cells='0'/>"
                       "<aggvm:host id='1' address='10.0.0.2' cells='1' colour='red'/>")),
        "unknown attribute 'colour'"},

@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""An aggregated guest driven by the distribution's libvirt, end to end.
+
+Scenarios (--scenario):
+  lifecycle   2 hosts: define from docs/examples/aggvm-guest.xml (dumpxml
+              keeps the aggvm metadata), virsh start, the guest's results on
+              its console, list/dominfo, x-query-aggvm through
+              qemu-monitor-command, aggvmctl status, virsh shutdown (the ACPI
+              power button: every node ends), start again, destroy (every
+              node ends within a bounded time), undefine
+  worker-killed  3 hosts: the last host dies (every process in it, SIGKILL)
+              while the guest runs: virsh qemu-monitor-event sees
+              AGGVM_NODE_FAILED naming it, the domain shows paused with a
+              reason, the surviving worker ends; destroy; the host comes back
+              and virsh start works again
+  bad-input   virsh start of domains that must fail with an error naming the
+              problem and leave nothing running: a cell with no host, vCPU 0
+              away from the head, metadata that does not parse, an
+              unreachable host, a daemon refusing the secret, a secret file
+              others can read, an option a worker host will not run
+Exit status: 0 pass, 1 fail, 77 skip (libvirt or a built part missing).
+Without AGGVM_HOST0_NETNS the script runs itself under `aggvm-harness run`.
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import libvirt_cluster as lc  # noqa: E402
+from libvirt_cluster import NS, log  # noqa: E402
+
+SKIP = 77
+BOOT_S = 300          # a Linux guest under TCG over 2-3 hosts on 2 cores, with slack
+HOSTS = {"lifecycle": 2, "worker-killed": 3, "bad-input": 2}
+
+
+class Checker:
+    def __init__(self):
+        self.failures = []
+
+    def expect(self, ok, what):
+        if not ok:
+            self.failures.append(what)
+            log(f"FAIL: {what}")
+        return ok
+
+
+def check_guest(c, check, name, hosts):
+    console = c.wait_console(name, r"aggvm-guest: holding", BOOT_S)
+    if not check.expect(console is not None, f"{name}: the guest did not reach its hold point "
+                        f"within {BOOT_S} s; state {c.domstate(name)}"):
+        return False
+    res = lc.results(console)
+    topo = res.get("topology", {})
+    check.expect(topo.get("status") == "pass" and topo.get("vcpus") == str(2 * hosts)
+                 and topo.get("numa_nodes") == str(hosts),
+                 f"{name}: the guest's topology is {topo}, expected {2 * hosts} vCPUs on {hosts} NUMA nodes")
+    atom = res.get("atomics", {})
+    check.expect(atom.get("status") == "pass", f"{name}: atomics across hosts: {atom}")
+    log(f"guest: {topo.get('vcpus')} vCPUs, {topo.get('numa_nodes')} NUMA nodes, "
+        f"atomics total {atom.get('total')} of {atom.get('expected')}")
+    return True
+
+
+def query_aggvm(c, name):
+    r = c.virsh("qemu-monitor-command", name, '{"execute":"x-query-aggvm"}', check=False, quiet=True)
+    return json.loads(r.stdout)["return"] if r.returncode == 0 else None
+
+
+def lifecycle(c, check):
+    name = "aggvm-lifecycle"
+    c.start_noded(1)
+    path = c.define(name, 2)
+    dumped = c.virsh("dumpxml", name, quiet=True).stdout
+    hosts = ET.fromstring(dumped).findall(f"metadata/{{{NS}}}cluster/{{{NS}}}host")
+    check.expect([(h.get("id"), h.get("address"), h.get("cells")) for h in hosts]
+                 == [("0", c.hosts[0][1], "0"), ("1", c.hosts[1][1], "1")],
+                 f"dumpxml lost or changed the aggvm metadata: {[h.attrib for h in hosts]}")
+    log(f"dumpxml keeps <aggvm:cluster> with {len(hosts)} hosts (defined from {path.name})")
+
+    for boot in (1, 2):
+        t0 = time.monotonic()
+        r = c.virsh("start", name, check=False)
+        if not check.expect(r.returncode == 0, f"virsh start #{boot} failed: {r.stderr.strip()}"):
+            return
+        if not check_guest(c, check, name, 2):
+            return
+        log(f"boot #{boot}: guest ready {time.monotonic() - t0:.1f} s after virsh start")
+        check.expect(c.domstate(name).startswith("running"), f"state after boot: {c.domstate(name)}")
+        listing = c.virsh("list").stdout
+        check.expect(name in listing and "running" in listing, f"virsh list: {listing}")
+        check.expect("State:          running" in c.virsh("dominfo", name).stdout, "dominfo: not running")
+        if boot == 1:
+            c.virsh("suspend", name)
+            check.expect(c.domstate(name).startswith("paused (user)"), f"suspend: {c.domstate(name)}")
+            c.virsh("resume", name)
+            check.expect(c.domstate(name).startswith("running"), f"resume: {c.domstate(name)}")
+        info = query_aggvm(c, name)
+        if check.expect(info is not None, "x-query-aggvm through virsh qemu-monitor-command failed"):
+            states = {n["id"]: n["state"] for n in info["nodes"]}
+            placed = [v["node"] for v in sorted(info["vcpus"], key=lambda v: v["vcpu"])]
+            log(f"x-query-aggvm: nodes {states}, vCPUs on nodes {placed}")
+            check.expect(states == {0: "local", 1: "connected"}, f"node states {states}")
+            check.expect(placed == [0, 0, 1, 1], f"vCPU placement {placed}")
+        status = c.aggvmctl("status", name, "--interval", "0.5")
+        check.expect(status.returncode == 0 and c.hosts[1][1] in status.stdout
+                     and "connected" in status.stdout,
+                     f"aggvmctl status: rc {status.returncode}: {status.stdout}{status.stderr}")
+        if boot == 1:
+            t1 = time.monotonic()
+            c.virsh("shutdown", name)
+            state = c.wait_state(name, "shut off", 60)
+            check.expect(state.startswith("shut off"), f"virsh shutdown: state {state} after 60 s")
+            check.expect("power button pressed" in c.console_log(name).read_text(),
+                         "the guest never saw the ACPI power button")
+            check.expect(c.wait_no_qemu(name, 15), f"after shutdown: QEMUs left {c.qemu_processes(name)}")
+            log(f"shutdown: every node ended {time.monotonic() - t1:.1f} s after virsh shutdown ({state})")
+        else:
+            t1 = time.monotonic()
+            c.virsh("destroy", name)
+            gone = c.wait_no_qemu(name, 15)
+            check.expect(gone, f"after destroy: QEMUs left {c.qemu_processes(name)}")
+            log(f"destroy: every node ended {time.monotonic() - t1:.1f} s after virsh destroy")
+    check.expect(c.noded_log(1).count("ended") >= 2, "aggvm-noded did not log both workers' ends")
+    c.virsh("undefine", name)
+    c.domains.discard(name)
+    check.expect(c.virsh("dominfo", name, check=False, quiet=True).returncode != 0, "undefine left it")
+
+
+def worker_killed(c, check):
+    name = "aggvm-hostdies"
+    for i in (1, 2):
+        c.start_noded(i)
+    c.define(name, 3)
+    c.virsh("start", name)
+    if not check_guest(c, check, name, 3):
+        return
+    events = subprocess.Popen(["virsh", "-c", c.uri, "qemu-monitor-event", "--domain", name,
+                               "--event", "AGGVM_NODE_FAILED", "--timeout", "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)  # virsh registers its callback
+    victims = c.kill_host(2)
+    t0 = time.monotonic()
+    log(f"host 2 dies: SIGKILL to its {len(victims)} processes (aggvm-noded, node 2)")
+    try:
+        out, _ = events.communicate(timeout=70)
+    except subprocess.TimeoutExpired:
+        events.kill()
+        out, _ = events.communicate()
+    log(f"virsh qemu-monitor-event: {out.strip()}")
+    check.expect("AGGVM_NODE_FAILED" in out and '"node":2' in out.replace(" ", ""),
+                 f"no AGGVM_NODE_FAILED for node 2 through virsh qemu-monitor-event: {out.strip()}")
+    state = c.wait_state(name, "paused", 30)
+    log(f"domstate --reason: {state} ({time.monotonic() - t0:.1f} s after the host died)")
+    check.expect(state.startswith("paused") or state.startswith("crashed") or state.startswith("shut off"),
+                 f"after a worker host died the domain is '{state}'")
+    check.expect(state != "paused (user)" and "(" in state, f"no reason given: {state}")
+    info = query_aggvm(c, name)
+    if info is not None:
+        states = {n["id"]: n["state"] for n in info["nodes"]}
+        log(f"x-query-aggvm: nodes {states}")
+        check.expect(states.get(2) == "failed", f"node 2 is not marked failed: {states}")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "ended" not in c.noded_log(1):
+        time.sleep(0.2)
+    check.expect("ended" in c.noded_log(1), "the surviving worker (host 1) did not end")
+    c.virsh("destroy", name, check=False)
+    check.expect(c.wait_no_qemu(name, 15), f"after destroy: QEMUs left {c.qemu_processes(name)}")
+    log("host 2 comes back: its aggvm-noded starts again")
+    c.start_noded(2)
+    r = c.virsh("start", name, check=False)
+    if check.expect(r.returncode == 0, f"virsh start after the failure: {r.stderr.strip()}"):
+        console = c.wait_console(name, r"aggvm-guest: holding", BOOT_S)
+        check.expect(console is not None and console.count("aggvm-guest: holding") >= 1,
+                     "the guest did not boot again after the failure")
+        c.virsh("destroy", name)
+        check.expect(c.wait_no_qemu(name, 15), f"after destroy: QEMUs left {c.qemu_processes(name)}")
+
+
+def bad_input(c, check):
+    c.start_noded(1)
+    other_key = c.work / "other.key"
+    other_key.write_bytes(os.urandom(32))
+    other_key.chmod(0o600)
+    open_key = c.work / "open.key"
+    open_key.write_bytes(os.urandom(32))
+    open_key.chmod(0o644)
+
+    def host(cluster, i):
+        return cluster.findall(f"{{{NS}}}host")[i]
+
+    def extra_cell(dom, cluster):
+        dom.find("vcpu").text = "6"
+        dom.find("memory").text = "1536"
+        ET.SubElement(dom.find("cpu/numa"), "cell", id="2", cpus="4-5", memory="512", unit="MiB")
+
+    def swap_cells(dom, cluster):
+        host(cluster, 0).set("cells", "1")
+        host(cluster, 1).set("cells", "0")
+
+    def bad_address(dom, cluster):
+        host(cluster, 1).set("address", "worker-b.example")
+
+    def typo(dom, cluster):
+        host(cluster, 1).set("cell", host(cluster, 1).attrib.pop("cells"))
+
+    def unreachable(dom, cluster):
+        host(cluster, 1).set("address", c.hosts[1][1].rsplit(".", 1)[0] + ".250")
+
+    def wrong_secret(dom, cluster):
+        cluster.find(f"{{{NS}}}secret").set("file", str(other_key))
+
+    def readable_secret(dom, cluster):
+        cluster.find(f"{{{NS}}}secret").set("file", str(open_key))
+
+    def bad_port(dom, cluster):
+        cluster.set("port", "70000")
+
+    def worker_option(dom, cluster):
+        # An option node 0 runs but a worker host will not (a host directory
+        # shared into the guest): aggvm-noded refuses it by name.
+        qemu_ns = "http://libvirt.org/schemas/domain/qemu/1.0"
+        cmd = ET.SubElement(dom, f"{{{qemu_ns}}}commandline")
+        for value in ("-fsdev", f"local,id=fs0,path={c.work},security_model=none"):
+            ET.SubElement(cmd, f"{{{qemu_ns}}}arg", value=value)
+
+    cases = [
+        ("a cell with no host", extra_cell, "guest NUMA cell 2 (vCPUs 4-5) has no host"),
+        ("vCPU 0 away from the head", swap_cells, "vCPU 0 is in cell 0, on host 1"),
+        ("an address that is not one", bad_address, "address 'worker-b.example' is not an IPv4 or IPv6"),
+        ("a misspelt attribute", typo, "unknown attribute 'cell'"),
+        ("a port out of range", bad_port, "<aggvm:cluster port>: '70000' is not a number"),
+        ("an option a worker will not run", worker_option, "option '-fsdev' of the domain's command line "
+         "cannot run on a worker"),
+        ("an unreachable host", unreachable, "cannot connect to"),
+        ("a daemon refusing the secret", wrong_secret, "refused the cluster secret"),
+        ("a secret others can read", readable_secret, "lets others read it"),
+    ]
+    for i, (what, edit, expect) in enumerate(cases):
+        name = f"aggvm-bad{i}"
+        c.define(name, 2, edit=edit)
+        t0 = time.monotonic()
+        r = c.virsh("start", name, check=False)
+        took = time.monotonic() - t0
+        err = r.stderr.strip()
+        check.expect(r.returncode != 0, f"{what}: virsh start succeeded")
+        check.expect(expect in err, f"{what}: the error does not say '{expect}': {err}")
+        check.expect(took < 20, f"{what}: virsh start took {took:.1f} s to fail")
+        check.expect(c.domstate(name).startswith("shut off"), f"{what}: state {c.domstate(name)}")
+        check.expect(c.wait_no_qemu(name, 10), f"{what}: QEMUs left {c.qemu_processes(name)}")
+        log(f"refused in {took:.1f} s, nothing left: {what}")
+        c.virsh("undefine", name, quiet=True)
+        c.domains.discard(name)
+    check.expect("refused" in c.noded_log(1), "aggvm-noded did not log the refused secret")
+    check.expect("started pid" not in c.noded_log(1),
+                 "aggvm-noded started a worker for a domain that had to be refused")
+
+
+SCENARIOS = {"lifecycle": lifecycle, "worker-killed": worker_killed, "bad-input": bad_input}
+
+
+def run(args):
+    tools = lc.Tools(args)
+    work = Path(tempfile.mkdtemp(prefix=f"aggvm-libvirt-{args.scenario}-"))
+    c = lc.Cluster(tools, work, HOSTS[args.scenario])
+    check = Checker()
+    try:
+        c.start_libvirtd()
+        SCENARIOS[args.scenario](c, check)
+    except Exception as e:  # noqa: BLE001: the test reports any failure with its context
+        check.expect(False, f"{type(e).__name__}: {e}")
+    finally:
+        names = sorted(c.domains)
+        c.teardown()
+        for name in names:
+            left = c.qemu_processes(name)
+            if left:
+                check.expect(False, f"QEMU of {name} left after the test: {left}")
+                for pid, _ in left:
+                    os.kill(pid, signal.SIGKILL)
+        if c.libvirtd:
+            check.expect(c.libvirtd.poll() is not None, "libvirtd still runs after the test")
+    if check.failures:
+        log(f"FAILED ({len(check.failures)}): logs in {work}")
+        for f in check.failures:
+            log(f"  - {f}")
+        for i in range(1, len(c.hosts)):
+            tail = c.noded_log(i)[-1500:]
+            if tail:
+                log(f"host {i} aggvm-noded log:\n{tail}")
+        return 1
+    log(f"PASS: {args.scenario}")
+    subprocess.run(["rm", "-rf", str(work)])
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
+    p.add_argument("--qemu", required=True)
+    p.add_argument("--harness", required=True)
+    p.add_argument("--wrapper", required=True, help="aggvm-qemu")
+    p.add_argument("--noded", required=True, help="aggvm-noded")
+    p.add_argument("--aggvmctl", required=True)
+    p.add_argument("--kernel", required=True)
+    p.add_argument("--initrd", required=True)
+    args = p.parse_args()
+    why = lc.missing_prerequisite(args)
+    if why:
+        log(f"SKIP: {why}")
+        return SKIP
+    if "AGGVM_HOST0_NETNS" not in os.environ:
+        cmd = [args.harness, "run", "--hosts", str(HOSTS[args.scenario]), "--name",
+               f"lv{os.getpid() % 100000}", "--", sys.executable, __file__] + sys.argv[1:]
+        return subprocess.call(cmd)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
