@@ -148,6 +148,12 @@ struct Fabric::Conn {
 Fabric::Fabric(FabricConfig config, const ClusterKey& key)
     : cfg_(std::move(config)), key_(key), peers_(cfg_.n_nodes, nullptr) {
   const sockaddr_storage addr = resolve(cfg_.addresses.at(cfg_.self));
+  // A node started again at once (virsh destroy, then start) finds its port
+  // held by the last run's connections in TIME_WAIT: let the listener reuse
+  // it (SO_REUSEADDR; two listeners still cannot share it).  The TCP
+  // connection manager reads only the environment (ucp_config_modify's
+  // keys do not reach it in UCX 1.13); a value the user set is kept.
+  setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
   ucp_config_t* ucfg = nullptr;
   check(ucp_config_read(nullptr, nullptr, &ucfg), "ucp_config_read");
   ucs_status_t init = UCS_OK;
