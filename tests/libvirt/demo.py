@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import libvirt_cluster as lc  # noqa: E402
 
+lc.LOG_PREFIX = "  "
+
 NAME = "aggvm-demo"
 
 
@@ -44,7 +46,7 @@ def demo(c):
     numa = re.search(r"<numa>.*?</numa>", text, re.S)
     for snippet in (meta, numa):
         if snippet:
-            print("    " + snippet.group(0).replace("><", ">\n    <"))
+            print("\n".join("  " + line for line in snippet.group(0).splitlines()))
     c.virsh("define", str(path))
 
     banner("virsh start: node 0 here, node 1 on host 1")

@@ -30,8 +30,11 @@ NS = "https://aggvm.dev/xmlns/libvirt/1"
 ET.register_namespace("aggvm", NS)
 
 
+LOG_PREFIX = "[libvirt-test] "
+
+
 def log(msg):
-    print(f"[libvirt-test] {msg}", flush=True)
+    print(f"{LOG_PREFIX}{msg}", flush=True)
 
 
 def netns_pids(netns):
@@ -230,6 +233,7 @@ class Cluster:
         if edit:
             edit(dom, cluster)
         path = self.work / f"{name}.xml"
+        ET.indent(tree, space="  ")
         tree.write(path)
         return path
 
