@@ -131,7 +131,8 @@ int move(Domain& d, unsigned vcpu, unsigned node, double timeout_s) {
   d.qmp("x-aggvm-migrate-vcpu", {{"cpu-index", vcpu}, {"node", node}});
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   while (std::chrono::steady_clock::now() < deadline) {
-    for (const auto& v : d.qmp("x-query-aggvm")["vcpus"])
+    const json info = d.qmp("x-query-aggvm");
+    for (const auto& v : info["vcpus"])
       if (v.value("vcpu", -1) == static_cast<int>(vcpu) && !v.value("moving", false)) {
         if (v.value("node", -1) == static_cast<int>(node)) {
           fmt::print("vCPU {} now runs on node {}\n", vcpu, node);
@@ -154,10 +155,13 @@ int evacuate(Domain& d, unsigned node, int to, double timeout_s) {
     const json info = d.qmp("x-query-aggvm");
     if (info.contains("evacuation") && info["evacuation"].value("node", -1) == static_cast<int>(node)) {
       const auto& e = info["evacuation"];
+      const std::string phase = e.value("phase", "?");
+      const bool past_memory = phase == "leaving" || phase == "done";
+      // The memory phase counts its pages only once it starts.
       const double v = e.value("vcpus-total", 0) ? double(e.value("vcpus-moved", 0)) / e.value("vcpus-total", 1) : 1;
       const double p = e.value("pages-total", 0ull) ? double(e.value("pages-moved", 0ull)) /
-                                                          double(e.value("pages-total", 1ull)) : 1;
-      const std::string phase = e.value("phase", "?");
+                                                          double(e.value("pages-total", 1ull))
+                                                    : (past_memory ? 1 : 0);
       progress_bar(fmt::format("evacuating node {}", node), 0.1 * v + 0.9 * p,
                    fmt::format("{} ({}/{} vCPUs, {} of {})", phase, e.value("vcpus-moved", 0),
                                e.value("vcpus-total", 0), mib(e.value("pages-moved", 0ull)),

@@ -76,6 +76,37 @@ def query_aggvm(c, name):
     return json.loads(r.stdout)["return"] if r.returncode == 0 else None
 
 
+def check_console(c, check, name):
+    """virsh console attaches to node 0's serial port (on a terminal, as a
+    person runs it) and detaches with ^]."""
+    import pty
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(["virsh", "-c", c.uri, "console", name], stdin=slave, stdout=slave,
+                            stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and b"Escape character" not in seen:
+        import select
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                seen += os.read(master, 4096)
+            except OSError:
+                break
+    os.write(master, b"\x1d")
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    os.close(master)
+    text = seen.decode(errors="replace").strip().replace("\r", "")
+    log(f"virsh console: {text!r}")
+    check.expect(f"Connected to domain '{name}'" in text and "Escape character" in text,
+                 f"virsh console did not attach: {text!r}")
+    check.expect(proc.returncode == 0, f"virsh console exited {proc.returncode} after ^]")
+
+
 def lifecycle(c, check):
     name = "aggvm-lifecycle"
     c.start_noded(1)
@@ -116,6 +147,7 @@ def lifecycle(c, check):
                      and "connected" in status.stdout,
                      f"aggvmctl status: rc {status.returncode}: {status.stdout}{status.stderr}")
         if boot == 1:
+            check_console(c, check, name)
             t1 = time.monotonic()
             c.virsh("shutdown", name)
             state = c.wait_state(name, "shut off", 60)
@@ -125,6 +157,12 @@ def lifecycle(c, check):
             check.expect(c.wait_no_qemu(name, 15), f"after shutdown: QEMUs left {c.qemu_processes(name)}")
             log(f"shutdown: every node ended {time.monotonic() - t1:.1f} s after virsh shutdown ({state})")
         else:
+            moved = c.aggvmctl("move", name, "3", "0", "--timeout", "60")
+            check.expect(moved.returncode == 0 and "vCPU 3 now runs on node 0" in moved.stdout,
+                         f"aggvmctl move: {moved.stdout}{moved.stderr}")
+            info = query_aggvm(c, name)
+            placed = [v["node"] for v in sorted(info["vcpus"], key=lambda v: v["vcpu"])] if info else None
+            check.expect(placed == [0, 0, 1, 0], f"after aggvmctl move: vCPUs on nodes {placed}")
             t1 = time.monotonic()
             c.virsh("destroy", name)
             gone = c.wait_no_qemu(name, 15)
@@ -182,6 +220,17 @@ def worker_killed(c, check):
         # Booted again: its init runs (the workloads were checked above).
         console = c.wait_console(name, r"aggvm-guest: start", BOOT_S)
         check.expect(console is not None, "the guest did not boot again after the failure")
+        # The operator empties host 2 while the guest runs: it leaves, the
+        # guest goes on over hosts 0 and 1.
+        ev = c.aggvmctl("evacuate", name, "2", "--timeout", "120")
+        check.expect(ev.returncode == 0 and "node 2 is empty" in ev.stdout,
+                     f"aggvmctl evacuate: {ev.stdout}{ev.stderr}")
+        check.expect("evacuating node 2 [" in ev.stderr, "aggvmctl evacuate showed no progress")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and c.noded_log(2).count("exit status 0") < 1:
+            time.sleep(0.2)
+        check.expect("exit status 0" in c.noded_log(2), "host 2's node did not leave with status 0")
+        check.expect(c.domstate(name).startswith("running"), f"after the evacuation: {c.domstate(name)}")
         c.virsh("destroy", name)
         check.expect(c.wait_no_qemu(name, 15), f"after destroy: QEMUs left {c.qemu_processes(name)}")
 
