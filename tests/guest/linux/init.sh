@@ -98,8 +98,12 @@ hold_until_power_button() {
         echo "aggvm-guest: no ACPI power button device; powering off now"
         return
     fi
+    # Open the device before saying so: a press that comes right after the
+    # line is then queued, not lost.
+    exec 3<"$dev"
     echo "aggvm-guest: holding until the ACPI power button ($dev)"
-    dd if="$dev" of=/dev/null bs=24 count=1 2>/dev/null
+    dd of=/dev/null bs=24 count=1 <&3 2>/dev/null
+    exec 3<&-
     echo "aggvm-guest: power button pressed; powering off"
 }
 [ "$hold" = 1 ] && hold_until_power_button
