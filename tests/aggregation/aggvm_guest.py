@@ -178,6 +178,47 @@ def disk_args(args, node, image):
             "-device", "virtio-blk-pci,drive=disk0,addr=0x5"]
 
 
+def net_args(node):
+    """A virtio-net NIC at a fixed slot: node 0's on QEMU's user networking,
+    the workers' without a back-end (node 0 serves the device)."""
+    if node == 0:
+        return ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,addr=0x6"]
+    return ["-device", "virtio-net-pci,addr=0x6"]
+
+
+class HttpFile:
+    """N random bytes served over HTTP on host 0's loopback, which the guest
+    reaches through user networking at 10.0.2.2."""
+
+    def __init__(self, args, netns, work, size):
+        import hashlib
+        self.dir = work / "net"
+        self.dir.mkdir()
+        data = os.urandom(size)
+        (self.dir / "blob").write_bytes(data)
+        self.size = size
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.port = 18000 + os.getpid() % 1000
+        self.proc = subprocess.Popen(
+            [args.harness, "exec", netns, "--", sys.executable, "-m", "http.server", str(self.port),
+             "--bind", "127.0.0.1", "--directory", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def kernel_arg(self):
+        return f"aggvm.net=http://10.0.2.2:{self.port}/blob,{self.sha256}"
+
+    def judge(self, results, check):
+        r = results.get("net", {})
+        check.expect(r.get("sha256") == self.sha256 and r.get("bytes") == str(self.size),
+                     f"net: the guest fetched {r.get('bytes')} bytes with SHA-256 {r.get('sha256')}, "
+                     f"expected {self.size} bytes, {self.sha256}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
 def accel_value(args):
     if not args.aggregate:
         return "kvm,kernel-irqchip=off" if args.accel == "kvm" else "tcg,thread=multi"
@@ -304,6 +345,9 @@ def run_cluster(args):
     disk = work / "disk.img"
     if args.disk_blocks:
         check_blocks.prepare(disk, args.disk_blocks)
+    http = HttpFile(args, hosts[0][0], work, args.net_bytes) if args.net_bytes else None
+    if http:
+        args.append = f"{args.append} {http.kernel_arg()}".strip()
     base = guest_command(args)
     report = {"hosts": args.hosts, "vcpus": args.vcpus, "guest": args.guest,
               "accel": args.accel, "scenario": args.scenario, "log_dir": str(work)}
@@ -325,6 +369,8 @@ def run_cluster(args):
                 cmd[cmd.index("-serial") + 1] = "null"
             if args.disk_blocks:
                 cmd += disk_args(args, i, disk)
+            if http:
+                cmd += net_args(i)
             for pattern in args.trace:
                 cmd += ["-trace", pattern]
             if args.trace:
@@ -474,6 +520,8 @@ def run_cluster(args):
         else:
             rc = node0.wait(PROCESS_EXIT_S)
             judge(args, results, rc, check)
+            if http:
+                http.judge(results, check)
             if args.scenario in sched.SCENARIOS:
                 sched.judge(args, results, report.setdefault("sched", {}), check)
             for n in nodes[1:]:
@@ -504,6 +552,8 @@ def run_cluster(args):
             qmp.close()
         for n in nodes:
             n.stop()
+        if http:
+            http.stop()
     return finish(args, nodes, check, results, report, t0)
 
 
@@ -1036,6 +1086,9 @@ def parse_args(argv=None):
     p.add_argument("--disk-blocks", type=int, default=0,
                    help="give the guest a virtio-blk disk of this many 4 KiB blocks (node 0's "
                         "is an image filled with 0xee, checked after a failure)")
+    p.add_argument("--net-bytes", type=int, default=0,
+                   help="Linux: a virtio-net NIC (user networking on node 0) and a file of this "
+                        "size to fetch over HTTP (workload net)")
     p.add_argument("--cluster-prop", action="append", default=[],
                    help="extra aggvm-cluster property, e.g. placement.0.vcpu=1")
     p.add_argument("--peer-timeout-ms", type=int, default=5000)

@@ -35,23 +35,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "guest" / "linux"))
 import libvirt_cluster as lc  # noqa: E402
+from run_linux_guest import Checker  # noqa: E402
 from libvirt_cluster import NS, log  # noqa: E402
 
 SKIP = 77
 BOOT_S = 300          # a Linux guest under TCG over 2-3 hosts on 2 cores, with slack
 HOSTS = {"lifecycle": 2, "worker-killed": 3, "bad-input": 2}
-
-
-class Checker:
-    def __init__(self):
-        self.failures = []
-
-    def expect(self, ok, what):
-        if not ok:
-            self.failures.append(what)
-            log(f"FAIL: {what}")
-        return ok
 
 
 def check_guest(c, check, name, hosts):

@@ -192,7 +192,7 @@ class NodedDaemon : public ::testing::Test {
            "</numa></cpu></domain>";
   }
 
-  Channel start_worker() {
+  Channel start_worker(const std::string& xml) {
     auto key = load_cluster_key(key_file_);
     Channel ch(connect_to("127.0.0.1", port_, 2s), Channel::Side::kHead);
     ch.authenticate(*key, Clock::now() + 2s);
@@ -202,10 +202,11 @@ class NodedDaemon : public ::testing::Test {
     s->set_node(1);
     for (const char* a : {"/usr/bin/aggvm-qemu", "-name", "guest=g1", "-accel", "tcg", "-m", "64"})
       s->add_head_argv(a);
-    s->set_domain_xml(domain_xml());
+    s->set_domain_xml(xml);
     ch.send(m);
     return ch;
   }
+  Channel start_worker() { return start_worker(domain_xml()); }
 
   TempDir dir_;
   fs::path qemu_;
@@ -247,18 +248,9 @@ TEST_F(NodedDaemon, ClosedLeaseStopsTheWorker) {
 
 TEST_F(NodedDaemon, RefusesANodeOfAnotherHost) {
   start_daemon("exit 0");
-  auto key = load_cluster_key(key_file_);
-  Channel ch(connect_to("127.0.0.1", port_, 2s), Channel::Side::kHead);
-  ch.authenticate(*key, Clock::now() + 2s);
-  noded::HeadMessage m;
-  auto* s = m.mutable_start();
-  s->set_domain("g1");
-  s->set_node(1);
-  s->add_head_argv("/q");
   std::string xml = domain_xml();
   xml.replace(xml.find("127.0.0.1"), 9, "127.0.0.9");
-  s->set_domain_xml(xml);
-  ch.send(m);
+  Channel ch = start_worker(xml);
   auto answer = ch.receive_daemon(Clock::now() + 5s);
   ASSERT_TRUE(answer && answer->has_refusal());
   EXPECT_NE(answer->refusal().reason().find("listens on 127.0.0.1"), std::string::npos)

@@ -55,11 +55,12 @@ REQUIRED_CONFIG = {
 
 
 # Modules the initramfs loads for a virtio-blk disk, in load order (the
-# cloud kernel builds them as modules), then those for the ACPI power button
-# (`virsh shutdown` of a guest booted with aggvm.hold=1).
+# cloud kernel builds them as modules), then those for a virtio-net NIC, and
+# for the ACPI power button (`virsh shutdown` of a guest booted with
+# aggvm.hold=1).
 VIRTIO_BLK_MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
                       "virtio_pci", "virtio_blk")
-GUEST_MODULES = VIRTIO_BLK_MODULES + ("button", "evdev")
+GUEST_MODULES = VIRTIO_BLK_MODULES + ("failover", "net_failover", "virtio_net", "button", "evdev")
 
 
 class BuildError(Exception):

@@ -10,6 +10,8 @@
 #   aggvm.shell=1                       drop to a shell instead of powering off
 #   aggvm.hold=1                        after the workloads, wait for the ACPI power button
 #   aggvm.blkwrite_cpu=N                blkwrite: the vCPU that writes /dev/vda (default: the last)
+#   aggvm.net=URL,SHA256                net: the file to fetch over virtio-net and its digest
+#   aggvm.net_cpu=N                     net: the vCPU that fetches it (default: the last)
 export PATH=/bin
 
 mount -t proc proc /proc
@@ -20,6 +22,8 @@ run=topology,clock,atomics,stream
 atomics_args=
 stream_args=
 blkwrite_cpu=
+net_spec=
+net_cpu=
 shell=0
 hold=0
 for arg in $(cat /proc/cmdline); do
@@ -30,6 +34,8 @@ for arg in $(cat /proc/cmdline); do
     aggvm.shell=1) shell=1 ;;
     aggvm.hold=1) hold=1 ;;
     aggvm.blkwrite_cpu=*) blkwrite_cpu=${arg#aggvm.blkwrite_cpu=} ;;
+    aggvm.net=*) net_spec=${arg#aggvm.net=} ;;
+    aggvm.net_cpu=*) net_cpu=${arg#aggvm.net_cpu=} ;;
     esac
 done
 
@@ -55,18 +61,50 @@ clock_report() {
     [ "$st" = pass ]
 }
 
+# Loads kernel modules from /lib/modules in the order given.
+load_modules() {
+    for m in "$@"; do
+        out=$(insmod /lib/modules/$m.ko 2>&1) || grep -q "^$m " /proc/modules || {
+            echo "cannot load $m ($out)"; return 1; }
+    done
+}
+VIRTIO_PCI="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci"
+
 # A virtio-blk disk (/dev/vda), written by aggvm-blkwrite until the guest
 # ends: the modules first, then the device node.
 blkwrite() {
-    for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
-        out=$(insmod /lib/modules/$m.ko 2>&1) || grep -q "^$m " /proc/modules || {
-            echo "aggvm-blkwrite: cannot load $m ($out) status=fail"; return 1; }
-    done
+    out=$(load_modules $VIRTIO_PCI virtio_blk) || { echo "aggvm-blkwrite: $out status=fail"; return 1; }
     i=0
     while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     [ -b /dev/vda ] || { echo "aggvm-blkwrite: no /dev/vda status=fail"; return 1; }
     cpu=${blkwrite_cpu:-$(($(grep -c ^processor /proc/cpuinfo) - 1))}
     /bin/aggvm-blkwrite /dev/vda "$cpu"
+}
+
+# A virtio-net NIC on QEMU's user networking (10.0.2.0/24, the host at
+# 10.0.2.2): one vCPU (aggvm.net_cpu, default the last) fetches a file over
+# HTTP and checks its SHA-256.  aggvm.net=URL,SHA256
+net() {
+    out=$(load_modules $VIRTIO_PCI failover net_failover virtio_net) || {
+        echo "aggvm-net: $out status=fail"; return 1; }
+    i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -e /sys/class/net/eth0 ] || { echo "aggvm-net: no eth0 status=fail"; return 1; }
+    ip link set lo up && ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 &&
+        ip route add default via 10.0.2.2 || { echo "aggvm-net: cannot configure eth0 status=fail"; return 1; }
+    url=${net_spec%%,*} want=${net_spec#*,}
+    cpu=${net_cpu:-$(($(grep -c ^processor /proc/cpuinfo) - 1))}
+    mkdir -p /tmp
+    read -r t0 _ </proc/uptime
+    taskset -c "$cpu" wget -q -O /tmp/net.blob "$url" || { echo "aggvm-net: wget $url failed status=fail"; return 1; }
+    read -r t1 _ </proc/uptime
+    got=$(sha256sum /tmp/net.blob) got=${got%% *}
+    bytes=$(wc -c </tmp/net.blob)
+    rm -f /tmp/net.blob
+    st=pass
+    [ "$got" = "$want" ] || st=fail
+    echo "aggvm-net: cpu=$cpu bytes=$bytes seconds=$(echo "$t1 $t0" | awk '{printf "%.2f", $1 - $2}') sha256=$got expected=$want status=$st"
+    [ $st = pass ]
 }
 
 read -r uptime _ </proc/uptime
@@ -79,6 +117,7 @@ for w in $(echo "$run" | tr , ' '); do
     atomics) /bin/aggvm-atomics $atomics_args || status=fail ;;
     stream) /bin/aggvm-stream $stream_args || status=fail ;;
     blkwrite) blkwrite || status=fail ;;
+    net) net || status=fail ;;
     *) echo "aggvm-guest: unknown workload '$w'"; status=fail ;;
     esac
 done
