@@ -4,7 +4,7 @@
 # Runs the workloads named on the kernel command line and powers off, so QEMU
 # (started with -no-reboot) exits once the result lines are on ttyS0.
 #
-#   aggvm.run=topology,clock,atomics,stream   workloads, in order (default: all)
+#   aggvm.run=topology,clock,atomics,stream,omp   workloads, in order (default: all)
 #   aggvm.atomics=ARGS                  arguments for aggvm-atomics, commas for spaces
 #   aggvm.stream=ARGS                   arguments for aggvm-stream, commas for spaces
 #   aggvm.shell=1                       drop to a shell instead of powering off
@@ -18,7 +18,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 
-run=topology,clock,atomics,stream
+run=topology,clock,atomics,stream,omp
 atomics_args=
 stream_args=
 blkwrite_cpu=
@@ -116,6 +116,7 @@ for w in $(echo "$run" | tr , ' '); do
     clock) clock_report || status=fail ;;
     atomics) /bin/aggvm-atomics $atomics_args || status=fail ;;
     stream) /bin/aggvm-stream $stream_args || status=fail ;;
+    omp) OMP_PROC_BIND=close OMP_PLACES=cores /bin/aggvm-omp || status=fail ;;
     blkwrite) blkwrite || status=fail ;;
     net) net || status=fail ;;
     *) echo "aggvm-guest: unknown workload '$w'"; status=fail ;;

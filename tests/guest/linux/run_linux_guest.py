@@ -28,7 +28,7 @@ import threading
 import time
 
 DEFAULT_QEMU = "/usr/bin/qemu-system-x86_64"
-WORKLOADS = ("topology", "clock", "atomics", "stream")
+WORKLOADS = ("topology", "clock", "atomics", "stream", "omp")
 # `aggvm-<name>: [event] key=value ...`; the event word is only on aggvm-guest
 # lines (start, done).  Searched, not matched: the serial console may put
 # terminal escapes or a kernel message in front of it.
@@ -160,6 +160,18 @@ def check_results(args, results, check):
         # With this vendor string Linux checks every vCPU's TSC at bring-up.
         check.expect(clock.get("tsc_sync") == "ok",
                      f"clock tsc_sync={clock.get('tsc_sync')}, expected ok")
+
+    omp = results.get("omp")
+    if omp:
+        # One OpenMP thread per vCPU, each on its own vCPU (OMP_PROC_BIND).
+        cpus = sorted(omp.get("cpus", "").split(","))
+        check.expect(omp.get("threads") == str(args.expect_vcpus),
+                     f"omp threads={omp.get('threads')}, expected one per vCPU ({args.expect_vcpus})")
+        check.expect(cpus == sorted(str(c) for c in range(args.expect_vcpus)),
+                     f"omp threads ran on vCPUs {omp.get('cpus')}, expected each of 0..{args.expect_vcpus - 1}")
+        check.expect(omp.get("checksum") == omp.get("serial") and omp.get("sum") == omp.get("serial_sum"),
+                     f"omp: parallel result {omp.get('checksum')}/{omp.get('sum')} differs from the "
+                     f"serial one {omp.get('serial')}/{omp.get('serial_sum')}")
 
     atom = results.get("atomics")
     if atom:
