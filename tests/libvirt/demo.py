@@ -103,20 +103,32 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for opt in ("--qemu", "--harness", "--wrapper", "--noded", "--aggvmctl", "--kernel", "--initrd"):
         p.add_argument(opt, required=True)
+    p.add_argument("--result", help=argparse.SUPPRESS)  # the inner run's figures, for the outer
     args = p.parse_args()
     why = lc.missing_prerequisite(args)
     if why:
         print(f"aggvm demo: FAILED ({why})")
         return 1
     if "AGGVM_HOST0_NETNS" not in os.environ:
-        return subprocess.call([args.harness, "run", "--hosts", "2", "--name", "demo", "--",
-                                sys.executable, __file__] + sys.argv[1:])
+        # The hosts exist while the inner run lasts; the verdict is printed
+        # after the harness has removed them, as the last line.
+        with tempfile.NamedTemporaryFile(prefix="aggvm-demo-", suffix=".json") as result:
+            rc = subprocess.call([args.harness, "run", "--hosts", "2", "--name", "demo", "--",
+                                  sys.executable, __file__, "--result", result.name] + sys.argv[1:])
+            text = Path(result.name).read_text()
+        topo = json.loads(text) if rc == 0 and text else None
+        if topo is None:
+            print(f"aggvm demo: FAILED (exit {rc})")
+            return 1
+        print(f"\naggvm demo: ok hosts={topo.get('hosts')} vcpus={topo.get('vcpus')} "
+              f"numa_nodes={topo.get('numa_nodes')}")
+        return 0
     work = Path(tempfile.mkdtemp(prefix="aggvm-demo-"))
     c = lc.Cluster(lc.Tools(args), work, 2)
     topo = None
     try:
-        banner(f"host 0 (head, {c.hosts[0][1]}): libvirtd {subprocess.run(['libvirtd', '--version'], capture_output=True, text=True).stdout.split()[-1]}, "
-               "private to this demo")
+        version = subprocess.run(["libvirtd", "--version"], capture_output=True, text=True).stdout.split()[-1]
+        banner(f"host 0 (head, {c.hosts[0][1]}): libvirtd {version}, private to this demo")
         c.start_libvirtd()
         topo = demo(c)
     except Exception as e:  # noqa: BLE001: the demo says what went wrong
@@ -124,10 +136,10 @@ def main():
     finally:
         c.teardown()
     if topo is None:
-        print(f"aggvm demo: FAILED (logs in {work})")
+        print(f"demo failed: logs in {work}")
         return 1
     subprocess.run(["rm", "-rf", str(work)])
-    print(f"\naggvm demo: ok hosts={topo.get('hosts')} vcpus={topo.get('vcpus')} numa_nodes={topo.get('numa_nodes')}")
+    Path(args.result).write_text(json.dumps(topo))
     return 0
 
 
