@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -15,7 +16,9 @@
 #include <fstream>
 #include <future>
 #include <random>
+#include <sstream>
 #include <string>
+#include <vector>
 #include <thread>
 
 #include "channel.h"
@@ -171,6 +174,8 @@ class NodedDaemon : public ::testing::Test {
     cfg.qemu = qemu_;
     cfg.log_dir = dir_.path();
     cfg.stop_timeout = 500ms;
+    cfg.handshake_timeout = handshake_timeout_;
+    cfg.max_connections = max_connections_;
     daemon_ = std::make_unique<NodeDaemon>(cfg);
     stop_ = Fd(eventfd(0, EFD_CLOEXEC));
     thread_ = std::thread([this] { daemon_->serve(stop_.get()); });
@@ -208,6 +213,8 @@ class NodedDaemon : public ::testing::Test {
   }
   Channel start_worker() { return start_worker(domain_xml()); }
 
+  std::chrono::milliseconds handshake_timeout_{5000};
+  unsigned max_connections_ = 64;
   TempDir dir_;
   fs::path qemu_;
   std::string key_file_;
@@ -264,6 +271,59 @@ TEST_F(NodedDaemon, WrongSecretStartsNothing) {
   EXPECT_NE(auth_error(ch, *wrong).find("refused the cluster secret"), std::string::npos);
   std::this_thread::sleep_for(200ms);
   EXPECT_FALSE(fs::exists(dir_.path() / "ran"));
+}
+
+// The listening sockets of this process on `port`, as /proc/net/tcp shows
+// them: "local address:port" in hex (state 0A is LISTEN).
+std::vector<std::string> listeners_on(uint16_t port) {
+  std::ifstream tcp("/proc/net/tcp"), tcp6("/proc/net/tcp6");
+  std::vector<std::string> out;
+  for (std::ifstream* f : {&tcp, &tcp6}) {
+    std::string line;
+    while (std::getline(*f, line)) {
+      std::istringstream in(line);
+      std::string sl, local, remote, state;
+      in >> sl >> local >> remote >> state;
+      const auto colon = local.rfind(':');
+      if (state == "0A" && colon != std::string::npos &&
+          std::stoul(local.substr(colon + 1), nullptr, 16) == port)
+        out.push_back(local);
+    }
+  }
+  return out;
+}
+
+TEST_F(NodedDaemon, ListensOnlyOnItsAddress) {
+  start_daemon("exit 0");
+  // 127.0.0.1 is 0100007F in /proc/net/tcp; nothing on 0.0.0.0 or [::].
+  EXPECT_EQ(listeners_on(port_), std::vector<std::string>{fmt::format("0100007F:{:04X}", port_)});
+}
+
+TEST_F(NodedDaemon, IdleConnectionsAreBoundedAndTimedOut) {
+  handshake_timeout_ = 300ms;
+  max_connections_ = 2;
+  start_daemon("exit 0");
+  // Two connections that never answer the greeting take the daemon's slots...
+  std::vector<Fd> idle;
+  for (int i = 0; i < 2; ++i) idle.push_back(connect_to("127.0.0.1", port_, 2s));
+  std::this_thread::sleep_for(100ms);
+  // ... a third is closed at once, without a greeting ...
+  Fd third = connect_to("127.0.0.1", port_, 2s);
+  char buf[64];
+  EXPECT_FALSE(read_exact(third.get(), buf, 1, Clock::now() + 2s)) << "a connection over the cap was served";
+  // ... and the idle ones are dropped after the handshake timeout, which
+  // frees the slots for a head that authenticates.
+  for (auto& fd : idle) {
+    uint32_t len;
+    ASSERT_TRUE(read_exact(fd.get(), &len, 4, Clock::now() + 2s));  // the greeting's length
+    std::string rest(ntohl(len), '\0');
+    ASSERT_TRUE(read_exact(fd.get(), rest.data(), rest.size(), Clock::now() + 2s));
+    EXPECT_FALSE(read_exact(fd.get(), buf, 1, Clock::now() + 3s)) << "an idle connection was kept";
+  }
+  std::this_thread::sleep_for(200ms);  // the sessions have ended
+  Channel ch = start_worker();
+  auto started = ch.receive_daemon(Clock::now() + 5s);
+  EXPECT_TRUE(started && started->has_started());
 }
 
 }  // namespace
