@@ -202,8 +202,17 @@ def check_x_query_aggvm(binary):
                              f"{node1.stderr.read().decode(errors='replace')}")
     want_nodes = [{"id": 0, "address": addrs[0], "state": "local"},
                   {"id": 1, "address": addrs[1], "state": "connected"}]
-    if info["node"] != 0 or info["accelerator"] != "tcg" or info["nodes"] != want_nodes:
+    nodes = [{k: n[k] for k in ("id", "address", "state") if k in n} for n in info["nodes"]]
+    if info["node"] != 0 or info["accelerator"] != "tcg" or nodes != want_nodes:
         raise AssertionError(f"x-query-aggvm: unexpected nodes: {info}")
+    # This node's memory figures always; another's once a heartbeat brought
+    # them, with their age.
+    figures = ("resident-pages", "read-faults", "write-faults")
+    if not all(k in info["nodes"][0] for k in figures) or "stats-age-ms" in info["nodes"][0]:
+        raise AssertionError(f"x-query-aggvm: node 0's own figures wrong: {info['nodes'][0]}")
+    other = info["nodes"][1]
+    if any(k in other for k in figures) and not all(k in other for k in figures + ("stats-age-ms",)):
+        raise AssertionError(f"x-query-aggvm: node 1's figures incomplete: {other}")
     placed = [(v["vcpu"], v["numa-node"], v["node"], v["local"]) for v in info["vcpus"]]
     if placed != [(0, 0, 0, True), (1, 1, 1, False)]:
         raise AssertionError(f"x-query-aggvm: unexpected placement: {info['vcpus']}")

@@ -168,6 +168,10 @@ int aggvm_dsm_node_stats(AggvmDsm* dsm, AggvmDsmNodeStats* out) {
   return 0;
 }
 
+int aggvm_dsm_peer_stats(AggvmDsm* dsm, uint16_t node, AggvmDsmPeerStats* out) {
+  return dsm->node->peer_stats(node, out) ? 0 : -ENOENT;
+}
+
 int aggvm_dsm_thread_stats(AggvmDsm* dsm, int tid, AggvmDsmFaultStats* out) {
   return dsm->node->thread_stats(tid, out) ? 0 : -ENOENT;
 }

@@ -81,35 +81,63 @@ class Domain {
 
 std::string mib(uint64_t pages) { return fmt::format("{:.1f} MiB", pages * 4096.0 / (1 << 20)); }
 
+// Remote faults per second of each node between two x-query-aggvm samples.
+// Another node's counters are as of its last heartbeat (stats-age-ms ago),
+// so its rate is taken between the two heartbeats' times; none when both
+// samples carry the same heartbeat.
+struct Sample {
+  json info;
+  std::chrono::steady_clock::time_point at;
+};
+
+std::map<int, double> fault_rates(const Sample& a, const Sample& b) {
+  auto figures = [](const Sample& s) {
+    std::map<int, std::pair<uint64_t, double>> out;  // faults, seconds (heartbeat's time)
+    const double at = std::chrono::duration<double>(s.at.time_since_epoch()).count();
+    for (const auto& n : s.info["nodes"])
+      if (n.contains("read-faults"))
+        out[n.value("id", 0)] = {n.value("read-faults", 0ull) + n.value("write-faults", 0ull),
+                                 at - n.value("stats-age-ms", 0ull) / 1000.0};
+    return out;
+  };
+  const auto before = figures(a), after = figures(b);
+  std::map<int, double> rates;
+  for (const auto& [id, now] : after) {
+    auto it = before.find(id);
+    if (it == before.end() || now.second - it->second.second < 0.1) continue;
+    rates[id] = double(now.first - it->second.first) / (now.second - it->second.second);
+  }
+  return rates;
+}
+
 int status(Domain& d, double interval_s) {
-  const json a = d.qmp("x-query-aggvm");
+  const Sample first{d.qmp("x-query-aggvm"), std::chrono::steady_clock::now()};
   std::this_thread::sleep_for(std::chrono::duration<double>(interval_s));
-  const json b = d.qmp("x-query-aggvm");
-  const json& dsm0 = a["dsm"];
-  const json& dsm1 = b["dsm"];
-  const double faults = (dsm1.value("read-faults", 0ull) + dsm1.value("write-faults", 0ull) -
-                         dsm0.value("read-faults", 0ull) - dsm0.value("write-faults", 0ull)) / interval_s;
+  const Sample second{d.qmp("x-query-aggvm"), std::chrono::steady_clock::now()};
+  const json& b = second.info;
+  const auto rates = fault_rates(first, second);
   std::map<int, std::vector<int>> vcpus;
   for (const auto& v : b["vcpus"]) vcpus[v.value("node", 0)].push_back(v.value("vcpu", 0));
   fmt::print("domain {}: {}, accelerator {}, cluster {}\n", d.name(), d.state(), b.value("accelerator", "?"),
              b.value("cluster", "?"));
-  fmt::print("{:<5} {:<24} {:<11} {:<14} {:>12} {:>12}\n", "node", "address", "state", "vCPUs", "resident",
+  fmt::print("{:<5} {:<24} {:<11} {:<14} {:>12} {:>10}\n", "node", "address", "state", "vCPUs", "resident",
              "faults/s");
   for (const auto& n : b["nodes"]) {
     const int id = n.value("id", 0);
     std::string list;
     for (int v : vcpus[id]) list += (list.empty() ? "" : ",") + std::to_string(v);
-    const bool here = id == b.value("node", 0);
-    fmt::print("{:<5} {:<24} {:<11} {:<14} {:>12} {:>12}\n", id, n.value("address", "?"),
-               n.value("state", "?"), list.empty() ? "-" : list,
-               here ? mib(dsm1.value("resident-pages", 0ull)) : "-",
-               here ? fmt::format("{:.0f}", faults) : "-");
+    const auto rate = rates.find(id);
+    fmt::print("{:<5} {:<24} {:<11} {:<14} {:>12} {:>10}\n", id, n.value("address", "?"), n.value("state", "?"),
+               list.empty() ? "-" : list,
+               n.contains("resident-pages") ? mib(n.value("resident-pages", 0ull)) : "-",
+               rate != rates.end() ? fmt::format("{:.0f}", rate->second) : "-");
   }
+  const json& dsm = b["dsm"];
   fmt::print("node 0's memory service: {} remote faults so far ({} read, {} write), {:.0f} us average; "
              "sent {}, received {}\n",
-             dsm1.value("read-faults", 0ull) + dsm1.value("write-faults", 0ull), dsm1.value("read-faults", 0ull),
-             dsm1.value("write-faults", 0ull), static_cast<double>(dsm1.value("fault-latency-avg-us", 0ull)),
-             mib(dsm1.value("bytes-sent", 0ull) / 4096), mib(dsm1.value("bytes-received", 0ull) / 4096));
+             dsm.value("read-faults", 0ull) + dsm.value("write-faults", 0ull), dsm.value("read-faults", 0ull),
+             dsm.value("write-faults", 0ull), static_cast<double>(dsm.value("fault-latency-avg-us", 0ull)),
+             mib(dsm.value("bytes-sent", 0ull) / 4096), mib(dsm.value("bytes-received", 0ull) / 4096));
   if (b.contains("evacuation")) {
     const auto& e = b["evacuation"];
     fmt::print("last evacuation: node {} {}, {}/{} vCPUs, {}/{} pages\n", e.value("node", 0),
@@ -192,7 +220,7 @@ int main(int argc, char** argv) {
   app.add_option("-c,--connect", uri, "libvirt URI (default: libvirt's, e.g. qemu:///system)");
   app.require_subcommand(1);
   std::string name;
-  double interval = 1.0, timeout = 600;
+  double interval = 2.0, timeout = 600;
   unsigned vcpu = 0, node = 0;
   int to = -1;
   auto* st = app.add_subcommand("status", "hosts, their state and address, vCPUs, memory, fault rates");

@@ -133,10 +133,14 @@ def lifecycle(c, check):
             log(f"x-query-aggvm: nodes {states}, vCPUs on nodes {placed}")
             check.expect(states == {0: "local", 1: "connected"}, f"node states {states}")
             check.expect(placed == [0, 0, 1, 1], f"vCPU placement {placed}")
-        status = c.aggvmctl("status", name, "--interval", "0.5")
+        status = c.aggvmctl("status", name)
         check.expect(status.returncode == 0 and c.hosts[1][1] in status.stdout
                      and "connected" in status.stdout,
                      f"aggvmctl status: rc {status.returncode}: {status.stdout}{status.stderr}")
+        # Every host's resident memory (the worker's from its heartbeats).
+        rows = [line.split() for line in status.stdout.splitlines() if line[:1].isdigit()]
+        check.expect(len(rows) == 2 and all(len(r) >= 6 and r[5] == "MiB" for r in rows),
+                     f"aggvmctl status lacks a host's resident memory: {rows}")
         if boot == 1:
             check_console(c, check, name)
             t1 = time.monotonic()

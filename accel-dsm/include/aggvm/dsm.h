@@ -224,6 +224,17 @@ typedef struct AggvmDsmNodeStats {
 
 int aggvm_dsm_node_stats(AggvmDsm *dsm, AggvmDsmNodeStats *out);
 
+/* Another node's figures, as its last heartbeat carried them (a few per
+ * timeout).  -ENOENT before the first one or for this node itself. */
+typedef struct AggvmDsmPeerStats {
+    uint64_t resident_pages;
+    uint64_t read_faults;
+    uint64_t write_faults;
+    uint64_t age_ms;               /* since that heartbeat arrived */
+} AggvmDsmPeerStats;
+
+int aggvm_dsm_peer_stats(AggvmDsm *dsm, uint16_t node, AggvmDsmPeerStats *out);
+
 /* Statistics of the faults taken by one thread (Linux tid). -ENOENT if none. */
 int aggvm_dsm_thread_stats(AggvmDsm *dsm, int tid, AggvmDsmFaultStats *out);
 

@@ -532,7 +532,11 @@ void Node::check_liveness(std::chrono::steady_clock::time_point now) {
   if (stopping_) return;
   if (liveness_->beat_due(now)) {
     pb::Control beat;
-    beat.mutable_heartbeat();
+    const AggvmDsmNodeStats mine = stats();
+    auto* hb = beat.mutable_heartbeat();
+    hb->set_resident_pages(mine.resident_pages);
+    hb->set_read_faults(mine.faults.read_faults);
+    hb->set_write_faults(mine.faults.write_faults);
     const std::string bytes = beat.SerializeAsString();
     for (NodeId n = 0; n < cfg_.n_nodes; ++n)
       if (n != cfg_.self && !goodbyes_.test(n)) send_control(n, bytes);
@@ -714,6 +718,16 @@ AggvmDsmNodeStats Node::stats() const {
   return s;
 }
 
+bool Node::peer_stats(NodeId node, AggvmDsmPeerStats* out) const {
+  std::lock_guard lock(stats_mu_);
+  if (node >= peer_figures_.size() || !peer_figures_[node].known) return false;
+  *out = peer_figures_[node].stats;
+  out->age_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::steady_clock::now() - peer_figures_[node].when)
+                                          .count());
+  return true;
+}
+
 // ---- Env: the engine's requests, carried out on this node ----------------
 
 void Node::send(const Message& m) {
@@ -788,7 +802,17 @@ void Node::on_frame(NodeId from, const WireHeader& h, std::span<const std::byte>
         !(msg.has_goodbye() || msg.has_heartbeat() || msg.has_goodbye_ack() || msg.has_welcome() ||
           msg.has_joined()))
       return rejected(from, "unexpected control message");
-    if (msg.has_heartbeat()) return;
+    if (msg.has_heartbeat()) {
+      std::lock_guard lock(stats_mu_);
+      if (peer_figures_.size() < cfg_.n_nodes) peer_figures_.resize(cfg_.n_nodes);
+      auto& f = peer_figures_.at(from);
+      f.stats.resident_pages = msg.heartbeat().resident_pages();
+      f.stats.read_faults = msg.heartbeat().read_faults();
+      f.stats.write_faults = msg.heartbeat().write_faults();
+      f.when = std::chrono::steady_clock::now();
+      f.known = true;
+      return;
+    }
     if (msg.has_welcome()) return on_welcome(from, msg.welcome());
     if (msg.has_joined()) {
       std::lock_guard lock(cmd_mu_);

@@ -135,6 +135,8 @@ class Node final : private Env, private FabricSink {
   void hold_admissions(bool hold);
 
   AggvmDsmNodeStats stats() const;
+  // A peer's figures from its last heartbeat; false before the first.
+  bool peer_stats(NodeId node, AggvmDsmPeerStats* out) const;
   bool thread_stats(int tid, AggvmDsmFaultStats* out) const { return faults_.thread_faults(tid, out); }
   std::vector<int> fault_threads() const { return faults_.threads(); }
   std::vector<AggvmDsmGranuleFaults> thread_granules(int tid) const { return faults_.thread_granules(tid); }
@@ -267,6 +269,12 @@ class Node final : private Env, private FabricSink {
   FaultStatistics faults_;
   mutable std::mutex stats_mu_;
   AggvmDsmNodeStats counters_{};
+  struct PeerFigures {
+    AggvmDsmPeerStats stats{};
+    std::chrono::steady_clock::time_point when{};
+    bool known = false;
+  };
+  std::vector<PeerFigures> peer_figures_;  // by node id, under stats_mu_
 };
 
 }  // namespace aggvm::dsm
