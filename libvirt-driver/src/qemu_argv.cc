@@ -22,6 +22,8 @@ enum class Action {
   kChardev,   // becomes a null chardev of the same id
   kBlockdev,  // becomes a null block node of the same name
   kDevice,    // kept, without its netdev
+  kAudiodev,  // becomes the "none" driver (a "wav" one would write a file)
+  kSmbios,    // kept unless it reads a file
   kDrop,      // the head's alone (monitors, fds, networks, pid files)
   kDropFlag,
 };
@@ -33,9 +35,9 @@ const std::map<std::string, Action>& options() {
       {"-numa", Action::kKeep},       {"-uuid", Action::kKeep},        {"-display", Action::kKeep},
       {"-rtc", Action::kKeep},        {"-boot", Action::kKeep},        {"-kernel", Action::kKeep},
       {"-initrd", Action::kKeep},     {"-append", Action::kKeep},      {"-bios", Action::kKeep},
-      {"-audiodev", Action::kKeep},   {"-msg", Action::kKeep},         {"-global", Action::kKeep},
-      {"-smbios", Action::kKeep},     {"-sandbox", Action::kKeep},     {"-compat", Action::kKeep},
-      {"-action", Action::kKeep},     {"-vga", Action::kKeep},         {"-fw_cfg", Action::kKeep},
+      {"-audiodev", Action::kAudiodev}, {"-msg", Action::kKeep},       {"-global", Action::kKeep},
+      {"-smbios", Action::kSmbios},   {"-sandbox", Action::kKeep},     {"-compat", Action::kKeep},
+      {"-action", Action::kKeep},     {"-vga", Action::kKeep},         {"-fw_cfg", Action::kDrop},
       {"-S", Action::kDropFlag},      {"-no-user-config", Action::kFlag}, {"-nodefaults", Action::kFlag},
       {"-no-shutdown", Action::kDropFlag}, {"-no-acpi", Action::kFlag},    {"-no-hpet", Action::kFlag},
       {"-no-reboot", Action::kFlag},  {"-nographic", Action::kFlag},
@@ -220,6 +222,17 @@ std::vector<std::string> worker_command(const std::vector<std::string>& argv, co
       }
       case Action::kBlockdev: out.insert(out.end(), {opt, worker_blockdev(arg)}); break;
       case Action::kDevice: out.insert(out.end(), {opt, worker_device(arg)}); break;
+      case Action::kAudiodev: {
+        json dev = parse_structured("-audiodev", arg, "driver");
+        const std::string id = dev.value("id", "");
+        if (id.empty()) fail("-audiodev '{}' has no id", arg);
+        out.insert(out.end(), {opt, json{{"id", id}, {"driver", "none"}}.dump()});
+        break;
+      }
+      case Action::kSmbios:
+        if (keyval(arg, "file")) fail("-smbios '{}' reads a file: not run on a worker", arg);
+        out.insert(out.end(), {opt, arg});
+        break;
       default: break;  // kDrop
     }
   }

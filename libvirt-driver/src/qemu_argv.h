@@ -8,7 +8,8 @@
 // access.  So each back-end that names something of the head host (a file
 // descriptor, a disk image, a socket, a tap) becomes a null one, and
 // anything not understood is refused rather than passed on: a worker host
-// runs only options on this list.
+// runs only options on this list, and opens no file but the boot files the
+// machine names (-kernel, -initrd, -bios), no socket and no descriptor.
 #pragma once
 
 #include <string>

@@ -34,6 +34,8 @@ const std::vector<std::string> kLibvirtArgv = {
     "-device", R"({"driver":"isa-serial","chardev":"charserial0","id":"serial0","index":0})",
     "-object", R"({"qom-type":"rng-random","id":"objrng0","filename":"/dev/urandom"})",
     "-device", R"({"driver":"virtio-rng-pci","rng":"objrng0","id":"rng0","bus":"pci.0","addr":"0x5"})",
+    "-audiodev", R"({"id":"audio1","driver":"wav","path":"/tmp/out.wav"})",
+    "-fw_cfg", "name=opt/x,file=/etc/hostname",
     "-msg", "timestamp=on"};
 
 ClusterSpec two_hosts() {
@@ -86,7 +88,7 @@ TEST(QemuArgv, WorkerRunsTheSameMachineWithNullBackends) {
   EXPECT_EQ(argv[0], "/opt/q");
   // The head's alone: its fds, monitor, tap, master key, its -S and -no-shutdown.
   for (const char* gone : {"fd=", "/dev/fdset", "charmonitor,id=monitor", "masterKey0", "hostnet0",
-                           "/img/data.img", "/dev/urandom"})
+                           "/img/data.img", "/dev/urandom", "/tmp/out.wav", "/etc/hostname", "-fw_cfg"})
     EXPECT_FALSE(mentions(argv, gone)) << gone;
   EXPECT_EQ(std::count(argv.begin(), argv.end(), "-S"), 0);
   EXPECT_EQ(std::count(argv.begin(), argv.end(), "-no-shutdown"), 0);
@@ -108,6 +110,8 @@ TEST(QemuArgv, WorkerRunsTheSameMachineWithNullBackends) {
   EXPECT_FALSE(nic.contains("netdev"));
   auto rng = nlohmann::json::parse(value_after(argv, "-object", 1));
   EXPECT_EQ(rng, nlohmann::json({{"qom-type", "rng-builtin"}, {"id", "objrng0"}}));
+  EXPECT_EQ(nlohmann::json::parse(value_after(argv, "-audiodev")),
+            nlohmann::json({{"id", "audio1"}, {"driver", "none"}}));
   auto cluster = nlohmann::json::parse(value_after(argv, "-object", 3));
   EXPECT_EQ(cluster["node"], 1);
   auto secret = nlohmann::json::parse(value_after(argv, "-object", 2));
@@ -131,6 +135,7 @@ TEST(QemuArgv, WorkerRefusesWhatItDoesNotKnow) {
             std::string::npos);
   EXPECT_NE(with({"-object", "{not json"}).find("not a JSON object"), std::string::npos);
   EXPECT_NE(with({"-chardev"}).find("has no argument"), std::string::npos);
+  EXPECT_NE(with({"-smbios", "file=/etc/shadow"}).find("reads a file"), std::string::npos);
   EXPECT_THROW(worker_command(kLibvirtArgv, "/opt/q", two_hosts(), 0, "/k"), DriverError);
   EXPECT_THROW(worker_command(kLibvirtArgv, "/opt/q", two_hosts(), 2, "/k"), DriverError);
 }
