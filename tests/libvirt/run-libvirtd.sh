@@ -2,8 +2,9 @@
 # run-libvirtd.sh STATE_DIR AGGVM_CONF_DIR WRAPPER_SYSCONFDIR
 #
 # Runs under `unshare --mount`: gives libvirtd its own /etc/libvirt,
-# /run/libvirt, /var/lib/libvirt, /var/cache/libvirt, /var/log/libvirt (all
-# under STATE_DIR, so the machine's own libvirt, if any, is untouched), and
+# /run/libvirt, /var/lib/libvirt, /var/cache/libvirt, /var/log/libvirt and
+# pid file (all under STATE_DIR, so the machine's own libvirt, if any, is
+# untouched), and
 # aggvm-qemu its configuration (WRAPPER_SYSCONFDIR/aggvm, from
 # AGGVM_CONF_DIR), then becomes libvirtd.
 set -eu
@@ -16,4 +17,6 @@ for d in etc:/etc/libvirt run:/run/libvirt lib:/var/lib/libvirt cache:/var/cache
 done
 mkdir -p "$sysconfdir/aggvm"
 mount --bind "$conf" "$sysconfdir/aggvm"
-exec /usr/sbin/libvirtd --config /etc/libvirt/libvirtd.conf
+# Its pid file too: /run/libvirtd.pid would collide with a libvirtd the
+# machine runs itself.
+exec /usr/sbin/libvirtd --config /etc/libvirt/libvirtd.conf --pid-file "$state/libvirtd.pid"
