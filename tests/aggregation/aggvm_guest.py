@@ -63,6 +63,7 @@ Without AGGVM_HOST0_NETNS in the environment the script runs itself under
 """
 
 import argparse
+import hashlib
 import json
 import os
 import queue
@@ -191,7 +192,6 @@ class HttpFile:
     reaches through user networking at 10.0.2.2."""
 
     def __init__(self, args, netns, work, size):
-        import hashlib
         self.dir = work / "net"
         self.dir.mkdir()
         data = os.urandom(size)

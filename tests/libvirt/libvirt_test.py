@@ -26,6 +26,8 @@ Without AGGVM_HOST0_NETNS the script runs itself under `aggvm-harness run`.
 import argparse
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -70,7 +72,6 @@ def query_aggvm(c, name):
 def check_console(c, check, name):
     """virsh console attaches to node 0's serial port (on a terminal, as a
     person runs it) and detaches with ^]."""
-    import pty
     master, slave = pty.openpty()
     proc = subprocess.Popen(["virsh", "-c", c.uri, "console", name], stdin=slave, stdout=slave,
                             stderr=slave, start_new_session=True)
@@ -78,7 +79,6 @@ def check_console(c, check, name):
     seen = b""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and b"Escape character" not in seen:
-        import select
         ready, _, _ = select.select([master], [], [], 0.5)
         if ready:
             try:
