@@ -6,6 +6,7 @@
 #   make check-dsm / check-guests / check-aggregation / check-migration / check-scheduler / check-libvirt   one suite
 #   make bench-dsm / bench-guest / bench-migration / bench-scheduler   one benchmark
 #   make qemu      the patched QEMU alone (build/qemu-patches/qemu-system-x86_64)
+#   make disk-guest  the Debian disk guest (build/tests/guest/linux/debian.qcow2, as root)
 #   make check-series  build the tree after each patch in turn (each must build)
 
 BUILD ?= build
@@ -15,7 +16,7 @@ FROM ?= 1
 # Extra arguments for `meson test`, e.g. TESTARGS='--repeat 3'.
 TESTARGS ?=
 
-.PHONY: all deps setup build qemu demo check check-dsm check-guests check-aggregation check-migration check-scheduler check-libvirt \
+.PHONY: all deps setup build qemu disk-guest demo check check-dsm check-guests check-aggregation check-migration check-scheduler check-libvirt \
         demo-aggregation bench bench-dsm bench-guest bench-migration bench-scheduler demo-dsm check-series clean distclean
 
 QEMU_BIN = $(BUILD)/qemu-patches/qemu-system-x86_64
@@ -38,7 +39,7 @@ build: setup
 	@echo "== building (ninja -C $(BUILD)) =="
 	@$(MESON) compile -C $(BUILD)
 
-check: qemu
+check: qemu disk-guest
 	@scripts/run-tests.sh $(BUILD) "" $(TESTARGS)
 
 check-dsm: build
@@ -47,7 +48,7 @@ check-dsm: build
 check-guests: build
 	@scripts/run-tests.sh $(BUILD) guests $(TESTARGS)
 
-check-aggregation: qemu
+check-aggregation: qemu disk-guest
 	@scripts/run-tests.sh $(BUILD) aggregation $(TESTARGS)
 
 check-migration: qemu
@@ -64,6 +65,12 @@ qemu: build
 	@echo "== building the patched QEMU (qemu-patches/build-qemu.py) =="
 	@$(MESON) compile -C $(BUILD) qemu-system-x86_64
 
+# Debian bookworm from the package archive as a qcow2 root file system, with
+# its kernel and initramfs (tests/guest/linux/build_disk.py; about a minute).
+disk-guest: build
+	@echo "== building the Debian disk guest (mmdebstrap, mkfs.ext4, qemu-img) =="
+	@$(MESON) compile -C $(BUILD) linux-disk-guest
+
 # Each patch of the series builds on its own (incremental: minutes per patch).
 check-series: build
 	@python3 qemu-patches/build-qemu.py --build-dir build-qemu \
@@ -71,7 +78,7 @@ check-series: build
 
 bench: bench-dsm bench-guest bench-migration bench-scheduler
 
-bench-guest: qemu
+bench-guest: qemu disk-guest
 	@python3 tests/aggregation/bench_guest.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
 	    --testos $(TESTOS_BIN) --linux-kernel $(LINUX_KERNEL) --linux-initrd $(LINUX_INITRD)
 

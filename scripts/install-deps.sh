@@ -68,6 +68,7 @@ PKGS=(
     seabios ipxe-qemu qemu-system-data qemu-system-x86 dpkg-dev
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
     libxml2-dev nlohmann-json3-dev
+    mmdebstrap qemu-utils e2fsprogs
 )
 # Packages taken from bookworm-backports.
 BACKPORTS=(meson)

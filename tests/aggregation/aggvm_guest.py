@@ -155,7 +155,8 @@ def guest_command(args):
         ns = argparse.Namespace(
             qemu=args.qemu, accel=accel_value(args), machine=args.machine, cpu=args.cpu,
             smp=args.vcpus, mem=args.mem, kernel=args.kernel, initrd=args.initrd,
-            run=args.linux_run, append=args.append.split(), numa_nodes=args.numa_nodes, qemu_arg=[])
+            run=args.linux_run, append=args.append.split() + debian_kernel_args(args),
+            numa_nodes=args.numa_nodes, qemu_arg=[])
         return linux.qemu_command(ns)
     ns = argparse.Namespace(
         workload=args.workload, append=args.append, accel=args.accel, machine=args.machine,
@@ -179,12 +180,57 @@ def disk_args(args, node, image):
             "-device", "virtio-blk-pci,drive=disk0,addr=0x5"]
 
 
+def debian_kernel_args(args):
+    """The Debian disk guest's root, NIC name and scratch disk (build_disk.py)."""
+    if not args.disk_image:
+        return []
+    return ["root=/dev/vda", "rw", "net.ifnames=0", "aggvm.scratch=/dev/sda"]
+
+
+def virtual_size(image):
+    info = subprocess.run(["qemu-img", "info", "--output=json", str(image)], check=True,
+                          capture_output=True, text=True, timeout=30)
+    return json.loads(info.stdout)["virtual-size"]
+
+
+class DebianDisks:
+    """The Debian disk guest's disks: its root file system on virtio-blk (the
+    built qcow2 behind a qcow2 overlay in the work directory, so the image
+    stays as built) and a blank qcow2 scratch disk on virtio-scsi, which the
+    fileio workload formats and fills.  Node 0 serves both; the workers get
+    null stand-ins of the same sizes at the same addresses."""
+
+    SCRATCH_BYTES = 4 << 30
+
+    def __init__(self, image, work):
+        self.root = work / "root.qcow2"
+        self.scratch = work / "scratch.qcow2"
+        image = Path(image).resolve()
+        for cmd in (["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image),
+                     str(self.root)],
+                    ["qemu-img", "create", "-q", "-f", "qcow2", str(self.scratch),
+                     str(self.SCRATCH_BYTES)]):
+            subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+        self.root_bytes = virtual_size(image)
+
+    def args(self, node):
+        devices = ["-device", "virtio-blk-pci,drive=root,addr=0x7",
+                   "-device", "virtio-scsi-pci,id=scsi0,addr=0x8",
+                   "-device", "scsi-hd,drive=scratch,bus=scsi0.0,scsi-id=0,lun=0"]
+        if node == 0:
+            common = "format=qcow2,if=none,cache=none,aio=threads"
+            return ["-drive", f"file={self.root},id=root,{common}",
+                    "-drive", f"file={self.scratch},id=scratch,{common}"] + devices
+        return ["-blockdev", f"driver=null-co,node-name=root,size={self.root_bytes}",
+                "-blockdev", f"driver=null-co,node-name=scratch,size={self.SCRATCH_BYTES}"] + devices
+
+
 def net_args(node):
     """A virtio-net NIC at a fixed slot: node 0's on QEMU's user networking,
     the workers' without a back-end (node 0 serves the device)."""
     if node == 0:
-        return ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,addr=0x6"]
-    return ["-device", "virtio-net-pci,addr=0x6"]
+        return ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,addr=0x6,romfile="]
+    return ["-device", "virtio-net-pci,addr=0x6,romfile="]
 
 
 class HttpFile:
@@ -346,6 +392,7 @@ def run_cluster(args):
     if args.disk_blocks:
         check_blocks.prepare(disk, args.disk_blocks)
     http = HttpFile(args, hosts[0][0], work, args.net_bytes) if args.net_bytes else None
+    debian = DebianDisks(args.disk_image, work) if args.disk_image else None
     if http:
         args.append = f"{args.append} {http.kernel_arg()}".strip()
     base = guest_command(args)
@@ -369,7 +416,9 @@ def run_cluster(args):
                 cmd[cmd.index("-serial") + 1] = "null"
             if args.disk_blocks:
                 cmd += disk_args(args, i, disk)
-            if http:
+            if debian:
+                cmd += debian.args(i)
+            if http or debian:
                 cmd += net_args(i)
             for pattern in args.trace:
                 cmd += ["-trace", pattern]
@@ -1086,6 +1135,10 @@ def parse_args(argv=None):
     p.add_argument("--disk-blocks", type=int, default=0,
                    help="give the guest a virtio-blk disk of this many 4 KiB blocks (node 0's "
                         "is an image filled with 0xee, checked after a failure)")
+    p.add_argument("--disk-image",
+                   help="Linux guest: boot the Debian disk guest (build_disk.py) from this qcow2 "
+                        "(--kernel and --initrd: its debian-vmlinuz and debian-initrd.img), with "
+                        "a scratch disk on virtio-scsi and a NIC on node 0's user networking")
     p.add_argument("--net-bytes", type=int, default=0,
                    help="Linux: a virtio-net NIC (user networking on node 0) and a file of this "
                         "size to fetch over HTTP (workload net)")
@@ -1107,6 +1160,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.guest == "linux" and not args.initrd:
         p.error("--guest linux needs --initrd")
+    for path in (args.disk_image, args.initrd) if args.disk_image else ():
+        if not os.path.isfile(path):
+            p.error(f"{path} is missing: build the Debian disk guest first (make disk-guest, "
+                    "or meson compile -C build linux-disk-guest)")
     args.linux_run = [w for w in args.linux_run.split(",") if w]
     args.mem = args.mem or (1024 if args.guest == "linux" else 256)
     args.cpu = args.cpu or (linux.DEFAULT_CPU if args.guest == "linux" else "qemu64") + ",-x2apic"

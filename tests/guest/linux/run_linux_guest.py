@@ -185,6 +185,20 @@ def check_results(args, results, check):
                      f"atomics total={total} expected={expected}, threads x iterations={exact}")
         check.expect(atom.get("checksum") == "ok", f"atomics checksum={atom.get('checksum')}")
 
+    fileio = results.get("fileio")
+    if fileio:
+        # One writer per vCPU, a file larger than RAM, every block read back
+        # by another vCPU and intact (the Debian disk guest, build_disk.py).
+        check.expect(fileio.get("threads") == str(args.expect_vcpus),
+                     f"fileio threads={fileio.get('threads')}, expected one per vCPU ({args.expect_vcpus})")
+        file_mb, mem_mb = as_number(fileio, "file_mb"), as_number(fileio, "mem_mb")
+        check.expect(file_mb is not None and mem_mb is not None and file_mb > mem_mb,
+                     f"fileio file_mb={fileio.get('file_mb')} not above the guest's RAM "
+                     f"({fileio.get('mem_mb')} MiB): its page cache could hold it")
+        check.expect(fileio.get("bad") == "0" and fileio.get("errno") == "0",
+                     f"fileio: {fileio.get('bad')} of {fileio.get('blocks')} blocks read back wrong "
+                     f"(first at block {fileio.get('first_bad')}), errno {fileio.get('errno')}")
+
     stream = results.get("stream")
     if stream:
         for key in ("copy_mb_s", "triad_mb_s"):
