@@ -28,6 +28,7 @@ class ModelNetwork {
  public:
   std::vector<InFlight> in_flight;
   uint64_t page_bytes_sent = 0;
+  uint64_t sent = 0;  // messages, of every type
 };
 
 // One node's memory as the engine sees it through Env.
@@ -54,6 +55,7 @@ class ModelNode : public Env {
                              " while it still maps the page");
     InFlight f{m, {m.payload.begin(), m.payload.end()}};
     if (m.has(kFlagData)) net_.page_bytes_sent += kPageSize;
+    ++net_.sent;
     net_.in_flight.push_back(std::move(f));
   }
   void install(PageKey p, std::span<const std::byte> data, bool writable) override {

@@ -119,6 +119,87 @@ TEST(Protocol, WriteFaultDuringReadRequestUpgradesAfterGrant) {
   EXPECT_EQ(c.node(0).resolved_count, 2u);
 }
 
+// Read-modify-write by one node after another (a lock word, a counter, a
+// list head): once an upgrade finds one other copy, the page is migratory
+// and each later read takes it whole (Exclusive), so the write after it is
+// local: one remote fault per move instead of two.
+TEST(Protocol, MigratoryPageMovesWithOneFault) {
+  ModelCluster c(3, 4);
+  const PageKey p = c.page_homed_on(2);
+  c.write_byte(0, p, 1);
+  EXPECT_EQ(c.read_byte(1, p), 1);
+  c.write_byte(1, p, 2);  // the upgrade finds node 0's copy: migratory
+  EXPECT_TRUE(c.engine(2).directory().entry(p).migratory);
+  for (uint8_t v = 3; v < 9; ++v) {
+    const NodeId n = (v + 1) % 2;  // 0, 1, 0, 1...: never the owner
+    EXPECT_EQ(c.read_byte(n, p), v - 1);
+    EXPECT_EQ(c.engine(n).cache().state(p), S::kExclusive) << "round " << int(v);
+    EXPECT_FALSE(c.node(n).page(p).writable) << "Exclusive is mapped write-protected";
+    EXPECT_EQ(c.engine(1 - n).cache().state(p), S::kInvalid) << "the last owner gave it up";
+    const size_t sent = c.net().sent;
+    c.write_byte(n, p, v);
+    EXPECT_EQ(c.net().sent, sent) << "the write to an Exclusive page sent a message";
+    EXPECT_EQ(c.engine(n).cache().state(p), S::kModified);
+  }
+  EXPECT_EQ(c.engine(2).counters().exclusive_grants, 6u);
+  EXPECT_EQ(c.engine(0).counters().silent_upgrades + c.engine(1).counters().silent_upgrades, 6u);
+  EXPECT_EQ(c.read_byte(2, p), 8) << "the home reads the last value";
+}
+
+// A migratory page that is then only read: the owner fetched from never
+// wrote its Exclusive copy (FetchResp kFlagClean), the mark goes, and the
+// readers share the page instead of taking it from each other.
+TEST(Protocol, ReadSharedPageLosesTheMigratoryMark) {
+  ModelCluster c(3, 4);
+  const PageKey p = c.page_homed_on(2);
+  c.write_byte(0, p, 1);
+  EXPECT_EQ(c.read_byte(1, p), 1);
+  c.write_byte(1, p, 2);
+  ASSERT_TRUE(c.engine(2).directory().entry(p).migratory);
+  EXPECT_EQ(c.read_byte(0, p), 2);
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kExclusive);
+  EXPECT_EQ(c.read_byte(1, p), 2);  // node 0 never wrote: clean
+  EXPECT_FALSE(c.engine(2).directory().entry(p).migratory);
+  EXPECT_EQ(c.engine(1).cache().state(p), S::kShared);
+  EXPECT_EQ(c.read_byte(0, p), 2);
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kShared) << "readers share the page again";
+  EXPECT_EQ(c.engine(1).cache().state(p), S::kShared);
+}
+
+// Threads that wait on an Exclusive grant to a read: a writer among them
+// gets the page writable at once.
+TEST(Protocol, WriterJoiningAnExclusiveReadIsServedByIt) {
+  ModelCluster c(2, 4);
+  const PageKey p = c.page_homed_on(1);
+  c.write_byte(0, p, 1);
+  EXPECT_EQ(c.read_byte(1, p), 1);
+  c.write_byte(1, p, 2);  // migratory
+  c.fault(0, p, Access::kRead, 11);
+  c.fault(0, p, Access::kWrite, 12);
+  c.deliver_all_fifo();
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kModified);
+  EXPECT_TRUE(c.node(0).page(p).writable);
+  EXPECT_TRUE(c.node(0).blocked.empty()) << "a thread is still waiting";
+}
+
+// A page held Exclusive is the cluster's only copy: an invalidation of it
+// is a broken peer's, and an eviction writes it back.
+TEST(Protocol, ExclusiveCopyIsEvictedWithItsContent) {
+  ModelCluster c(2, 4, /*cap_pages=*/6);
+  for (uint64_t i = 0; i < 4; ++i) c.write_byte(0, c.page_homed_on(0, i), 20);  // 4 resident for good
+  const PageKey p = c.page_homed_on(1);
+  c.write_byte(0, p, 1);
+  EXPECT_EQ(c.read_byte(1, p), 1);
+  c.write_byte(1, p, 2);
+  EXPECT_EQ(c.read_byte(0, p), 2);
+  ASSERT_EQ(c.engine(0).cache().state(p), S::kExclusive);
+  c.write_byte(0, c.page_homed_on(1, 1), 11);
+  c.write_byte(0, c.page_homed_on(1, 2), 12);  // the cap: the oldest remote page goes
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kInvalid) << "the cap did not evict it";
+  EXPECT_EQ(c.engine(0).counters().writebacks, 1u) << "an Exclusive copy is the only one: written back";
+  EXPECT_EQ(c.read_byte(1, p), 2) << "its content went home";
+}
+
 // The home granted a read to node 0 and, before node 0 confirmed, node 1
 // asked to write: the invalidation must wait for the grant to land.
 TEST(ProtocolRace, InvalidationNeverOvertakesGrantInFlight) {

@@ -46,6 +46,9 @@ TEST(Wire, RejectsEachBadField) {
       {"fetchresp without data", [](WireHeader& h) { h.type = 7; }},
       {"empty control", [](WireHeader& h) { h.type = 32; h.page = 0; }},
       {"page on control", [](WireHeader& h) { h.type = 32; h.payload_len = 8; }},
+      {"exclusive read grant", [](WireHeader& h) { h.type = 3; h.flags = kFlagExclusive | kFlagData; h.payload_len = 4096; }},
+      {"exclusive request", [](WireHeader& h) { h.flags = kFlagExclusive | kFlagWrite; }},
+      {"clean grant", [](WireHeader& h) { h.type = 3; h.flags = kFlagWrite | kFlagClean | kFlagData; h.payload_len = 4096; }},
   };
   for (const auto& c : cases) {
     auto bytes = encode_header(valid());

@@ -220,6 +220,8 @@ typedef struct AggvmDsmNodeStats {
     uint64_t rehomed_out_pages;    /* pages whose home moved from this node */
     uint64_t rehomed_in_pages;     /* pages whose home moved to this node */
     uint64_t redirects;            /* requests asked again of a page's new home */
+    uint64_t exclusive_grants;     /* reads of migratory pages granted Exclusive, as home */
+    uint64_t silent_upgrades;      /* writes to Exclusive pages: local, no message */
 } AggvmDsmNodeStats;
 
 int aggvm_dsm_node_stats(AggvmDsm *dsm, AggvmDsmNodeStats *out);

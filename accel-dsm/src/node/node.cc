@@ -270,6 +270,8 @@ void Node::sync_counters() {
   counters_.rehomed_out_pages = engine_->counters().rehomed_out_pages;
   counters_.rehomed_in_pages = engine_->counters().rehomed_in_pages;
   counters_.redirects = engine_->counters().redirects;
+  counters_.exclusive_grants = engine_->counters().exclusive_grants;
+  counters_.silent_upgrades = engine_->counters().silent_upgrades;
 }
 
 // ---- moving homes -----------------------------------------------------------
@@ -639,7 +641,10 @@ void Node::poison_lost() {
   uint64_t released = 0;
   for (uint32_t ri = 0; ri < regions_.size(); ++ri) {
     const uint64_t n = regions_[ri].size / kPageSize;
-    auto shared = [&](uint64_t i) { return cache.state(PageKey(ri, i)) == PageState::kShared; };
+    auto shared = [&](uint64_t i) {
+      const PageState s = cache.state(PageKey(ri, i));
+      return s == PageState::kShared || s == PageState::kExclusive;  // both mapped write-protected
+    };
     for (uint64_t i = 0; i < n;) {
       if (!shared(i)) {
         ++i;

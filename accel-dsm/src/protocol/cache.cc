@@ -57,6 +57,14 @@ void Cache::expect_from_home(const Message& m) const {
 
 void Cache::on_fault(PageKey page, Access access, int tid) {
   Entry& e = entry(page);
+  if (access == Access::kWrite && e.state == PageState::kExclusive) {
+    // Granted for this node alone: the first write needs no one's leave.
+    ++ctx_.counters.silent_upgrades;
+    ctx_.env->set_writable(page);
+    e.state = PageState::kModified;
+    ctx_.env->resolved(page, Waiter{tid, ctx_.now_ns, Access::kWrite}, ctx_.self, ctx_.now_ns);
+    return;
+  }
   const bool satisfied = access == Access::kRead ? e.state != PageState::kInvalid
                                                  : e.state == PageState::kModified;
   if (satisfied) {
@@ -113,23 +121,32 @@ void Cache::on_grant(const Message& m) {
   expect_from_home(m);
   Entry& e = entry(m.page);
   const bool write = m.has(kFlagWrite);
-  const Pending expected = write ? Pending::kWrite : Pending::kRead;
+  // An Exclusive grant answers a read: the page is this node's alone.
+  const bool exclusive = m.has(kFlagExclusive);
+  const Pending expected = write && !exclusive ? Pending::kWrite : Pending::kRead;
   if (e.pending != expected)
     throw Rejected(fmt::format("{} grant for page {:#x} that was not requested",
-                               write ? "write" : "read", ctx_.space->gpa(m.page)));
+                               exclusive ? "exclusive" : write ? "write" : "read", ctx_.space->gpa(m.page)));
+  if (exclusive && !(m.has(kFlagData) || m.has(kFlagZero)))
+    fail_peer(m.src, EPROTO, "node {} granted page {:#x} Exclusive without its content", m.src,
+              ctx_.space->gpa(m.page));
   const bool was_invalid = e.state == PageState::kInvalid;
   Op& op = ops_[m.page];
   if (op.counts_install) {
     op.counts_install = false;
     --installs_in_flight_;
   }
-  const PageState target = write ? PageState::kModified : PageState::kShared;
+  // A write waiter that joined an Exclusive grant's read is served at once.
+  const bool writer_waits = std::any_of(op.waiters.begin(), op.waiters.end(),
+                                        [](const Waiter& w) { return w.access == Access::kWrite; });
+  const bool writable = write && (!exclusive || writer_waits);
+  const PageState target = writable ? PageState::kModified : exclusive ? PageState::kExclusive : PageState::kShared;
 
   if (m.has(kFlagData) || m.has(kFlagZero)) {
     if (!was_invalid)
       fail_peer(m.src, EPROTO, "node {} granted page {:#x} with data while this node holds it {}", m.src,
            ctx_.space->gpa(m.page), to_string(e.state));
-    ctx_.env->install(m.page, m.has(kFlagData) ? m.payload : std::span<const std::byte>{}, write);
+    ctx_.env->install(m.page, m.has(kFlagData) ? m.payload : std::span<const std::byte>{}, writable);
     mapped(m.page, e, target);
   } else if (was_invalid) {
     fail_peer(m.src, EPROTO, "node {} granted page {:#x} without data but this node holds no copy", m.src,
@@ -146,7 +163,7 @@ void Cache::on_grant(const Message& m) {
   e.pending = Pending::kNone;
   const NodeId h = home(m.page);
   std::erase_if(op.waiters, [&](const Waiter& w) {
-    const bool served = write || w.access == Access::kRead;
+    const bool served = writable || w.access == Access::kRead;
     if (served) ctx_.env->resolved(m.page, w, h, ctx_.now_ns);
     return served;
   });
@@ -171,9 +188,9 @@ void Cache::request_for_waiters(PageKey page, Entry& e) {
 void Cache::on_invalidate(const Message& m) {
   expect_from_home(m);
   Entry& e = entry(m.page);
-  if (e.state == PageState::kModified)
-    throw Rejected(fmt::format("invalidate for page {:#x}, which this node owns modified",
-                               ctx_.space->gpa(m.page)));
+  if (owns(e.state))
+    throw Rejected(fmt::format("invalidate for page {:#x}, which this node owns ({})",
+                               ctx_.space->gpa(m.page), to_string(e.state)));
   ++ctx_.counters.invalidations_received;
   if (e.state == PageState::kShared) lose_copy(m.page, e);
   ctx_.send(reply_to(m, MsgType::kInvAck, ctx_.self));
@@ -236,7 +253,7 @@ void Cache::give_up_home_copies(const PageRange& r, std::vector<PageCopy>& copie
     const PageKey page(r.region, i);
     Entry& e = entry(page);
     if (e.state == PageState::kInvalid) continue;
-    if (e.state == PageState::kModified) ctx_.env->write_protect(page);
+    if (e.state == PageState::kModified) ctx_.env->write_protect(page);  // Exclusive already is
     ctx_.env->read(page, copies[i - r.first]);
     held[i - r.first] = true;
     any = true;
@@ -258,8 +275,9 @@ void Cache::on_fetch(const Message& m) {
   const bool invalidate = m.has(kFlagWrite);
   std::array<std::byte, kPageSize> data;
   Message resp = reply_to(m, MsgType::kFetchResp, ctx_.self, kFlagData);
-  if (e.state == PageState::kModified) {
-    ctx_.env->write_protect(m.page);
+  if (owns(e.state)) {
+    if (e.state == PageState::kExclusive) resp.flags |= kFlagClean;  // never written here
+    else ctx_.env->write_protect(m.page);
     ctx_.env->read(m.page, data);
     if (invalidate) {
       unmapped(m.page, e);

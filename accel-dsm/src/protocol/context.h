@@ -43,6 +43,8 @@ struct EngineCounters {
   uint64_t writebacks = 0;
   uint64_t invalidations_received = 0;
   uint64_t spurious_faults = 0;
+  uint64_t exclusive_grants = 0;   // reads of migratory pages granted Exclusive (home side)
+  uint64_t silent_upgrades = 0;    // writes to Exclusive pages, upgraded here without a message
   uint64_t rejected = 0;
   uint64_t redirects = 0;          // requests asked again of a page's new home
   uint64_t rehomed_out_pages = 0;  // pages whose home moved from this node

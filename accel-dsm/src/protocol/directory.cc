@@ -82,6 +82,7 @@ void Directory::start(PageKey page, Txn& t) {
   t.awaiting_acks.reset();
   t.awaiting_fetch = kNoNode;
   t.awaiting_unblock = false;
+  t.exclusive_read = false;
   t.data.reset();
   const NodeId from = t.req.from;
   const uint64_t gpa = ctx_.space->gpa(page);
@@ -97,11 +98,26 @@ void Directory::start(PageKey page, Txn& t) {
         return finish(page);
       }
       if (d.owner != kNoNode) {
+        // A migratory page is taken from its owner whole, for a read too.
+        t.exclusive_read = !write && d.migratory;
         t.awaiting_fetch = d.owner;
-        return ctx_.send_to(MsgType::kFetch, d.owner, page, t.id, write ? kFlagWrite : 0);
+        return ctx_.send_to(MsgType::kFetch, d.owner, page, t.id,
+                            write || t.exclusive_read ? kFlagWrite : 0);
       }
       if (!write) return grant_read(page, t);
       t.requester_has_copy = d.sharers.test(from);
+      // An upgrade with one other copy about (the home's own copy counted
+      // only when no other node has one: after a fetch the home keeps one
+      // whether or not its vCPUs use it): read, then written, as data
+      // moving from node to node is.
+      if (t.requester_has_copy) {
+        NodeSet others = d.sharers;
+        others.reset(from);
+        NodeSet remote = others;
+        remote.reset(ctx_.self);
+        if ((remote.count() == 1 || (remote.none() && others.any())) && d.last_writer != from)
+          d.migratory = true;
+      }
       t.zero = !d.touched;
       if (!t.requester_has_copy && d.touched) {
         t.data = std::make_unique<PageData>();
@@ -160,7 +176,7 @@ void Directory::grant_read(PageKey page, Txn& t) {
 void Directory::grant_write(PageKey page, Txn& t) {
   DirEntry& d = entry(page);
   const NodeId from = t.req.from;
-  uint16_t flags = kFlagWrite;
+  uint16_t flags = kFlagWrite | (t.exclusive_read ? kFlagExclusive : 0);
   std::span<const std::byte> payload;
   if (!t.requester_has_copy) {
     if (t.data) {
@@ -175,6 +191,7 @@ void Directory::grant_write(PageKey page, Txn& t) {
   d.owner = from;
   d.sharers.reset();
   d.touched = true;
+  if (!t.exclusive_read) d.last_writer = from;  // an Exclusive holder may never write
   t.awaiting_unblock = true;
   t.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
   ctx_.send_to(MsgType::kGrant, from, page, t.id, flags, payload);
@@ -210,8 +227,22 @@ void Directory::on_fetch_resp(const Message& m) {
   d.touched = true;
   d.sharers.reset();
   if (m.has(kFlagRetained)) d.sharers.set(m.src);
+  // Granted Exclusive and only read: the page is read-shared, not
+  // migratory.  This read is then served as any other (the owner gave its
+  // copy up; the home keeps one, and the reader shares it).
+  if (m.has(kFlagClean)) {
+    d.migratory = false;
+    t.exclusive_read = false;
+  } else {
+    d.last_writer = m.src;
+  }
   t.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
 
+  if (t.exclusive_read) {
+    ++ctx_.counters.exclusive_grants;
+    t.requester_has_copy = false;
+    return grant_write(m.page, t);
+  }
   if (t.req.type == MsgType::kReadReq) {
     // The home keeps a copy now that no node owns the page.
     if (cache_.state(m.page) == PageState::kInvalid) cache_.install_home_copy(m.page, *t.data);

@@ -4,6 +4,18 @@
 // Invariant: when a page has no owner and was ever written, the home holds
 // a Shared copy in its own mapping, so data is never lost when sharers
 // drop theirs.  Pages never written have no copy anywhere: they are zero.
+//
+// Migratory pages.  Much of a kernel's shared data moves from node to node
+// by read-modify-write: a node reads the page (a fetch from its owner, who
+// keeps a Shared copy), then writes it (an upgrade that invalidates that
+// copy): two faults for each move.  A write upgrade that finds exactly one
+// other copy, by a node that was not the page's last writer (a producer
+// writing again for its readers is not migration), marks the page
+// migratory; a read of a migratory page then
+// takes it from its owner whole and grants it Exclusive (cache.h), so the
+// write that follows is local: one fault for each move.  An owner fetched
+// from that never wrote its Exclusive copy (FetchResp kFlagClean) shows the
+// page is read, not migrated: the mark goes, and reads share it again.
 #pragma once
 
 #include <array>
@@ -20,9 +32,12 @@ namespace aggvm::dsm {
 // 16 bytes (the set first: 24 with the owner first, for padding).
 struct DirEntry {
   NodeSet sharers;         // nodes holding it Shared
-  NodeId owner = kNoNode;  // node holding the page Modified
+  NodeId owner = kNoNode;  // node holding the page Modified or Exclusive
   bool touched = false;    // ever granted for writing: not known to be zero
+  bool migratory = false;  // reads take it whole (above)
+  NodeId last_writer = kNoNode;  // the node that wrote it last, as far as the home knows
 };
+static_assert(sizeof(DirEntry) <= 16);
 
 class Directory {
  public:
@@ -71,6 +86,7 @@ class Directory {
     bool awaiting_unblock = false;
     bool requester_has_copy = false;
     bool zero = false;
+    bool exclusive_read = false;  // a ReadReq served with a migratory page's whole ownership
     std::unique_ptr<PageData> data;
     uint64_t deadline_ns = 0;
     std::deque<Request> queue;  // requests for this page waiting their turn

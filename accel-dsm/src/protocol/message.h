@@ -51,8 +51,11 @@ enum MsgFlag : uint16_t {
   kFlagData = 1 << 1,      // payload is the page
   kFlagZero = 1 << 2,      // the page was never written: install zeroes
   kFlagRetained = 1 << 3,  // FetchResp: the owner kept a shared copy
+  kFlagExclusive = 1 << 4, // Grant (with kFlagWrite) for a ReadReq: the page is the reader's alone
+  kFlagClean = 1 << 5,     // FetchResp: the owner never wrote the page it held Exclusive
 };
-inline constexpr uint16_t kKnownFlags = kFlagWrite | kFlagData | kFlagZero | kFlagRetained;
+inline constexpr uint16_t kKnownFlags =
+    kFlagWrite | kFlagData | kFlagZero | kFlagRetained | kFlagExclusive | kFlagClean;
 
 struct Message {
   MsgType type{};

@@ -54,7 +54,15 @@ enum class PageState : uint8_t {
   kInvalid,   // not mapped: any access faults
   kShared,    // mapped write-protected; other nodes may hold copies
   kModified,  // mapped writable; the only copy in the cluster
+  // The only copy in the cluster, granted for a read of a migratory page
+  // (protocol/directory.h) and mapped write-protected until this node
+  // writes it: the write is then a local upgrade to Modified, no message.
+  // An owner the directory fetches from says whether it wrote.
+  kExclusive,
 };
+
+// Held by this node alone, written or not: the directory's owner.
+inline bool owns(PageState s) { return s == PageState::kModified || s == PageState::kExclusive; }
 
 enum class Access : uint8_t { kRead, kWrite };
 

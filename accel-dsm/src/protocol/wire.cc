@@ -43,6 +43,7 @@ const char* to_string(PageState s) {
     case PageState::kInvalid: return "Invalid";
     case PageState::kShared: return "Shared";
     case PageState::kModified: return "Modified";
+    case PageState::kExclusive: return "Exclusive";
   }
   return "?";
 }
@@ -75,6 +76,10 @@ bool known_type(uint8_t t) {
 std::string check_payload(const WireHeader& h) {
   const auto type = static_cast<MsgType>(h.type);
   const bool data = (h.flags & kFlagData) != 0;
+  if ((h.flags & kFlagExclusive) && (type != MsgType::kGrant || !(h.flags & kFlagWrite)))
+    return fmt::format("{} with the exclusive flag (only a write grant has it)", to_string(type));
+  if ((h.flags & kFlagClean) && type != MsgType::kFetchResp)
+    return fmt::format("{} with the clean flag (only a fetch response has it)", to_string(type));
   switch (type) {
     case MsgType::kControl:
       if (h.payload_len == 0 || h.payload_len > kMaxControlPayload)
