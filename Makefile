@@ -24,6 +24,7 @@ HARNESS_BIN = $(BUILD)/tests/harness/aggvm-harness
 TESTOS_BIN = $(BUILD)/tests/guest/testos/testos
 LINUX_KERNEL = $(BUILD)/tests/guest/linux/vmlinuz
 LINUX_INITRD = $(BUILD)/tests/guest/linux/initramfs.cpio.gz
+DISK_DIR = $(BUILD)/tests/guest/linux
 
 all: build
 
@@ -80,7 +81,9 @@ bench: bench-dsm bench-guest bench-migration bench-scheduler
 
 bench-guest: qemu disk-guest
 	@python3 tests/aggregation/bench_guest.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
-	    --testos $(TESTOS_BIN) --linux-kernel $(LINUX_KERNEL) --linux-initrd $(LINUX_INITRD)
+	    --testos $(TESTOS_BIN) --linux-kernel $(LINUX_KERNEL) --linux-initrd $(LINUX_INITRD) \
+	    --disk-image $(DISK_DIR)/debian.qcow2 --disk-kernel $(DISK_DIR)/debian-vmlinuz \
+	    --disk-initrd $(DISK_DIR)/debian-initrd.img --ucx-floor $(BUILD)/tests/dsm/dsm-ucx-floor
 
 bench-migration: qemu
 	@python3 tests/migration/bench_migration.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \

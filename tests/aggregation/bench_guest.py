@@ -23,20 +23,33 @@ In one run, with the same QEMU build throughout:
             aggregated / stock (above 1: slower)
   ipi       testos IPI round trip from vCPU 0 to a vCPU on another host and
             to one on the same host (aggregated, user-space APIC), with the
-            responder spinning between IPIs and with it halted (wait=halt)
-compute, counters and ipi run under KVM, or under TCG where /dev/kvm is
-unusable (said so above the last line); each key names the accelerator
-its figure was measured with (A below is kvm or tcg).  The last line is
-  guest-scaling: A_compute_ratio=X A_counters_ratio=C A_pingpong_ratio=P A_pingpong_rtt_us=T
-                 tcg_linux_boot_ratio=Y A_ipi_remote_us=R A_ipi_local_us=L
-                 A_ipi_remote_halt_us=RH A_ipi_local_halt_us=LH tcg_shared_ratio=S
-(one line; ratios below 1: aggregation is slower; tcg_linux_boot_ratio is
-aggregated / stock time, above 1 slower).
+            responder spinning between IPIs and with it halted (wait=halt);
+            beside it the raw fabric's 64-byte round trip between the same
+            two hosts (dsm-ucx-floor over UCX TCP, as the DSM uses)
+  disk, net the Debian disk guest (build_disk.py; TCG): fio on its virtio-scsi
+            disk (1 MiB sequential writes and reads, 4 KiB random reads,
+            O_DIRECT) and a 16 MiB HTTP fetch over virtio-net, each from
+            vCPU 0 (node 0, where the devices are) and from vCPU 1 (the
+            worker): 2 hosts x 1 vCPU against the same guest, 2 vCPUs, in
+            one stock process
+compute, counters, pingpong and ipi run under KVM, or under TCG where
+/dev/kvm is unusable (said so above the last line).  The last line is
+  guest-scaling: compute_ratio=X tcg_linux_boot_ratio=Y ipi_remote_us=R ipi_local_us=L
+                 ipi_floor_us=F blk_ratio=B net_ratio=N shared_ratio=S
+(one line): X aggregated / stock compute rate (1: no cost); Y aggregated /
+stock time to the Linux guest's result (1: no cost); R and L the IPI round
+trips with the responder halted (on this 2-core machine the spinning figure
+measures the host's scheduler tick: printed above, not used); F the raw
+fabric round trip plus L, the floor R is held to (goal R <= 3 F); B and N
+aggregated / stock throughput of vCPU 0's sequential disk I/O (the mean
+of the write and read ratios) and of its fetch (goal >= 0.8); S
+aggregated / stock time of the OpenMP stencil (GiantVM: 15; goal <= 3).
 """
 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -49,6 +62,7 @@ import aggvm_guest  # noqa: E402
 import run_testos  # noqa: E402
 
 REPEAT = 2
+NET_BYTES = 16 << 20
 
 
 def say(msg):
@@ -93,9 +107,68 @@ def stock_linux(args):
     return report["seconds"]["guest_done"], report["results"]
 
 
+def fabric_rtt_inside(args):
+    """Under aggvm-harness: the raw UCP 64-byte round trip from host 1 to host 0."""
+    port = 7400 + os.getpid() % 500
+    ns0, ns1 = os.environ["AGGVM_HOST0_NETNS"], os.environ["AGGVM_HOST1_NETNS"]
+    addr0 = os.environ["AGGVM_HOST0_ADDR"].split("/")[0]
+    # The DSM's transport: left to itself UCX may pick shared memory across
+    # the namespaces, which the DSM does not use.
+    env = dict(os.environ, UCX_TLS="tcp")
+    server = subprocess.Popen(["ip", "netns", "exec", ns0, args.ucx_floor, "server",
+                               "--listen", f"{addr0}:{port}", "--sizes", "64"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        server.stdout.readline()  # listening
+        out = subprocess.run(["ip", "netns", "exec", ns1, args.ucx_floor, "client",
+                              "--connect", f"{addr0}:{port}", "--sizes", "64", "--iterations", "5000"],
+                             capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    m = re.search(r"rtt_p50_us=([0-9.]+)", out.stdout)
+    if not m:
+        raise SystemExit(f"bench-guest: dsm-ucx-floor gave no round trip: {out.stdout}{out.stderr}")
+    print(f"fabric-rtt: rtt_p50_us={m.group(1)}", flush=True)
+
+
+def fabric_rtt(args):
+    """fabric_rtt_inside() under a harness of its own; microseconds."""
+    out = subprocess.run([args.harness, "run", "--hosts", "2", "--name", f"bg{os.getpid() % 100000}", "--",
+                          sys.executable, __file__, "--fabric-rtt-inside", "--ucx-floor", args.ucx_floor],
+                         capture_output=True, text=True, timeout=300)
+    m = re.search(r"fabric-rtt: rtt_p50_us=([0-9.]+)", out.stdout)
+    if out.returncode != 0 or not m:
+        sys.stdout.write(out.stdout + out.stderr)
+        raise SystemExit(f"bench-guest: the fabric round trip failed (exit {out.returncode})")
+    return float(m.group(1))
+
+
+def disk_guest(args, aggregate):
+    """The Debian disk guest's fio and fetch figures, aggregated (2 hosts x 1
+    vCPU) or in one stock process (2 vCPUs)."""
+    hosts = ["--hosts", "2", "--vcpus-per-host", "1"] if aggregate else \
+        ["--hosts", "1", "--vcpus-per-host", "2", "--no-aggregate"]
+    r = aggregated(args, ["--guest", "linux", "--accel", "tcg", "--mem", "384", *hosts,
+                          "--kernel", args.disk_kernel, "--initrd", args.disk_initrd,
+                          "--disk-image", args.disk_image, "--linux-run", "topology,blk,net",
+                          "--net-bytes", str(NET_BYTES),
+                          "--append", "aggvm.io_cpus=0,1 aggvm.net_cpu=0,1", "--timeout", "900"])
+    blk, net = r["results"]["blk"], r["results"]["net"]
+    return {k: float(v) for k, v in {**blk, **net}.items() if re.match(r"cpu\d+_", k)}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for opt in ("--qemu", "--harness", "--testos", "--linux-kernel", "--linux-initrd"):
+    if "--fabric-rtt-inside" in sys.argv:
+        p.add_argument("--fabric-rtt-inside", action="store_true")
+        p.add_argument("--ucx-floor", required=True)
+        fabric_rtt_inside(p.parse_args())
+        return 0
+    for opt in ("--qemu", "--harness", "--testos", "--linux-kernel", "--linux-initrd",
+                "--disk-image", "--disk-kernel", "--disk-initrd", "--ucx-floor"):
         p.add_argument(opt, required=True)
     p.add_argument("--ms", type=int, default=1000, help="testos measuring window")
     # Enough that each vCPU is still incrementing while the other's write
@@ -131,6 +204,8 @@ def main():
     counters_ratio, _ = stock_vs_aggregated("counters", f"iters={args.counters_iters}", "ops_per_s")
     pingpong_ratio, pingpong_ns = stock_vs_aggregated("pingpong", f"ms={args.ms}", "rtt_ns",
                                                       lower_is_better=True)
+    say(f"({accel}) counters ratio {counters_ratio:.4f}, pingpong ratio {pingpong_ratio:.5f} "
+        f"(aggregated round trip {pingpong_ns / 1000:.1f} us)")
 
     stock_boot, stock_results = stock_linux(args)
     agg = aggregated(args, ["--guest", "linux", "--accel", "tcg", "--hosts", "2",
@@ -164,16 +239,31 @@ def main():
     say("with both vCPUs spinning, this 2-core machine has no core left for the threads "
         "that carry a remote IPI (memory service, dispatcher): each waits for the host's next "
         "scheduler tick (4 ms) to run, so the spinning figure measures the tick; the halted "
-        "responder leaves them a core, as a real host with free cores would")
+        "responder leaves them a core, as a real host with free cores would: the last line "
+        "uses the halted figures")
+    rtt = fabric_rtt(args)
+    floor = rtt + ipi["local", "halt"]
+    say(f"raw fabric 64 B round trip between the two hosts (UCP over TCP, polling): {rtt:.1f} us; "
+        f"the remote IPI's floor is that plus the local IPI: {floor:.1f} us; remote IPI "
+        f"{ipi['remote', 'halt']:.1f} us is {ipi['remote', 'halt'] / floor:.2f}x it (goal 3x)")
 
-    print(f"guest-scaling: {accel}_compute_ratio={compute_ratio:.3f} "
-          f"{accel}_counters_ratio={counters_ratio:.4f} {accel}_pingpong_ratio={pingpong_ratio:.5f} "
-          f"{accel}_pingpong_rtt_us={pingpong_ns / 1000:.1f} tcg_linux_boot_ratio={boot_ratio:.2f} "
-          f"{accel}_ipi_remote_us={ipi['remote', 'spin']:.1f} "
-          f"{accel}_ipi_local_us={ipi['local', 'spin']:.1f} "
-          f"{accel}_ipi_remote_halt_us={ipi['remote', 'halt']:.1f} "
-          f"{accel}_ipi_local_halt_us={ipi['local', 'halt']:.1f} "
-          f"tcg_shared_ratio={shared_ratio:.2f}", flush=True)
+    stock = disk_guest(args, aggregate=False)
+    agg = disk_guest(args, aggregate=True)
+    for cpu, where in ((0, "node 0's vCPU 0"), (1, "the worker's vCPU 1")):
+        say(f"Debian disk guest, {where}: fio 1 MiB write {stock[f'cpu{cpu}_seq_write_mb_s']:.1f} -> "
+            f"{agg[f'cpu{cpu}_seq_write_mb_s']:.1f} MB/s, read {stock[f'cpu{cpu}_seq_read_mb_s']:.1f} -> "
+            f"{agg[f'cpu{cpu}_seq_read_mb_s']:.1f} MB/s, 4 KiB random read "
+            f"{stock[f'cpu{cpu}_rand_read_iops']:.0f} -> {agg[f'cpu{cpu}_rand_read_iops']:.0f} IOPS; "
+            f"16 MiB fetch {stock[f'cpu{cpu}_mb_s']:.2f} -> {agg[f'cpu{cpu}_mb_s']:.2f} MB/s "
+            "(stock -> aggregated)")
+    blk_ratio = (agg["cpu0_seq_write_mb_s"] / stock["cpu0_seq_write_mb_s"]
+                 + agg["cpu0_seq_read_mb_s"] / stock["cpu0_seq_read_mb_s"]) / 2
+    net_ratio = agg["cpu0_mb_s"] / stock["cpu0_mb_s"]
+
+    print(f"guest-scaling: compute_ratio={compute_ratio:.3f} tcg_linux_boot_ratio={boot_ratio:.2f} "
+          f"ipi_remote_us={ipi['remote', 'halt']:.1f} ipi_local_us={ipi['local', 'halt']:.1f} "
+          f"ipi_floor_us={floor:.1f} blk_ratio={blk_ratio:.2f} net_ratio={net_ratio:.2f} "
+          f"shared_ratio={shared_ratio:.2f}", flush=True)
     return 0
 
 
