@@ -54,6 +54,7 @@ AggvmDsm* aggvm_dsm_new(const AggvmDsmOptions* opts, char** errmsg) {
     cfg.resident_cap_bytes = opts->resident_cap_bytes;
     cfg.late = aggvm::dsm::NodeSet(opts->late_nodes);
     cfg.timeout = std::chrono::milliseconds(opts->timeout_ms ? opts->timeout_ms : 5000);
+    cfg.service_spin = std::chrono::microseconds(opts->service_spin_us);
     cfg.transports = opts->ucx_transports ? opts->ucx_transports : "tcp";
     if (opts->frame_protection != AGGVM_DSM_FRAMES_SEALED && opts->frame_protection != AGGVM_DSM_FRAMES_PLAIN)
       aggvm::dsm::fail(EINVAL, "frame_protection {} is neither SEALED (0) nor PLAIN (1)", opts->frame_protection);

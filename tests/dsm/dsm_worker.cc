@@ -43,6 +43,7 @@ struct Options {
   std::string mode = "torture";
   std::string ucx_transports;  // empty: the library's default (tcp)
   std::string frames = "sealed";  // frame protection: sealed (AES-256-GCM) | plain
+  uint32_t spin_us = 0;           // the service thread's polling before it sleeps
   int threads = 2;
   uint64_t ops = 2000;
   uint64_t iterations = 100000;
@@ -97,6 +98,7 @@ class Cluster {
     opts.ucx_transports = o.ucx_transports.empty() ? nullptr : o.ucx_transports.c_str();
     opts.frame_protection = o.frames == "plain" ? AGGVM_DSM_FRAMES_PLAIN : AGGVM_DSM_FRAMES_SEALED;
     opts.late_nodes = late;
+    opts.service_spin_us = o.spin_us;
     // The hooks an embedder (QEMU) relies on: both on the service thread.
     opts.opaque = this;
     opts.on_service_thread = [](void* self, int starting) {
@@ -804,6 +806,7 @@ int main(int argc, char** argv) {
   app.add_option("--ucx-transports", o.ucx_transports, "UCX_TLS for the fabric (default: tcp)");
   app.add_option("--frames", o.frames, "frame protection: sealed (AES-256-GCM, default) | plain (trusted fabric)")
       ->check(CLI::IsMember({"sealed", "plain"}));
+  app.add_option("--spin-us", o.spin_us, "microseconds the service thread polls before it sleeps");
   app.add_option("--threads", o.threads, "faulting threads");
   app.add_option("--ops", o.ops, "operations per thread (torture)");
   app.add_option("--iterations", o.iterations, "litmus iterations; bench: faults per figure");

@@ -105,6 +105,16 @@ typedef struct AggvmDsmOptions {
      * the members and the homes as they are now, then to every member.
      */
     uint64_t late_nodes;
+
+    /*
+     * Microseconds the service thread keeps polling after its last event
+     * before it sleeps (0, the default: it sleeps at once).  A sleeping
+     * thread's wake-up costs tens of microseconds on a busy or virtualised
+     * host, once per hop of every fault; polling saves it where a core is
+     * free for the service thread, and steals that core from vCPUs where
+     * none is (docs/performance.md).
+     */
+    uint32_t service_spin_us;
 } AggvmDsmOptions;
 
 #define AGGVM_DSM_FRAMES_SEALED 0

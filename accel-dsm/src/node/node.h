@@ -40,6 +40,9 @@ struct NodeConfig {
   std::vector<HomeRange> homes;
   uint64_t resident_cap_bytes = 0;
   std::chrono::milliseconds timeout{5000};
+  // How long the service thread polls after its last event before it
+  // sleeps (AggvmDsmOptions.service_spin_us).
+  std::chrono::microseconds service_spin{0};
   // Nodes that join the running cluster later (never node 0); they home
   // nothing at start.  A late node's start() joins: node 0 admits it.
   NodeSet late;
