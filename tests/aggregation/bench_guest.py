@@ -60,6 +60,7 @@ sys.path.insert(0, str(HERE.parent / "guest" / "testos"))
 sys.path.insert(0, str(HERE))
 import aggvm_guest  # noqa: E402
 import run_testos  # noqa: E402
+import ucx_floor_pair  # noqa: E402  (tests/lib, on the path through aggvm_guest)
 
 REPEAT = 2
 NET_BYTES = 16 << 20
@@ -109,28 +110,10 @@ def stock_linux(args):
 
 def fabric_rtt_inside(args):
     """Under aggvm-harness: the raw UCP 64-byte round trip from host 1 to host 0."""
-    port = 7400 + os.getpid() % 500
-    ns0, ns1 = os.environ["AGGVM_HOST0_NETNS"], os.environ["AGGVM_HOST1_NETNS"]
-    addr0 = os.environ["AGGVM_HOST0_ADDR"].split("/")[0]
-    # The DSM's transport: left to itself UCX may pick shared memory across
-    # the namespaces, which the DSM does not use.
-    env = dict(os.environ, UCX_TLS="tcp")
-    server = subprocess.Popen(["ip", "netns", "exec", ns0, args.ucx_floor, "server",
-                               "--listen", f"{addr0}:{port}", "--sizes", "64"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        server.stdout.readline()  # listening
-        out = subprocess.run(["ip", "netns", "exec", ns1, args.ucx_floor, "client",
-                              "--connect", f"{addr0}:{port}", "--sizes", "64", "--iterations", "5000"],
-                             capture_output=True, text=True, timeout=120, env=env)
-    finally:
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    m = re.search(r"rtt_p50_us=([0-9.]+)", out.stdout)
+    out, err = ucx_floor_pair.run(args.ucx_floor, ["--sizes", "64", "--iterations", "5000"])
+    m = re.search(r"rtt_p50_us=([0-9.]+)", out)
     if not m:
-        raise SystemExit(f"bench-guest: dsm-ucx-floor gave no round trip: {out.stdout}{out.stderr}")
+        raise SystemExit(f"bench-guest: dsm-ucx-floor gave no round trip: {out}{err}")
     print(f"fabric-rtt: rtt_p50_us={m.group(1)}", flush=True)
 
 

@@ -44,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "aggregation"))
 sys.path.insert(0, str(HERE.parent / "guest" / "testos"))
 import aggvm_guest  # noqa: E402
+import ucx_floor_pair  # noqa: E402  (tests/lib, on the path through aggvm_guest)
 import run_testos  # noqa: E402
 
 
@@ -87,28 +88,10 @@ def measure(args, accel):
 
 def fabric_bulk(args):
     """Raw UCP bulk throughput from host 1 to host 0 (the evacuation's direction)."""
-    port = 7400 + os.getpid() % 500
-    ns0, ns1 = os.environ["AGGVM_HOST0_NETNS"], os.environ["AGGVM_HOST1_NETNS"]
-    addr0 = os.environ["AGGVM_HOST0_ADDR"].split("/")[0]
-    # The DSM's transport (its default, UCX over TCP): left to itself UCX
-    # may pick shared memory across the namespaces, which the DSM cannot.
-    env = dict(os.environ, UCX_TLS="tcp")
-    server = subprocess.Popen(["ip", "netns", "exec", ns0, args.ucx_floor, "server",
-                               "--listen", f"{addr0}:{port}", "--bulk-mib", str(args.evac_mib)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        server.stdout.readline()  # listening
-        out = subprocess.run(["ip", "netns", "exec", ns1, args.ucx_floor, "client",
-                              "--connect", f"{addr0}:{port}", "--bulk-mib", str(args.evac_mib)],
-                             capture_output=True, text=True, timeout=120, env=env)
-    finally:
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    m = re.search(r"mib_s=([0-9.]+)", out.stdout)
+    out, err = ucx_floor_pair.run(args.ucx_floor, ["--bulk-mib", str(args.evac_mib)])
+    m = re.search(r"mib_s=([0-9.]+)", out)
     if not m:
-        raise SystemExit(f"bench-migration: dsm-ucx-floor gave no figure: {out.stdout}{out.stderr}")
+        raise SystemExit(f"bench-migration: dsm-ucx-floor gave no figure: {out}{err}")
     return float(m.group(1))
 
 
