@@ -26,10 +26,11 @@ their owners).  The guest boots with root=/dev/vda; root's password is empty
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import build_guest  # same directory: its run() and BuildError
 
 SUITE = "bookworm"
 PACKAGES = ["systemd-sysv", "udev", "linux-image-cloud-amd64", "iproute2", "wget",
@@ -43,24 +44,12 @@ MASKED_UNITS = ["apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer
                 "fstrim.timer", "dpkg-db-backup.timer"]
 DISK_SIZE = "3G"
 OUTPUTS = ("debian-vmlinuz", "debian-initrd.img", "debian-packages.txt", "debian.qcow2")
-TIMEOUT_S = 1200
+TIMEOUT_S = 1200  # mmdebstrap downloads and installs some 200 packages
+BuildError = build_guest.BuildError
 
 
-class BuildError(Exception):
-    pass
-
-
-def run(cmd, **kwargs):
-    try:
-        return subprocess.run(cmd, check=True, capture_output=True, text=True,
-                              timeout=TIMEOUT_S, **kwargs)
-    except FileNotFoundError as e:
-        raise BuildError(f"{cmd[0]} not found ({e}): scripts/install-deps.sh installs it") from e
-    except subprocess.TimeoutExpired as e:
-        raise BuildError(f"{' '.join(cmd[:3])}...: no end within {TIMEOUT_S} s") from e
-    except subprocess.CalledProcessError as e:
-        tail = "\n".join((e.stderr or e.stdout or "").strip().splitlines()[-30:])
-        raise BuildError(f"{' '.join(cmd[:3])}... failed ({e.returncode}):\n{tail}") from e
+def run(cmd):
+    return build_guest.run(cmd, timeout=TIMEOUT_S)
 
 
 def mirrors():

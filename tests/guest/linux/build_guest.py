@@ -67,17 +67,21 @@ class BuildError(Exception):
     pass
 
 
-def run(cmd, **kwargs):
-    """Runs a command, raising BuildError with its output on failure."""
+def run(cmd, timeout=APT_TIMEOUT_S, **kwargs):
+    """Runs a command, raising BuildError with its output on failure (also
+    build_disk.py's)."""
+    # A long command line (mmdebstrap's hooks) is named by its first words.
+    name = " ".join(cmd) if len(" ".join(cmd)) <= 160 else " ".join(cmd[:3]) + " ..."
     try:
         return subprocess.run(cmd, check=True, capture_output=True, text=True,
-                              timeout=APT_TIMEOUT_S, **kwargs)
+                              timeout=timeout, **kwargs)
     except FileNotFoundError as e:
-        raise BuildError(f"{cmd[0]} not found: {e}") from e
+        raise BuildError(f"{cmd[0]} not found ({e}): scripts/install-deps.sh installs it") from e
     except subprocess.TimeoutExpired as e:
-        raise BuildError(f"{' '.join(cmd)}: no answer in {APT_TIMEOUT_S} s") from e
+        raise BuildError(f"{name}: no answer in {timeout} s") from e
     except subprocess.CalledProcessError as e:
-        raise BuildError(f"{' '.join(cmd)} failed ({e.returncode}):\n{e.stderr.strip()}") from e
+        tail = "\n".join((e.stderr or e.stdout or "").strip().splitlines()[-30:])
+        raise BuildError(f"{name} failed ({e.returncode}):\n{tail}") from e
 
 
 def candidate_field(pkg, field):
