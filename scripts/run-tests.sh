@@ -24,6 +24,7 @@ ci = os.environ.get("CI") == "true"
 # GoogleTest's "...: Skipped" followed by the message.
 reason_re = re.compile(r"\bskip(?:ped)?\b\s*:?\s*(.*)", re.I)
 problems = []
+failures = []
 for line in open(sys.argv[1]):
     test = json.loads(line)
     result = test["result"]
@@ -32,6 +33,7 @@ for line in open(sys.argv[1]):
         continue
     if result != "SKIP":
         counts["failed"] += 1
+        failures.append(test)
         continue
     counts["skipped"] += 1
     out = (test.get("stdout") or "") + (test.get("stderr") or "")
@@ -56,6 +58,13 @@ for line in open(sys.argv[1]):
         continue
     counts["skipped"] -= 1  # counted as failed instead
     counts["failed"] += 1
+# CI keeps only the end of what it printed: repeat the end of each failed
+# test's output here, next to the summary, so that the reason survives.
+for test in failures:
+    out = ((test.get("stdout") or "") + (test.get("stderr") or "")).splitlines()
+    print(f"--- {test['name']} ({test['result']}): the last {min(len(out), 30)} lines of its output")
+    for text in out[-30:]:
+        print(f"    {text}")
 for p in problems:
     print(f"error: {p}")
 print(f'tests: {counts["passed"]} passed, {counts["failed"]} failed, {counts["skipped"]} skipped')
