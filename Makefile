@@ -3,7 +3,7 @@
 #   make demo      install what is missing, build, run the multi-host demo (through virsh)
 #   make check     install what is missing, build, run every test
 #   make bench     every benchmark
-#   make check-dsm / check-guests / check-aggregation / check-migration / check-scheduler / check-libvirt   one suite
+#   make check-dsm / check-guests / check-aggregation / check-migration / check-checkpoint / check-scheduler / check-libvirt   one suite
 #   make bench-dsm / bench-guest / bench-migration / bench-scheduler   one benchmark
 #   make qemu      the patched QEMU alone (build/qemu-patches/qemu-system-x86_64)
 #   make disk-guest  the Debian disk guest (build/tests/guest/linux/debian.qcow2, as root)
@@ -16,7 +16,7 @@ FROM ?= 1
 # Extra arguments for `meson test`, e.g. TESTARGS='--repeat 3'.
 TESTARGS ?=
 
-.PHONY: all deps setup build qemu disk-guest demo check check-dsm check-guests check-aggregation check-migration check-scheduler check-libvirt \
+.PHONY: all deps setup build qemu disk-guest demo check check-dsm check-guests check-aggregation check-migration check-checkpoint check-scheduler check-libvirt \
         demo-aggregation bench bench-dsm bench-guest bench-migration bench-scheduler demo-dsm check-series clean distclean
 
 QEMU_BIN = $(BUILD)/qemu-patches/qemu-system-x86_64
@@ -54,6 +54,9 @@ check-aggregation: qemu disk-guest
 
 check-migration: qemu
 	@scripts/run-tests.sh $(BUILD) migration $(TESTARGS)
+
+check-checkpoint: qemu
+	@scripts/run-tests.sh $(BUILD) checkpoint $(TESTARGS)
 
 check-scheduler: qemu
 	@scripts/run-tests.sh $(BUILD) scheduler $(TESTARGS)

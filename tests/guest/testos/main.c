@@ -122,6 +122,7 @@ static const struct {
     { "devloop", wl_devloop, .not_in_all = true },
     { "gap", wl_gap, .not_in_all = true },
     { "share", wl_share, .not_in_all = true },
+    { "churn", wl_churn, .not_in_all = true },
 };
 
 static u32 cpuid_apic_id(void)

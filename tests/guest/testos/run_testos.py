@@ -24,7 +24,7 @@ import time
 WORKLOADS = ["compute", "counters", "pingpong", "ipi", "sweep", "timer", "tscsync", "devices", "xmc",
              "extint", "ldr"]
 # Run only when named (not in "all"): share works alone; the others need the host to act.
-NAMED_ONLY = ["share", "nmi", "devloop", "gap"]
+NAMED_ONLY = ["share", "nmi", "devloop", "gap", "churn"]
 KVM_GET_API_VERSION = 0xAE00
 KVM_CREATE_VM = 0xAE01
 SKIP = 77

@@ -58,6 +58,7 @@ enum wl_status wl_xmc(const struct params *p);
 enum wl_status wl_extint(const struct params *p);
 enum wl_status wl_ldr(const struct params *p);
 enum wl_status wl_devloop(const struct params *p);
+enum wl_status wl_churn(const struct params *p);
 enum wl_status wl_gap(const struct params *p);
 enum wl_status wl_share(const struct params *p);
 

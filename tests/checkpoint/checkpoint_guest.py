@@ -1,0 +1,429 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Checkpoints, restores and live-migrates a whole aggregated guest with
+QEMU's own migration, and judges what the guest reports.
+
+The guest is testos with 4 vCPUs in 2 NUMA nodes (the machine every
+command line below builds).  The source runs it on 2 hosts, 2 vCPUs each.
+Once its first workload (compute) reported, the scenario acts, and the
+guest must finish every workload, passing, wherever it ends up:
+
+  restore  QMP stop, then migrate to a file on node 0; the source quits.
+           Restored (-incoming defer, migrate-incoming file:) on 3 hosts
+           (vCPU 3 placed on the third, which homes no memory), then the
+           same file into one stock QEMU process.  A truncated copy and a
+           copy with a broken header are refused with an error.
+  live     migrate over TCP while the guest runs, to an aggregated guest
+           on 2 other hosts started with -incoming; the source quits.
+  stockin  the source is one stock QEMU process; it migrates over TCP,
+           live, into an aggregated guest on 2 hosts.
+  killed   a worker is killed (SIGKILL) while node 0 writes the
+           checkpoint: the migration fails, the guest stops with
+           AGGVM_NODE_FAILED, and the file is refused on restore.
+
+Each host is a network namespace made by aggvm-harness (the script runs
+itself under `aggvm-harness run` when AGGVM_HOST0_NETNS is not set).
+Exit status: 0 pass, 1 fail, 77 skip.
+"""
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO / "tests" / "aggregation"))
+import aggvm_guest as ag  # noqa: E402
+from aggvm_guest import Node, Qmp, log  # noqa: E402
+
+SKIP = 77
+PORT = 7100                 # the fabric
+MIGRATION_PORT = 7300       # node 0's -incoming tcp:
+# What a stock VM must run without to grow into an aggregated one.
+GROWABLE = ["-machine", "vmport=off", "-global", "apic.vapic=off"]
+HOSTS = {"restore": 3, "live": 4, "stockin": 3, "killed": 2}
+
+
+class Guest:
+    """One run of the guest: its nodes (or one stock process), node 0's QMP,
+    and what node 0's console printed."""
+
+    def __init__(self, opts, name, hosts, work, key, aggregate=True, cluster=None,
+                 incoming=None, extra=()):
+        self.name = name
+        self.args = ag.parse_args(["--guest", "testos", "--accel", opts.accel, "--hosts", "2",
+                                   "--vcpus-per-host", "2", "--kernel", opts.kernel,
+                                   "--workload", opts.workload, "--append", opts.append, "--qemu", opts.qemu,
+                                   "--peer-timeout-ms", str(opts.peer_timeout_ms)])
+        self.args.aggregate = aggregate
+        self.results = {}
+        self.nodes = []
+        self.qmp = None
+        base = ag.guest_command(self.args)
+        qmp_path = work / f"{name}.qmp"
+        addresses = [f"{addr}:{PORT}" for _, addr in hosts]
+        log_dir = work / name
+        log_dir.mkdir()
+        count = len(hosts) if aggregate else 1
+        for i in reversed(range(count)):
+            cmd = list(base) + list(extra)
+            if aggregate:
+                obj = {"qom-type": "aggvm-cluster", "id": "agg0", "node": i, "secret": "aggsec",
+                       "timeout": opts.peer_timeout_ms, "addresses": addresses, **(cluster or {})}
+                cmd += ["-object", f"secret,id=aggsec,file={key},format=raw",
+                        "-object", json.dumps(obj)]
+            if i == 0:
+                cmd += ["-qmp", f"unix:{qmp_path},server=on,wait=off"]
+                if incoming:
+                    cmd += ["-incoming", incoming]
+            else:
+                cmd[cmd.index("-serial") + 1] = "null"
+            log(f"{name}: node {i} ({hosts[i][0]}): {shlex.join(cmd)}")
+            self.nodes.insert(0, Node(i, hosts[i][0], cmd, log_dir))
+        node0 = self.nodes[0]
+        self.qmp = Qmp(str(qmp_path), timeout=opts.peer_timeout_ms / 1000 + 30,
+                       alive=lambda: node0.proc.poll() is None)
+
+    def pump(self, until=None, timeout=0.0):
+        """Reads node 0's console for up to @timeout s, or until a line
+        contains @until; returns True if it did.  Ends early if node 0 exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                item = self.nodes[0].lines.get(timeout=max(0.05, min(left, 0.2)))
+            except Exception:
+                item = False
+            if item is None:
+                self.nodes[0].lines.put(None)   # stays ended for the next call
+                return False
+            if item:
+                _, line = item
+                ag.parse_guest_line(self.args, line, self.results)
+                parse_done(self.results, line)
+                if line.strip():
+                    print(f"[{self.name}] {line}", flush=True)
+                if until and until in line:
+                    return True
+            if left <= 0:
+                return False
+
+    def wait_migration(self, timeout, expect="completed"):
+        """Polls query-migrate until it leaves the running states."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            info = self.qmp.execute("query-migrate")
+            status = info.get("status")
+            if status != last:
+                ram = info.get("ram", {})
+                log(f"{self.name}: migration {status}, {ram.get('transferred', 0) >> 20} MiB sent, "
+                    f"{ram.get('remaining', 0) >> 20} MiB left")
+                last = status
+            if status in ("completed", "failed", "cancelled"):
+                return info
+            self.pump(timeout=0.2)
+        return {"status": "timeout"}
+
+    def finish(self, timeout):
+        """Waits for the guest's last result and node 0's exit; returns its status."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and "done" not in self.results:
+            if not self.pump(until="testos: done", timeout=1.0) and \
+                    self.nodes[0].proc.poll() is not None:
+                break
+        return self.nodes[0].wait(max(1, deadline - time.monotonic()))
+
+    def quit(self):
+        try:
+            self.qmp.execute("quit")
+        except Exception:
+            pass
+        for n in self.nodes:
+            if n.wait(ag.PROCESS_EXIT_S) is None:
+                log(f"{self.name}: node {n.index} did not exit after quit")
+        self.stop()
+
+    def stop(self):
+        if self.qmp:
+            self.qmp.close()
+        for n in self.nodes:
+            n.stop()
+
+
+def parse_done(results, line):
+    if line.startswith("testos: done"):
+        results["done"] = dict(w.split("=", 1) for w in line.split()[2:] if "=" in w)
+
+
+class Run:
+    def __init__(self, opts):
+        self.opts = opts
+        self.hosts = ag.hosts_from_env(HOSTS[opts.scenario])
+        self.work = Path(tempfile.mkdtemp(prefix="aggvm-checkpoint-", dir=opts.log_dir))
+        self.key = self.work / "cluster.key"
+        self.key.write_text(secrets.token_hex(32))
+        self.check = ag.linux.Checker()
+        self.guests = []
+        self.report = {"scenario": opts.scenario, "accel": opts.accel, "log_dir": str(self.work)}
+
+    def guest(self, name, hosts, **kw):
+        g = Guest(self.opts, name, hosts, self.work, self.key, **kw)
+        self.guests.append(g)
+        return g
+
+    def source_until_first_result(self, g):
+        """Runs the source until the scenario may act: compute reported
+        (the next workload runs), or churn began."""
+        mark = "churn running" if self.opts.workload == "churn" else "result workload=compute"
+        ok = g.pump(until=mark, timeout=self.opts.timeout)
+        self.check.expect(ok, f"{g.name}: no '{mark}' within {self.opts.timeout} s")
+        return ok
+
+    def judge(self, before, after, rc, what):
+        """Every workload passed, counting the results printed before the
+        checkpoint and after the restore, and the guest exited passing."""
+        results = dict(before)
+        results.update(after)
+        wanted = self.wanted()
+        for w in wanted:
+            r = results.get(w)
+            if self.check.expect(r is not None, f"{what}: no result for workload {w}"):
+                self.check.expect(r.get("status") == "pass",
+                                  f"{what}: workload {w}: status {r.get('status')}")
+        self.check.expect(rc == 1, f"{what}: node 0 exited with {rc}, expected 1 (isa-debug-exit:"
+                          " pass)")
+        log(f"{what}: {len([w for w in wanted if w in after])} workloads ended after "
+            f"the switch, {len([w for w in wanted if w in before])} before")
+
+    def wanted(self):
+        return ag.testos.WORKLOADS if self.opts.workload == "all" else [self.opts.workload]
+
+    def restore_and_finish(self, name, hosts, path, before, **kw):
+        g = self.guest(name, hosts, incoming="defer", **kw)
+        t = time.monotonic()
+        g.qmp.execute("migrate-incoming", uri=f"file:{path}")
+        info = g.wait_migration(120)
+        load_s = time.monotonic() - t
+        if not self.check.expect(info.get("status") == "completed",
+                                 f"{name}: restore ended {info.get('status')}: "
+                                 f"{info.get('error-desc', '')}"):
+            g.stop()
+            return g
+        status = g.qmp.execute("query-status")
+        self.check.expect(status.get("status") == "paused",
+                          f"{name}: restored guest is {status.get('status')}, expected paused "
+                          "(it was checkpointed paused)")
+        log(f"{name}: loaded in {load_s:.1f} s")
+        self.report[f"{name}_load_s"] = round(load_s, 2)
+        if kw.get("aggregate", True):
+            placed = {v["vcpu"]: v["node"] for v in g.qmp.execute("x-query-aggvm")["vcpus"]}
+            self.report[f"{name}_placement"] = placed
+            log(f"{name}: vCPUs on nodes {placed}")
+        g.qmp.execute("cont")
+        rc = g.finish(self.opts.timeout)
+        self.judge(before, g.results, rc, name)
+        g.stop()
+        return g
+
+    def refused(self, name, path, why):
+        """A damaged file: migrate-incoming must fail and say so; no guest runs."""
+        g = self.guest(name, self.hosts[:1], aggregate=False, incoming="defer")
+        try:
+            g.qmp.execute("migrate-incoming", uri=f"file:{path}", **{"exit-on-error": False})
+            info = g.wait_migration(60)
+            error = info.get("error-desc", "")
+            self.check.expect(info.get("status") == "failed" and error,
+                              f"{name} ({why}): restore ended {info.get('status')} "
+                              f"with error {error!r}, expected failed with a reason")
+            log(f"{name} ({why}): refused: {error}")
+            status = g.qmp.execute("query-status")["status"]
+            self.check.expect(status != "running", f"{name}: the guest runs after a failed restore")
+        finally:
+            g.quit()
+
+    # ---- scenarios ------------------------------------------------------
+
+    def restore(self):
+        path = self.work / "checkpoint.qemu"
+        src = self.guest("source", self.hosts[:2])
+        if not self.source_until_first_result(src):
+            return
+        src.qmp.execute("stop")
+        t = time.monotonic()
+        src.qmp.execute("migrate", uri=f"file:{path}")
+        info = src.wait_migration(120)
+        save_s = time.monotonic() - t
+        if not self.check.expect(info.get("status") == "completed",
+                                 f"checkpoint ended {info.get('status')}: "
+                                 f"{info.get('error-desc', '')}"):
+            return
+        size = path.stat().st_size
+        log(f"checkpoint: {size >> 20} MiB in {save_s:.1f} s")
+        self.report.update(checkpoint_bytes=size, save_s=round(save_s, 2))
+        before = dict(src.results)
+        src.quit()
+        # Three hosts: NUMA node i homed on host i, vCPU 3 on the third host.
+        g = self.restore_and_finish("restored-3-hosts", self.hosts[:3], path, before,
+                                    cluster={"numa-node-hosts": [0, 1],
+                                             "placement": [{"vcpu": 3, "node": 2}]})
+        self.check.expect(self.report.get("restored-3-hosts_placement", {}).get(3) == 2,
+                          "restored-3-hosts: vCPU 3 is not on node 2")
+        self.restore_and_finish("restored-stock", self.hosts[:1], path, before, aggregate=False)
+        data = path.read_bytes()
+        short = self.work / "truncated.qemu"
+        short.write_bytes(data[: len(data) // 2])
+        self.refused("truncated", short, "half of the file")
+        broken = self.work / "broken.qemu"
+        broken.write_bytes(b"\0\0\0\0" + data[4:])
+        self.refused("broken-header", broken, "its magic zeroed")
+        del g
+
+    def live(self, source_hosts, dest_hosts, stock_source=False):
+        # With churn (the live scenario's default), every vCPU rewrites and
+        # checks its own RAM all through the migration: a page a worker
+        # wrote that was not sent again shows up as stale on the
+        # destination.
+        dest_addr = dest_hosts[0][1]
+        uri = f"tcp:{dest_addr}:{MIGRATION_PORT}"
+        dst = self.guest("destination", dest_hosts, incoming=uri)
+        # A VM that is to grow onto several hosts runs without what
+        # aggregated guests lack (docs/checkpoint.md), or its sections
+        # would not load: kvmvapic (it patches guest code as one node sees
+        # it) and vmport (it reads a vCPU's registers from a device model).
+        src = self.guest("source", source_hosts, aggregate=not stock_source,
+                         extra=GROWABLE if stock_source else [])
+        if not self.source_until_first_result(src):
+            return
+        src.qmp.execute("migrate-set-parameters", **{"downtime-limit": 300})
+        t = time.monotonic()
+        src.qmp.execute("migrate", uri=uri)
+        info = src.wait_migration(180)
+        if not self.check.expect(info.get("status") == "completed",
+                                 f"live migration ended {info.get('status')}: "
+                                 f"{info.get('error-desc', '')}"):
+            return
+        total_s = time.monotonic() - t
+        ram = info.get("ram", {})
+        log(f"live migration: {total_s:.1f} s, downtime {info.get('downtime')} ms, "
+            f"{ram.get('transferred', 0) >> 20} MiB sent, {ram.get('dirty-sync-count')} dirty syncs")
+        self.report.update(live_s=round(total_s, 2), downtime_ms=info.get("downtime"),
+                           dirty_syncs=ram.get("dirty-sync-count"))
+        before = dict(src.results)
+        src.quit()
+        rc = dst.finish(self.opts.timeout)
+        self.judge(before, dst.results, rc, "destination")
+        placed = {v["vcpu"]: v["node"] for v in dst.qmp.execute("x-query-aggvm")["vcpus"]} \
+            if dst.nodes[0].proc.poll() is None else None
+        if placed is not None:
+            log(f"destination: vCPUs on nodes {placed}")
+
+    def killed(self):
+        path = self.work / "checkpoint.qemu"
+        src = self.guest("source", self.hosts[:2])
+        if not self.source_until_first_result(src):
+            return
+        src.qmp.execute("migrate-set-parameters", **{"max-bandwidth": 32 << 20})
+        src.qmp.execute("migrate", uri=f"file:{path}")
+        time.sleep(1.0)     # 32 MiB/s: about an eighth of the RAM is written
+        src.nodes[1].kill(signal.SIGKILL)
+        info = src.wait_migration(60)
+        self.check.expect(info.get("status") == "failed",
+                          f"checkpoint with a killed worker ended {info.get('status')}, "
+                          "expected failed")
+        log(f"checkpoint with a killed worker: {info.get('status')}: {info.get('error-desc', '')}")
+        failed = src.qmp.wait_event("AGGVM_NODE_FAILED", self.opts.peer_timeout_ms / 1000 + 10)
+        self.check.expect(failed is not None and failed["data"].get("node") == 1,
+                          f"no AGGVM_NODE_FAILED for node 1: {failed}")
+        status = src.qmp.execute("query-status")["status"]
+        self.check.expect(status != "running", f"the guest runs on after losing node 1 ({status})")
+        src.quit()
+        if path.exists():
+            self.refused("partial", path, "what the failed checkpoint wrote")
+
+    def run(self):
+        try:
+            if self.opts.scenario == "restore":
+                self.restore()
+            elif self.opts.scenario == "live":
+                self.live(self.hosts[:2], self.hosts[2:4])
+            elif self.opts.scenario == "stockin":
+                self.live(self.hosts[:1], self.hosts[1:3], stock_source=True)
+            elif self.opts.scenario == "killed":
+                self.killed()
+        except Exception as e:  # a QMP error, a dead process: a failure, said plainly
+            self.check.expect(False, f"{type(e).__name__}: {e}")
+        finally:
+            for g in self.guests:
+                g.stop()
+        self.report.update(failures=self.check.failures,
+                           status="fail" if self.check.failures else "pass")
+        for f in self.check.failures:
+            log(f"FAIL: {f}")
+        if self.check.failures:
+            for g in self.guests:
+                for n in g.nodes:
+                    tail = n.tail()
+                    if tail:
+                        print(f"--- {g.name} node {n.index} log tail ({n.log_path}):\n{tail}", end="")
+        if self.opts.json:
+            Path(self.opts.json).write_text(json.dumps(self.report, indent=2))
+        log(f"{self.opts.scenario} {self.opts.accel}: status={self.report['status']}")
+        return 1 if self.check.failures else 0
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scenario", choices=sorted(HOSTS), required=True)
+    p.add_argument("--accel", choices=["kvm", "tcg"], default="tcg")
+    p.add_argument("--kernel", required=True, help="testos")
+    p.add_argument("--workload", default=None,
+                   help="testos workload (default: live: churn, which rewrites and checks RAM "
+                        "all through the migration; else all, acting once compute reported)")
+    p.add_argument("--append", default=None,
+                   help="testos options (default: with churn, ms=20000)")
+    p.add_argument("--peer-timeout-ms", type=int, default=5000)
+    p.add_argument("--timeout", type=float, default=180)
+    p.add_argument("--qemu", default=os.environ.get("AGGVM_QEMU", ""))
+    p.add_argument("--harness", default=os.environ.get("AGGVM_HARNESS", ""))
+    p.add_argument("--log-dir")
+    p.add_argument("--json")
+    return p.parse_args()
+
+
+def main():
+    opts = parse_args()
+    if opts.workload is None:
+        opts.workload = "churn" if opts.scenario == "live" else "all"
+    if opts.append is None:
+        opts.append = "ms=20000" if opts.workload == "churn" else ""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    if not (opts.qemu and os.access(opts.qemu, os.X_OK)):
+        log(f"SKIP: the patched QEMU ({opts.qemu or 'AGGVM_QEMU unset'}) is not built")
+        return SKIP
+    if opts.accel == "kvm":
+        why = ag.testos.kvm_unusable()
+        if why:
+            log(f"SKIP: KVM not usable: {why}")
+            return SKIP
+    if "AGGVM_HOST0_NETNS" not in os.environ:
+        if not (opts.harness and os.access(opts.harness, os.X_OK)):
+            log(f"SKIP: aggvm-harness ({opts.harness or 'AGGVM_HARNESS unset'}) not built")
+            return SKIP
+        name = f"ck{os.getpid() % 100000}"
+        cmd = [opts.harness, "run", "--hosts", str(HOSTS[opts.scenario]), "--name", name, "--",
+               sys.executable, __file__] + sys.argv[1:]
+        return subprocess.call(cmd)
+    return Run(opts).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
