@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""`make bench-checkpoint`: how fast an aggregated guest is saved and
+restored, against the same guest in one stock QEMU, and how long a live
+migration of the whole guest stops it.
+
+In one run, in one pair of harness namespaces, on the same disk:
+
+  aggregated  testos under TCG on 2 hosts, --mem MiB in 2 NUMA nodes (one
+              homed on each host); the sweep workload writes every page
+              (each vCPU a stripe, so half the pages were last written on
+              the worker), then QMP stop and migrate to a file on node 0,
+              which pulls the worker's pages over the fabric
+  stock       that file restored into one stock QEMU process (the same
+              machine, no aggregation), then saved again from it to a
+              file: the same guest's RAM, written from one process
+  restore     the aggregated file restored into 2 hosts again
+  floor       the disk: the same number of bytes written by this script,
+              1 MiB at a time, as QEMU writes (page cache, no fsync)
+
+Then tests/checkpoint/checkpoint_guest.py --scenario live (KVM when
+/dev/kvm is usable, else TCG): testos churn on 2 hosts migrated live over
+TCP to 2 other hosts; its downtime as the source's query-migrate reports.
+
+The last line is
+  checkpoint: save_ratio=X restore_ratio=Y live_downtime_ms=D
+with X = stock save time / aggregated save time (throughput ratio, goal
+>= 0.7) and Y the same for restore.
+"""
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import checkpoint_guest as cg  # noqa: E402
+from checkpoint_guest import Guest, ag  # noqa: E402
+
+
+def say(msg):
+    print(f"bench-checkpoint: {msg}", flush=True)
+
+
+def mib_s(nbytes, seconds):
+    return nbytes / (1 << 20) / seconds if seconds > 0 else 0.0
+
+
+def timed_migration(guest, what, **kw):
+    """Runs one migrate or migrate-incoming to completion; its seconds."""
+    t = time.monotonic()
+    if "incoming" in kw:
+        guest.qmp.execute("migrate-incoming", uri=kw["incoming"])
+    else:
+        guest.qmp.execute("migrate", uri=kw["uri"])
+    info = guest.wait_migration(600)
+    seconds = time.monotonic() - t
+    if info.get("status") != "completed":
+        raise SystemExit(f"bench-checkpoint: {what} ended {info.get('status')}: "
+                         f"{info.get('error-desc', '')}")
+    return seconds
+
+
+def disk_floor(path, nbytes):
+    """Seconds to write nbytes to path, 1 MiB at a time (page cache)."""
+    chunk = os.urandom(1 << 20)
+    t = time.monotonic()
+    with open(path, "wb") as f:
+        for _ in range(max(1, nbytes >> 20)):
+            f.write(chunk)
+    seconds = time.monotonic() - t
+    path.unlink()
+    return seconds
+
+
+def save_restore(args):
+    hosts = ag.hosts_from_env(2)
+    work = Path(tempfile.mkdtemp(prefix="aggvm-bench-checkpoint-", dir=args.work_dir))
+    key = work / "cluster.key"
+    key.write_text(secrets.token_hex(32))
+    opts = cg.parse_args(["--scenario", "restore", "--accel", "tcg", "--kernel", args.testos,
+                          "--workload", "sweep", "--append", "", "--mem", str(args.mem),
+                          "--qemu", args.qemu, "--timeout", "600"])
+    agg_file, stock_file = work / "aggregated.qemu", work / "stock.qemu"
+    figures = {}
+
+    g = Guest(opts, "aggregated", hosts, work, key)
+    try:
+        if not g.pump(until="result workload=sweep", timeout=600):
+            raise SystemExit("bench-checkpoint: the sweep did not finish")
+        info = g.qmp.execute("x-query-aggvm")
+        resident = {n["id"]: n.get("resident-pages", 0) * 4096 >> 20 for n in info["nodes"]}
+        say(f"aggregated guest: {args.mem} MiB, resident MiB per node {resident}")
+        g.qmp.execute("stop")
+        figures["save_agg"] = timed_migration(g, "the aggregated checkpoint",
+                                              uri=f"file:{agg_file}")
+    finally:
+        g.quit()
+    size = agg_file.stat().st_size
+
+    g = Guest(opts, "stock", hosts[:1], work, key, aggregate=False, incoming="defer")
+    try:
+        figures["restore_stock"] = timed_migration(g, "the stock restore",
+                                                   incoming=f"file:{agg_file}")
+        figures["save_stock"] = timed_migration(g, "the stock checkpoint",
+                                                uri=f"file:{stock_file}")
+    finally:
+        g.quit()
+
+    g = Guest(opts, "aggregated-restore", hosts, work, key, incoming="defer")
+    try:
+        figures["restore_agg"] = timed_migration(g, "the aggregated restore",
+                                                 incoming=f"file:{agg_file}")
+    finally:
+        g.quit()
+
+    figures["floor"] = disk_floor(work / "floor.bin", size)
+    for p in (agg_file, stock_file):
+        p.unlink(missing_ok=True)
+    figures["bytes"] = size
+    Path(args.json).write_text(json.dumps(figures))
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--qemu", required=True)
+    p.add_argument("--harness", required=True)
+    p.add_argument("--testos", required=True)
+    p.add_argument("--mem", type=int, default=1024, help="guest RAM, MiB")
+    p.add_argument("--work-dir", default=None, help="where the checkpoint files go")
+    p.add_argument("--json", help=argparse.SUPPRESS)   # the inner run's figures
+    args = p.parse_args()
+    os.environ["AGGVM_QEMU"] = args.qemu
+    if "AGGVM_HOST0_NETNS" in os.environ:
+        return save_restore(args)
+
+    fd, path = tempfile.mkstemp(prefix="aggvm-bench-checkpoint-", suffix=".json")
+    os.close(fd)
+    say(f"save and restore: testos sweep over {args.mem} MiB on 2 hosts (TCG), "
+        "then the same guest in one stock QEMU")
+    rc = subprocess.call([args.harness, "run", "--hosts", "2", "--name", f"bc{os.getpid() % 100000}",
+                          "--", sys.executable, __file__, "--json", path] + sys.argv[1:])
+    text = Path(path).read_text()
+    os.unlink(path)
+    if rc != 0 or not text:
+        say(f"save and restore failed (exit {rc})")
+        return 1
+    f = json.loads(text)
+    mib = f["bytes"] / (1 << 20)
+    say(f"checkpoint file: {mib:.0f} MiB")
+    say(f"save     aggregated (2 hosts) {f['save_agg']:6.2f} s {mib_s(f['bytes'], f['save_agg']):7.1f} MiB/s"
+        f" | stock {f['save_stock']:6.2f} s {mib_s(f['bytes'], f['save_stock']):7.1f} MiB/s"
+        f" | disk floor {mib_s(f['bytes'], f['floor']):7.1f} MiB/s")
+    say(f"restore  aggregated (2 hosts) {f['restore_agg']:6.2f} s "
+        f"{mib_s(f['bytes'], f['restore_agg']):7.1f} MiB/s"
+        f" | stock {f['restore_stock']:6.2f} s {mib_s(f['bytes'], f['restore_stock']):7.1f} MiB/s")
+
+    accel = "kvm" if not ag.testos.kvm_unusable() else "tcg"
+    fd, live_json = tempfile.mkstemp(prefix="aggvm-bench-live-", suffix=".json")
+    os.close(fd)
+    say(f"live migration: testos churn on 2 hosts ({accel}) to 2 other hosts over TCP")
+    env = dict(os.environ, AGGVM_HARNESS=args.harness)
+    rc = subprocess.call([sys.executable, str(HERE / "checkpoint_guest.py"), "--scenario", "live",
+                          "--accel", accel, "--kernel", args.testos, "--qemu", args.qemu,
+                          "--harness", args.harness, "--json", live_json], env=env,
+                         stdout=subprocess.DEVNULL)
+    live = json.loads(Path(live_json).read_text() or "{}")
+    os.unlink(live_json)
+    if rc != 0 or live.get("downtime_ms") is None:
+        say(f"live migration failed (exit {rc}): {live.get('failures')}")
+        return 1
+    say(f"live migration: {live['live_s']} s in all, downtime {live['downtime_ms']} ms, "
+        f"{live['dirty_syncs']} dirty syncs")
+    print(f"checkpoint: save_ratio={f['save_stock'] / f['save_agg']:.2f} "
+          f"restore_ratio={f['restore_stock'] / f['restore_agg']:.2f} "
+          f"live_downtime_ms={live['downtime_ms']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
