@@ -4,7 +4,7 @@
 #   make check     install what is missing, build, run every test
 #   make bench     every benchmark
 #   make check-dsm / check-guests / check-aggregation / check-migration / check-checkpoint / check-scheduler / check-libvirt   one suite
-#   make bench-dsm / bench-guest / bench-migration / bench-scheduler   one benchmark
+#   make bench-dsm / bench-guest / bench-migration / bench-checkpoint / bench-scheduler   one benchmark
 #   make qemu      the patched QEMU alone (build/qemu-patches/qemu-system-x86_64)
 #   make disk-guest  the Debian disk guest (build/tests/guest/linux/debian.qcow2, as root)
 #   make check-series  build the tree after each patch in turn (each must build)
@@ -17,7 +17,7 @@ FROM ?= 1
 TESTARGS ?=
 
 .PHONY: all deps setup build qemu disk-guest demo check check-dsm check-guests check-aggregation check-migration check-checkpoint check-scheduler check-libvirt \
-        demo-aggregation bench bench-dsm bench-guest bench-migration bench-scheduler demo-dsm check-series clean distclean
+        demo-aggregation bench bench-dsm bench-guest bench-migration bench-checkpoint bench-scheduler demo-dsm check-series clean distclean
 
 QEMU_BIN = $(BUILD)/qemu-patches/qemu-system-x86_64
 HARNESS_BIN = $(BUILD)/tests/harness/aggvm-harness
@@ -80,7 +80,7 @@ check-series: build
 	@python3 qemu-patches/build-qemu.py --build-dir build-qemu \
 	    --dsm-pkgconfig $(CURDIR)/$(BUILD)/meson-uninstalled --check-series --from $(FROM)
 
-bench: bench-dsm bench-guest bench-migration bench-scheduler
+bench: bench-dsm bench-guest bench-migration bench-checkpoint bench-scheduler
 
 bench-guest: qemu disk-guest
 	@python3 tests/aggregation/bench_guest.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
@@ -91,6 +91,12 @@ bench-guest: qemu disk-guest
 bench-migration: qemu
 	@python3 tests/migration/bench_migration.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
 	    --testos $(TESTOS_BIN) --ucx-floor $(BUILD)/tests/dsm/dsm-ucx-floor
+
+# Checkpoint and restore of a guest spread over 2 hosts against one stock
+# QEMU, and the downtime of a live migration of the whole guest.
+bench-checkpoint: qemu
+	@python3 tests/checkpoint/bench_checkpoint.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \
+	    --testos $(TESTOS_BIN)
 
 bench-scheduler: qemu
 	@python3 tests/scheduler/bench_scheduler.py --qemu $(QEMU_BIN) --harness $(HARNESS_BIN) \

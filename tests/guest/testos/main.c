@@ -96,6 +96,8 @@ static void parse_cmdline(const char *cl, struct params *p)
             p->hz = (unsigned)parse_u64(val);
         } else if (KEY("duty")) {
             p->duty = (unsigned)parse_u64(val);
+        } else if (KEY("hold")) {
+            p->hold = parse_u64(val) != 0;
         } else if (KEY("wait")) {
             p->wait_halt = vlen == 4 && !memcmp(val, "halt", 4);
         } else if (KEY("slow_us")) {
@@ -191,6 +193,12 @@ void kmain(u32 start_info)
     if (!ran) {
         kprintf("testos: error unknown workload %s\n", p.workload);
         pass = false;
+    }
+    if (p.hold) {
+        /* The host acts on the guest as it stands (a checkpoint of its RAM). */
+        kprintf("testos: holding status=%s\n", pass ? "pass" : "fail");
+        for (;;)
+            __asm__ volatile("cli; hlt");
     }
     guest_exit(pass);
 }

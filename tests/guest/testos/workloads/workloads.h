@@ -15,6 +15,7 @@ struct params {
     unsigned duty;                  /* share: percent of the time it runs */
     unsigned slow_us;               /* share: a write slower than this is slow */
     bool wait_halt;                 /* ipi: the peer waits in hlt, not spinning */
+    bool hold;                      /* after the workloads, halt instead of exiting */
     const struct boot_info *boot;
     u64 kernel_end;
     u64 mapped_limit;
