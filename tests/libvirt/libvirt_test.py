@@ -19,6 +19,9 @@ Scenarios (--scenario):
               away from the head, metadata that does not parse, an
               unreachable host, a daemon refusing the secret, a secret file
               others can read, an option a worker host will not run
+  save-restore  2 hosts: virsh save of the running guest, virsh restore,
+              x-query-aggvm shows both hosts and the placement again, and
+              virsh shutdown reaches the restored guest
 Exit status: 0 pass, 1 fail, 77 skip (libvirt or a built part missing).
 Without AGGVM_HOST0_NETNS the script runs itself under `aggvm-harness run`.
 """
@@ -44,7 +47,7 @@ from libvirt_cluster import NS, log  # noqa: E402
 
 SKIP = 77
 BOOT_S = 300          # a Linux guest under TCG over 2-3 hosts on 2 cores, with slack
-HOSTS = {"lifecycle": 2, "worker-killed": 3, "bad-input": 2}
+HOSTS = {"lifecycle": 2, "worker-killed": 3, "bad-input": 2, "save-restore": 2}
 
 
 def check_guest(c, check, name, hosts):
@@ -309,7 +312,51 @@ def bad_input(c, check):
                  "aggvm-noded started a worker for a domain that had to be refused")
 
 
-SCENARIOS = {"lifecycle": lifecycle, "worker-killed": worker_killed, "bad-input": bad_input}
+def save_restore(c, check):
+    """virsh save of the running guest on 2 hosts (QEMU's migration to a
+    file, from node 0), then virsh restore: the guest runs on again on both
+    hosts, and an ACPI shutdown reaches it and ends every node."""
+    name = "aggvm-save"
+    c.start_noded(1)
+    c.define(name, 2)
+    r = c.virsh("start", name, check=False)
+    if not check.expect(r.returncode == 0, f"virsh start failed: {r.stderr.strip()}"):
+        return
+    if not check_guest(c, check, name, 2):
+        return
+    saved = c.work / f"{name}.save"
+    t0 = time.monotonic()
+    r = c.virsh("save", name, str(saved), check=False, timeout=300)
+    if not check.expect(r.returncode == 0, f"virsh save failed: {r.stderr.strip()}"):
+        return
+    log(f"virsh save: {saved.stat().st_size >> 20} MiB in {time.monotonic() - t0:.1f} s")
+    check.expect(c.domstate(name).startswith("shut off"), f"after save: state {c.domstate(name)}")
+    check.expect(c.wait_no_qemu(name, 15), f"after save: QEMUs left {c.qemu_processes(name)}")
+    t0 = time.monotonic()
+    r = c.virsh("restore", str(saved), check=False, timeout=300)
+    if not check.expect(r.returncode == 0, f"virsh restore failed: {r.stderr.strip()}"):
+        return
+    log(f"virsh restore: running again {time.monotonic() - t0:.1f} s later")
+    check.expect(c.domstate(name).startswith("running"), f"after restore: state {c.domstate(name)}")
+    info = query_aggvm(c, name)
+    if check.expect(info is not None, "x-query-aggvm after restore failed"):
+        states = {n["id"]: n["state"] for n in info["nodes"]}
+        placed = [v["node"] for v in sorted(info["vcpus"], key=lambda v: v["vcpu"])]
+        log(f"after restore: nodes {states}, vCPUs on nodes {placed}")
+        check.expect(states == {0: "local", 1: "connected"}, f"node states {states}")
+        check.expect(placed == [0, 0, 1, 1], f"vCPU placement {placed}")
+    c.virsh("shutdown", name)
+    state = c.wait_state(name, "shut off", 120)
+    check.expect(state.startswith("shut off"), f"virsh shutdown after restore: state {state}")
+    check.expect("power button pressed" in c.console_log(name).read_text(errors="replace"),
+                 "the restored guest never saw the ACPI power button")
+    check.expect(c.wait_no_qemu(name, 15), f"after shutdown: QEMUs left {c.qemu_processes(name)}")
+    c.virsh("undefine", name)
+    c.domains.discard(name)
+
+
+SCENARIOS = {"lifecycle": lifecycle, "worker-killed": worker_killed, "bad-input": bad_input,
+             "save-restore": save_restore}
 
 
 def run(args):
