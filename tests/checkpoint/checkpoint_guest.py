@@ -15,6 +15,9 @@ guest must finish every workload, passing, wherever it ends up:
            copy with a broken header are refused with an error.
   live     migrate over TCP while the guest runs, to an aggregated guest
            on 2 other hosts started with -incoming; the source quits.
+  head     empties the head host: the same, to an aggregated guest whose
+           node 0 runs on the source's worker host and whose worker runs on
+           a third host; once the source quits, host 0 runs nothing.
   stockin  the source is one stock QEMU process; it migrates over TCP,
            live, into an aggregated guest on 2 hosts.
   killed   a worker is killed (SIGKILL) while node 0 writes the
@@ -49,7 +52,7 @@ PORT = 7100                 # the fabric
 MIGRATION_PORT = 7300       # node 0's -incoming tcp:
 # What a stock VM must run without to grow into an aggregated one.
 GROWABLE = ["-machine", "vmport=off", "-global", "apic.vapic=off"]
-HOSTS = {"restore": 3, "live": 4, "stockin": 3, "killed": 2}
+HOSTS = {"restore": 3, "live": 4, "head": 3, "stockin": 3, "killed": 2}
 
 
 class Guest:
@@ -57,7 +60,7 @@ class Guest:
     and what node 0's console printed."""
 
     def __init__(self, opts, name, hosts, work, key, aggregate=True, cluster=None,
-                 incoming=None, extra=()):
+                 incoming=None, extra=(), port=PORT):
         self.name = name
         argv = ["--guest", opts.guest, "--accel", opts.accel, "--hosts", "2",
                 "--vcpus-per-host", "2", "--kernel", opts.kernel, "--append", opts.append,
@@ -75,7 +78,7 @@ class Guest:
         self.qmp = None
         base = ag.guest_command(self.args)
         qmp_path = work / f"{name}.qmp"
-        addresses = [f"{addr}:{PORT}" for _, addr in hosts]
+        addresses = [f"{addr}:{port}" for _, addr in hosts]
         log_dir = work / name
         log_dir.mkdir()
         count = len(hosts) if aggregate else 1
@@ -303,14 +306,14 @@ class Run:
         self.refused("broken-header", broken, "its magic zeroed")
         del g
 
-    def live(self, source_hosts, dest_hosts, stock_source=False):
+    def live(self, source_hosts, dest_hosts, stock_source=False, dest_port=PORT):
         # With churn (the live scenario's default), every vCPU rewrites and
         # checks its own RAM all through the migration: a page a worker
         # wrote that was not sent again shows up as stale on the
         # destination.
         dest_addr = dest_hosts[0][1]
         uri = f"tcp:{dest_addr}:{MIGRATION_PORT}"
-        dst = self.guest("destination", dest_hosts, incoming=uri)
+        dst = self.guest("destination", dest_hosts, incoming=uri, port=dest_port)
         # A VM that is to grow onto several hosts runs without what
         # aggregated guests lack (docs/checkpoint.md), or its sections
         # would not load: kvmvapic (it patches guest code as one node sees
@@ -335,6 +338,8 @@ class Run:
                            dirty_syncs=ram.get("dirty-sync-count"))
         before = dict(src.results)
         src.quit()
+        left = [n.index for n in src.nodes if n.proc.poll() is None]
+        self.check.expect(not left, f"the source's nodes {left} still run after quit")
         rc = dst.finish(self.opts.timeout)
         self.judge(dst, before, dst.results, rc, "destination")
         placed = {v["vcpu"]: v["node"] for v in dst.qmp.execute("x-query-aggvm")["vcpus"]} \
@@ -371,6 +376,11 @@ class Run:
                 self.restore()
             elif self.opts.scenario == "live":
                 self.live(self.hosts[:2], self.hosts[2:4])
+            elif self.opts.scenario == "head":
+                # Host 1 runs the source's worker and the destination's
+                # node 0 side by side (another fabric port) until the
+                # switch-over; then host 0, the head, is empty.
+                self.live(self.hosts[:2], self.hosts[1:3], dest_port=PORT + 1)
             elif self.opts.scenario == "stockin":
                 self.live(self.hosts[:1], self.hosts[1:3], stock_source=True)
             elif self.opts.scenario == "killed":
@@ -417,7 +427,7 @@ def parse_args(argv=None):
     p.add_argument("--json")
     opts = p.parse_args(argv)
     if opts.workload is None:
-        opts.workload = "churn" if opts.scenario == "live" else "all"
+        opts.workload = "churn" if opts.scenario in ("live", "head") else "all"
     if opts.append is None:
         if opts.guest == "linux":
             # About 14 s of atomics (1M iterations a thread take 0.7 s here),
