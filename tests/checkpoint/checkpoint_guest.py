@@ -20,6 +20,9 @@ guest must finish every workload, passing, wherever it ends up:
            a third host; once the source quits, host 0 runs nothing.
   stockin  the source is one stock QEMU process; it migrates over TCP,
            live, into an aggregated guest on 2 hosts.
+  periodic three checkpoints to files while the guest runs (migrate,
+           then cont; it pauses for the switch-over only), a few seconds
+           apart, each pause measured; the last is restored on 2 hosts.
   killed   a worker is killed (SIGKILL) while node 0 writes the
            checkpoint: the migration fails, the guest stops with
            AGGVM_NODE_FAILED, and the file is refused on restore.
@@ -52,7 +55,7 @@ PORT = 7100                 # the fabric
 MIGRATION_PORT = 7300       # node 0's -incoming tcp:
 # What a stock VM must run without to grow into an aggregated one.
 GROWABLE = ["-machine", "vmport=off", "-global", "apic.vapic=off"]
-HOSTS = {"restore": 3, "live": 4, "head": 3, "stockin": 3, "killed": 2}
+HOSTS = {"restore": 3, "live": 4, "head": 3, "stockin": 3, "periodic": 2, "killed": 2}
 
 
 class Guest:
@@ -226,7 +229,7 @@ class Run:
         log(f"{what}: {len([w for w in wanted if w in after])} workloads ended after "
             f"the switch, {len([w for w in wanted if w in before])} before")
 
-    def restore_and_finish(self, name, hosts, path, before, **kw):
+    def restore_and_finish(self, name, hosts, path, before, paused=True, **kw):
         g = self.guest(name, hosts, incoming="defer", **kw)
         t = time.monotonic()
         g.qmp.execute("migrate-incoming", uri=f"file:{path}")
@@ -238,16 +241,19 @@ class Run:
             g.stop()
             return g
         status = g.qmp.execute("query-status")
-        self.check.expect(status.get("status") == "paused",
-                          f"{name}: restored guest is {status.get('status')}, expected paused "
-                          "(it was checkpointed paused)")
+        # A guest checkpointed paused comes back paused; one checkpointed
+        # running comes back running (-incoming defer does not start it).
+        expect = "paused" if paused else "running"
+        self.check.expect(status.get("status") in (expect, "paused"),
+                          f"{name}: restored guest is {status.get('status')}, expected {expect}")
         log(f"{name}: loaded in {load_s:.1f} s")
         self.report[f"{name}_load_s"] = round(load_s, 2)
         if kw.get("aggregate", True):
             placed = {v["vcpu"]: v["node"] for v in g.qmp.execute("x-query-aggvm")["vcpus"]}
             self.report[f"{name}_placement"] = placed
             log(f"{name}: vCPUs on nodes {placed}")
-        g.qmp.execute("cont")
+        if g.qmp.execute("query-status").get("status") != "running":
+            g.qmp.execute("cont")
         rc = g.finish(self.opts.timeout)
         self.judge(g, before, g.results, rc, name)
         g.stop()
@@ -347,6 +353,38 @@ class Run:
         if placed is not None:
             log(f"destination: vCPUs on nodes {placed}")
 
+    def periodic(self):
+        """Checkpoints the running guest every few seconds without stopping
+        it first (migrate to a file while it runs, then cont: the guest
+        pauses for the switch-over only), then restores the last one."""
+        src = self.guest("source", self.hosts[:2])
+        if not self.source_until_first_result(src):
+            return
+        pauses = []
+        for i in range(3):
+            src.pump(timeout=2.0)
+            path = self.work / f"periodic-{i}.qemu"
+            src.qmp.execute("migrate", uri=f"file:{path}")
+            info = src.wait_migration(120)
+            if not self.check.expect(info.get("status") == "completed",
+                                     f"periodic checkpoint {i} ended {info.get('status')}: "
+                                     f"{info.get('error-desc', '')}"):
+                return
+            t = time.monotonic()
+            src.qmp.execute("cont")
+            # Paused from the switch-over until cont: the downtime QEMU
+            # measured plus the time this script took to resume it.
+            pause_ms = info.get("downtime", 0) + (time.monotonic() - t) * 1000
+            pauses.append(round(pause_ms, 1))
+            log(f"periodic checkpoint {i}: {path.stat().st_size >> 20} MiB, "
+                f"{info.get('total-time')} ms in all, the guest paused {pause_ms:.0f} ms")
+        self.report.update(periodic_pauses_ms=pauses)
+        self.check.expect(src.qmp.execute("query-status")["status"] == "running",
+                          "the guest does not run after its periodic checkpoints")
+        before = dict(src.results)
+        src.quit()
+        self.restore_and_finish("restored-last", self.hosts[:2], path, before, paused=False)
+
     def killed(self):
         path = self.work / "checkpoint.qemu"
         src = self.guest("source", self.hosts[:2])
@@ -383,6 +421,8 @@ class Run:
                 self.live(self.hosts[:2], self.hosts[1:3], dest_port=PORT + 1)
             elif self.opts.scenario == "stockin":
                 self.live(self.hosts[:1], self.hosts[1:3], stock_source=True)
+            elif self.opts.scenario == "periodic":
+                self.periodic()
             elif self.opts.scenario == "killed":
                 self.killed()
         except Exception as e:  # a QMP error, a dead process: a failure, said plainly
@@ -427,7 +467,7 @@ def parse_args(argv=None):
     p.add_argument("--json")
     opts = p.parse_args(argv)
     if opts.workload is None:
-        opts.workload = "churn" if opts.scenario in ("live", "head") else "all"
+        opts.workload = "churn" if opts.scenario in ("live", "head", "periodic") else "all"
     if opts.append is None:
         if opts.guest == "linux":
             # About 14 s of atomics (1M iterations a thread take 0.7 s here),
