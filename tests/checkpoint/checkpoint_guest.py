@@ -63,7 +63,7 @@ class Guest:
     and what node 0's console printed."""
 
     def __init__(self, opts, name, hosts, work, key, aggregate=True, cluster=None,
-                 incoming=None, extra=(), port=PORT):
+                 incoming=None, extra=(), port=PORT, worker_qmp=False):
         self.name = name
         argv = ["--guest", opts.guest, "--accel", opts.accel, "--hosts", "2",
                 "--vcpus-per-host", "2", "--kernel", opts.kernel, "--append", opts.append,
@@ -98,6 +98,8 @@ class Guest:
                     cmd += ["-incoming", incoming]
             else:
                 cmd[cmd.index("-serial") + 1] = "null"
+                if worker_qmp and i == 1:
+                    cmd += ["-qmp", f"unix:{work / (name + '-node1.qmp')},server=on,wait=off"]
             log(f"{name}: node {i} ({hosts[i][0]}): {shlex.join(cmd)}")
             self.nodes.insert(0, Node(i, hosts[i][0], cmd, log_dir))
         node0 = self.nodes[0]
@@ -279,9 +281,17 @@ class Run:
 
     def restore(self):
         path = self.work / "checkpoint.qemu"
-        src = self.guest("source", self.hosts[:2])
+        src = self.guest("source", self.hosts[:2], worker_qmp=True)
         if not self.source_until_first_result(src):
             return
+        # Only node 0 saves the guest: a worker's stream would be wrong.
+        worker = Qmp(str(self.work / "source-node1.qmp"), timeout=10)
+        r = worker.command("migrate", uri=f"file:{self.work / 'from-worker.qemu'}")
+        worker.close()
+        err = r.get("error", {}).get("desc", "")
+        self.check.expect("worker" in err and "node 0" in err,
+                          f"migrate on a worker's monitor was not refused as it should: {r}")
+        log(f"migrate on node 1's monitor refused: {err}")
         src.qmp.execute("stop")
         t = time.monotonic()
         src.qmp.execute("migrate", uri=f"file:{path}")
