@@ -1175,9 +1175,11 @@ def parse_args(argv=None):
     return args
 
 
-def main():
-    args = parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+def start_in_hosts(args, hosts, script, prefix):
+    """What a script that runs nodes in harness hosts does first: None once
+    inside the hosts (go on), else its exit status: SKIP, saying why, when
+    QEMU, KVM or the harness is missing, or that of the script run again
+    under `aggvm-harness run` with @hosts namespaces."""
     if not (args.qemu and os.access(args.qemu, os.X_OK)):
         log(f"SKIP: the patched QEMU ({args.qemu or 'AGGVM_QEMU unset'}) is not built")
         return SKIP
@@ -1186,15 +1188,22 @@ def main():
         if why:
             log(f"SKIP: KVM not usable: {why}")
             return SKIP
-    if "AGGVM_HOST0_NETNS" not in os.environ:
-        if not (args.harness and os.access(args.harness, os.X_OK)):
-            log(f"SKIP: aggvm-harness ({args.harness or 'AGGVM_HARNESS unset'}) not built")
-            return SKIP
-        name = f"ag{os.getpid() % 100000}"
-        cmd = [args.harness, "run", "--hosts", str(args.hosts), "--name", name, "--",
-               sys.executable, __file__] + sys.argv[1:]
-        return subprocess.call(cmd)
-    return run_cluster(args)
+    if "AGGVM_HOST0_NETNS" in os.environ:
+        return None
+    if not (args.harness and os.access(args.harness, os.X_OK)):
+        log(f"SKIP: aggvm-harness ({args.harness or 'AGGVM_HARNESS unset'}) not built")
+        return SKIP
+    name = f"{prefix}{os.getpid() % 100000}"
+    cmd = [args.harness, "run", "--hosts", str(hosts), "--name", name, "--",
+           sys.executable, str(script)] + sys.argv[1:]
+    return subprocess.call(cmd)
+
+
+def main():
+    args = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    rc = start_in_hosts(args, args.hosts, __file__, "ag")
+    return rc if rc is not None else run_cluster(args)
 
 
 if __name__ == "__main__":

@@ -56,17 +56,10 @@ def mib_s(nbytes, seconds):
 
 
 def timed_migration(guest, what, **kw):
-    """Runs one migrate or migrate-incoming to completion; its seconds."""
-    # QEMU's default cap (128 MiB/s) would measure itself: lift it, as
-    # libvirt does for virsh save.
-    guest.qmp.execute("migrate-set-parameters", **{"max-bandwidth": UNLIMITED})
-    t = time.monotonic()
-    if "incoming" in kw:
-        guest.qmp.execute("migrate-incoming", uri=kw["incoming"])
-    else:
-        guest.qmp.execute("migrate", uri=kw["uri"])
-    info = guest.wait_migration(600)
-    seconds = time.monotonic() - t
+    """Runs one migrate or migrate-incoming to completion; its seconds.
+    QEMU's default cap (128 MiB/s) would measure itself: it is lifted, as
+    libvirt does for virsh save."""
+    info, seconds = guest.migrate(600, **kw, **{"max-bandwidth": UNLIMITED})
     if info.get("status") != "completed":
         raise SystemExit(f"bench-checkpoint: {what} ended {info.get('status')}: "
                          f"{info.get('error-desc', '')}")

@@ -38,7 +38,6 @@ import os
 import secrets
 import shlex
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -130,7 +129,25 @@ class Guest:
             if left <= 0:
                 return False
 
-    def wait_migration(self, timeout, expect="completed"):
+    def migrate(self, timeout, uri=None, incoming=None, **params):
+        """migrate to @uri (or migrate-incoming from @incoming), with
+        migration @params set first; waits for its end.  Returns
+        (query-migrate's last answer, seconds) and says what went wrong
+        unless it completed."""
+        if params:
+            self.qmp.execute("migrate-set-parameters", **params)
+        t = time.monotonic()
+        if incoming:
+            self.qmp.execute("migrate-incoming", uri=incoming, **{"exit-on-error": False})
+        else:
+            self.qmp.execute("migrate", uri=uri)
+        info = self.wait_migration(timeout)
+        seconds = time.monotonic() - t
+        if info.get("status") != "completed":
+            log(f"{self.name}: migration ended {info.get('status')}: {info.get('error-desc', '')}")
+        return info, seconds
+
+    def wait_migration(self, timeout):
         """Polls query-migrate until it leaves the running states."""
         deadline = time.monotonic() + timeout
         last = None
@@ -233,10 +250,7 @@ class Run:
 
     def restore_and_finish(self, name, hosts, path, before, paused=True, **kw):
         g = self.guest(name, hosts, incoming="defer", **kw)
-        t = time.monotonic()
-        g.qmp.execute("migrate-incoming", uri=f"file:{path}")
-        info = g.wait_migration(120)
-        load_s = time.monotonic() - t
+        info, load_s = g.migrate(120, incoming=f"file:{path}")
         if not self.check.expect(info.get("status") == "completed",
                                  f"{name}: restore ended {info.get('status')}: "
                                  f"{info.get('error-desc', '')}"):
@@ -265,8 +279,7 @@ class Run:
         """A damaged file: migrate-incoming must fail and say so; no guest runs."""
         g = self.guest(name, self.hosts[:1], aggregate=False, incoming="defer")
         try:
-            g.qmp.execute("migrate-incoming", uri=f"file:{path}", **{"exit-on-error": False})
-            info = g.wait_migration(60)
+            info, _ = g.migrate(60, incoming=f"file:{path}")
             error = info.get("error-desc", "")
             self.check.expect(info.get("status") == "failed" and error,
                               f"{name} ({why}): restore ended {info.get('status')} "
@@ -293,10 +306,7 @@ class Run:
                           f"migrate on a worker's monitor was not refused as it should: {r}")
         log(f"migrate on node 1's monitor refused: {err}")
         src.qmp.execute("stop")
-        t = time.monotonic()
-        src.qmp.execute("migrate", uri=f"file:{path}")
-        info = src.wait_migration(120)
-        save_s = time.monotonic() - t
+        info, save_s = src.migrate(120, uri=f"file:{path}")
         if not self.check.expect(info.get("status") == "completed",
                                  f"checkpoint ended {info.get('status')}: "
                                  f"{info.get('error-desc', '')}"):
@@ -338,15 +348,11 @@ class Run:
                          extra=GROWABLE if stock_source else [])
         if not self.source_until_first_result(src):
             return
-        src.qmp.execute("migrate-set-parameters", **{"downtime-limit": 300})
-        t = time.monotonic()
-        src.qmp.execute("migrate", uri=uri)
-        info = src.wait_migration(180)
+        info, total_s = src.migrate(180, uri=uri, **{"downtime-limit": 300})
         if not self.check.expect(info.get("status") == "completed",
                                  f"live migration ended {info.get('status')}: "
                                  f"{info.get('error-desc', '')}"):
             return
-        total_s = time.monotonic() - t
         ram = info.get("ram", {})
         log(f"live migration: {total_s:.1f} s, downtime {info.get('downtime')} ms, "
             f"{ram.get('transferred', 0) >> 20} MiB sent, {ram.get('dirty-sync-count')} dirty syncs")
@@ -374,8 +380,7 @@ class Run:
         for i in range(3):
             src.pump(timeout=2.0)
             path = self.work / f"periodic-{i}.qemu"
-            src.qmp.execute("migrate", uri=f"file:{path}")
-            info = src.wait_migration(120)
+            info, _ = src.migrate(120, uri=f"file:{path}")
             if not self.check.expect(info.get("status") == "completed",
                                      f"periodic checkpoint {i} ended {info.get('status')}: "
                                      f"{info.get('error-desc', '')}"):
@@ -401,7 +406,7 @@ class Run:
         if not self.source_until_first_result(src):
             return
         src.qmp.execute("migrate-set-parameters", **{"max-bandwidth": 32 << 20})
-        src.qmp.execute("migrate", uri=f"file:{path}")
+        src.qmp.execute("migrate", uri=f"file:{path}")     # not waited for: killed during it
         time.sleep(1.0)     # 32 MiB/s: about an eighth of the RAM is written
         src.nodes[1].kill(signal.SIGKILL)
         info = src.wait_migration(60)
@@ -493,23 +498,8 @@ def parse_args(argv=None):
 def main():
     opts = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    if not (opts.qemu and os.access(opts.qemu, os.X_OK)):
-        log(f"SKIP: the patched QEMU ({opts.qemu or 'AGGVM_QEMU unset'}) is not built")
-        return SKIP
-    if opts.accel == "kvm":
-        why = ag.testos.kvm_unusable()
-        if why:
-            log(f"SKIP: KVM not usable: {why}")
-            return SKIP
-    if "AGGVM_HOST0_NETNS" not in os.environ:
-        if not (opts.harness and os.access(opts.harness, os.X_OK)):
-            log(f"SKIP: aggvm-harness ({opts.harness or 'AGGVM_HARNESS unset'}) not built")
-            return SKIP
-        name = f"ck{os.getpid() % 100000}"
-        cmd = [opts.harness, "run", "--hosts", str(HOSTS[opts.scenario]), "--name", name, "--",
-               sys.executable, __file__] + sys.argv[1:]
-        return subprocess.call(cmd)
-    return Run(opts).run()
+    rc = ag.start_in_hosts(opts, HOSTS[opts.scenario], __file__, "ck")
+    return rc if rc is not None else Run(opts).run()
 
 
 if __name__ == "__main__":
