@@ -101,6 +101,18 @@ def check_console(c, check, name):
     check.expect(proc.returncode == 0, f"virsh console exited {proc.returncode} after ^]")
 
 
+def check_both_hosts(c, check, name, what):
+    """x-query-aggvm shows the 2-host guest whole: node 1 connected, vCPUs
+    0-1 on node 0 and 2-3 on node 1."""
+    info = query_aggvm(c, name)
+    if check.expect(info is not None, f"{what} failed"):
+        states = {n["id"]: n["state"] for n in info["nodes"]}
+        placed = [v["node"] for v in sorted(info["vcpus"], key=lambda v: v["vcpu"])]
+        log(f"{what}: nodes {states}, vCPUs on nodes {placed}")
+        check.expect(states == {0: "local", 1: "connected"}, f"node states {states}")
+        check.expect(placed == [0, 0, 1, 1], f"vCPU placement {placed}")
+
+
 def lifecycle(c, check):
     name = "aggvm-lifecycle"
     c.start_noded(1)
@@ -129,13 +141,7 @@ def lifecycle(c, check):
             check.expect(c.domstate(name).startswith("paused (user)"), f"suspend: {c.domstate(name)}")
             c.virsh("resume", name)
             check.expect(c.domstate(name).startswith("running"), f"resume: {c.domstate(name)}")
-        info = query_aggvm(c, name)
-        if check.expect(info is not None, "x-query-aggvm through virsh qemu-monitor-command failed"):
-            states = {n["id"]: n["state"] for n in info["nodes"]}
-            placed = [v["node"] for v in sorted(info["vcpus"], key=lambda v: v["vcpu"])]
-            log(f"x-query-aggvm: nodes {states}, vCPUs on nodes {placed}")
-            check.expect(states == {0: "local", 1: "connected"}, f"node states {states}")
-            check.expect(placed == [0, 0, 1, 1], f"vCPU placement {placed}")
+        check_both_hosts(c, check, name, "x-query-aggvm through virsh qemu-monitor-command")
         status = c.aggvmctl("status", name)
         check.expect(status.returncode == 0 and c.hosts[1][1] in status.stdout
                      and "connected" in status.stdout,
@@ -338,13 +344,7 @@ def save_restore(c, check):
         return
     log(f"virsh restore: running again {time.monotonic() - t0:.1f} s later")
     check.expect(c.domstate(name).startswith("running"), f"after restore: state {c.domstate(name)}")
-    info = query_aggvm(c, name)
-    if check.expect(info is not None, "x-query-aggvm after restore failed"):
-        states = {n["id"]: n["state"] for n in info["nodes"]}
-        placed = [v["node"] for v in sorted(info["vcpus"], key=lambda v: v["vcpu"])]
-        log(f"after restore: nodes {states}, vCPUs on nodes {placed}")
-        check.expect(states == {0: "local", 1: "connected"}, f"node states {states}")
-        check.expect(placed == [0, 0, 1, 1], f"vCPU placement {placed}")
+    check_both_hosts(c, check, name, "x-query-aggvm after restore")
     c.virsh("shutdown", name)
     state = c.wait_state(name, "shut off", 120)
     check.expect(state.startswith("shut off"), f"virsh shutdown after restore: state {state}")
