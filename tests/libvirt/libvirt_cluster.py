@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -79,13 +80,16 @@ def missing_prerequisite(args):
 
 
 class Cluster:
-    """libvirtd on host 0, aggvm-noded on every other host."""
+    """libvirtd on the first of its hosts, aggvm-noded on every other one.
+    Its hosts are the harness's hosts first .. first + hosts - 1, so that
+    two clusters (two libvirtd, as on two head hosts) can share one run."""
 
-    def __init__(self, tools, work, hosts):
+    def __init__(self, tools, work, hosts, first=0):
         self.tools = tools
         self.work = Path(work)
+        self.work.mkdir(exist_ok=True)
         self.hosts = []
-        for i in range(hosts):
+        for i in range(first, first + hosts):
             self.hosts.append((os.environ[f"AGGVM_HOST{i}_NETNS"], os.environ[f"AGGVM_HOST{i}_ADDR"]))
         self.key = self.work / "cluster.key"
         self.key.write_bytes(secrets.token_bytes(32))
@@ -100,7 +104,10 @@ class Cluster:
     # --- libvirtd -------------------------------------------------------
     def start_libvirtd(self):
         (self.state / "etc").mkdir(parents=True)
-        shutil.copy(HERE / "libvirtd.conf", self.state / "etc")
+        # Each libvirtd is a host of its own: libvirt refuses a migration
+        # between two daemons with one host UUID.
+        (self.state / "etc" / "libvirtd.conf").write_text(
+            (HERE / "libvirtd.conf").read_text() + f'host_uuid = "{uuid.uuid4()}"\n')
         shutil.copy(HERE / "qemu.conf", self.state / "etc")
         self.conf.mkdir()
         (self.conf / "aggvm.conf").write_text(
@@ -114,7 +121,7 @@ class Cluster:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if sock.exists() and self.virsh("version", check=False, quiet=True).returncode == 0:
-                log(f"libvirtd up on host 0 ({self.hosts[0][1]}), {self.uri}")
+                log(f"libvirtd up on {self.hosts[0][1]}, {self.uri}")
                 return
             if self.libvirtd.poll() is not None:
                 break
@@ -260,13 +267,13 @@ class Cluster:
             else p.read_text(errors="replace")
 
     def qemu_processes(self, name):
-        """Every QEMU of domain `name` on any host (its -name guest=)."""
+        """Every QEMU of domain `name` (its -name guest=) on this cluster's hosts."""
         out = []
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                c = cmdline(int(pid))
+        for netns, _ in self.hosts:
+            for pid in netns_pids(netns):
+                c = cmdline(pid)
                 if "qemu-system" in c and f"guest={name}," in c:
-                    out.append((int(pid), c[:120]))
+                    out.append((pid, c[:120]))
         return out
 
     def wait_no_qemu(self, name, timeout):

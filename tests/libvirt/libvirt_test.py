@@ -22,6 +22,10 @@ Scenarios (--scenario):
   save-restore  2 hosts: virsh save of the running guest, virsh restore,
               x-query-aggvm shows both hosts and the placement again, and
               virsh shutdown reaches the restored guest
+  migrate     4 hosts, two libvirtd (hosts 0 and 2): virsh migrate --live
+              of the running guest from hosts 0-1 to hosts 2-3 with --xml
+              naming the new hosts; it runs on there (x-query-aggvm, the
+              ACPI power button, no reboot) and nothing is left on 0-1
 Exit status: 0 pass, 1 fail, 77 skip (libvirt or a built part missing).
 Without AGGVM_HOST0_NETNS the script runs itself under `aggvm-harness run`.
 """
@@ -47,7 +51,9 @@ from libvirt_cluster import NS, log  # noqa: E402
 
 SKIP = 77
 BOOT_S = 300          # a Linux guest under TCG over 2-3 hosts on 2 cores, with slack
-HOSTS = {"lifecycle": 2, "worker-killed": 3, "bad-input": 2, "save-restore": 2}
+HOSTS = {"lifecycle": 2, "worker-killed": 3, "bad-input": 2, "save-restore": 2, "migrate": 4}
+# The first libvirtd's cluster, where the scenario runs more than one.
+FIRST_CLUSTER_HOSTS = {"migrate": 2}
 
 
 def check_guest(c, check, name, hosts):
@@ -88,11 +94,23 @@ def check_console(c, check, name):
                 seen += os.read(master, 4096)
             except OSError:
                 break
-    os.write(master, b"\x1d")
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
+    # virsh prints its banner before it puts the terminal in raw mode; a ^]
+    # that arrives first sits in the cooked line buffer, unread. So send it
+    # again each second until virsh leaves (at most 10 s).
+    for _ in range(10):
+        os.write(master, b"\x1d")
+        try:
+            proc.wait(1)
+            break
+        except subprocess.TimeoutExpired:
+            while select.select([master], [], [], 0)[0]:
+                try:
+                    os.read(master, 4096)
+                except OSError:
+                    break
+    else:
         proc.kill()
+        proc.wait()
     os.close(master)
     text = seen.decode(errors="replace").strip().replace("\r", "")
     log(f"virsh console: {text!r}")
@@ -355,14 +373,92 @@ def save_restore(c, check):
     c.domains.discard(name)
 
 
+def migration_xml(src, dest, name):
+    """The running domain's migratable XML with the destination's hosts,
+    secret and console log: what `virsh migrate --xml` is given."""
+    dom = ET.fromstring(src.virsh("dumpxml", "--migratable", name, quiet=True).stdout)
+    cluster = dom.find(f"metadata/{{{NS}}}cluster")
+    cluster.find(f"{{{NS}}}secret").set("file", str(dest.key))
+    for h in cluster.findall(f"{{{NS}}}host"):
+        h.set("address", dest.hosts[int(h.get("id"))][1])
+    dom.find("devices/serial/log").set("file", str(dest.console_log(name)))
+    path = dest.work / f"{name}-migrate.xml"
+    ET.ElementTree(dom).write(path)
+    return path
+
+
+def migrate(c, check):
+    """virsh migrate --live of the running guest from hosts 0-1 (the first
+    libvirtd) to hosts 2-3 (a second libvirtd, as on another head host):
+    it runs on there on both hosts with the same placement, nothing of it is
+    left on the source hosts (whose worker ends with status 0), and virsh
+    shutdown on the destination reaches the guest, which never rebooted."""
+    name = "aggvm-migrate"
+    dest = lc.Cluster(c.tools, c.work / "dest", 2, first=2)
+    try:
+        dest.start_libvirtd()
+        c.start_noded(1)
+        dest.start_noded(1)
+        c.define(name, 2)
+        r = c.virsh("start", name, check=False)
+        if not check.expect(r.returncode == 0, f"virsh start failed: {r.stderr.strip()}"):
+            return
+        if not check_guest(c, check, name, 2):
+            return
+        xml = migration_xml(c, dest, name)
+        dest_addr = dest.hosts[0][1]
+        t0 = time.monotonic()
+        # --unsafe: the disk is one file that both "head hosts" see, as on
+        # shared storage, which libvirt cannot tell from a local one here.
+        r = c.virsh("migrate", "--live", "--persistent", "--undefinesource", "--unsafe",
+                    "--verbose", "--xml", str(xml), "--migrateuri", f"tcp://{dest_addr}",
+                    "--listen-address", dest_addr, name, dest.uri, check=False, timeout=300)
+        dest.domains.add(name)
+        if not check.expect(r.returncode == 0, f"virsh migrate failed: {r.stderr.strip()}"):
+            return
+        c.domains.discard(name)
+        log(f"virsh migrate: running on hosts 2-3 {time.monotonic() - t0:.1f} s later")
+        state = dest.domstate(name)
+        check.expect(state.startswith("running"), f"destination: state {state}")
+        check_both_hosts(dest, check, name, "x-query-aggvm on the destination")
+        gone = c.virsh("domstate", name, check=False, quiet=True)
+        check.expect(gone.returncode != 0, f"the source still has the domain: {gone.stdout.strip()}")
+        check.expect(c.wait_no_qemu(name, 15), f"QEMUs left on the source hosts: {c.qemu_processes(name)}")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "ended, exit status 0" not in c.noded_log(1):
+            time.sleep(0.2)
+        check.expect("ended, exit status 0" in c.noded_log(1),
+                     "the source's worker did not end with status 0")
+        dest.virsh("shutdown", name)
+        state = dest.wait_state(name, "shut off", 120)
+        check.expect(state.startswith("shut off"), f"virsh shutdown after migrate: state {state}")
+        console = dest.console_log(name).read_text(errors="replace")
+        check.expect("power button pressed" in console,
+                     "the migrated guest never saw the ACPI power button")
+        check.expect("aggvm-guest: start" not in console,
+                     "the guest booted again on the destination instead of running on")
+        check.expect(dest.wait_no_qemu(name, 15),
+                     f"after shutdown: QEMUs left {dest.qemu_processes(name)}")
+    finally:
+        names = sorted(dest.domains)
+        dest.teardown()
+        for n in names:
+            check.expect(not dest.qemu_processes(n), f"QEMU of {n} left on the destination hosts")
+        if dest.libvirtd:
+            check.expect(dest.libvirtd.poll() is not None, "the second libvirtd still runs")
+        if check.failures:
+            for i in range(1, len(dest.hosts)):
+                log(f"destination host {i} aggvm-noded log:\n{dest.noded_log(i)[-1500:]}")
+
+
 SCENARIOS = {"lifecycle": lifecycle, "worker-killed": worker_killed, "bad-input": bad_input,
-             "save-restore": save_restore}
+             "save-restore": save_restore, "migrate": migrate}
 
 
 def run(args):
     tools = lc.Tools(args)
     work = Path(tempfile.mkdtemp(prefix=f"aggvm-libvirt-{args.scenario}-"))
-    c = lc.Cluster(tools, work, HOSTS[args.scenario])
+    c = lc.Cluster(tools, work, FIRST_CLUSTER_HOSTS.get(args.scenario, HOSTS[args.scenario]))
     check = Checker()
     try:
         c.start_libvirtd()
