@@ -333,6 +333,17 @@ class Run:
         self.refused("broken-header", broken, "its magic zeroed")
         del g
 
+    def postcopy_refused(self, g):
+        """postcopy-ram is refused on an aggregated node 0, source or
+        destination, with the reason (its RAM has a userfaultfd already),
+        and the precopy that follows is not disturbed."""
+        r = g.qmp.command("migrate-set-capabilities",
+                          capabilities=[{"capability": "postcopy-ram", "state": True}])
+        desc = r.get("error", {}).get("desc", "")
+        self.check.expect("error" in r and "aggregated guest" in desc,
+                          f"{g.name}: postcopy-ram was not refused as it should be: {r}")
+        log(f"{g.name}: postcopy-ram refused: {desc}")
+
     def live(self, source_hosts, dest_hosts, stock_source=False, dest_port=PORT):
         # With churn (the live scenario's default), every vCPU rewrites and
         # checks its own RAM all through the migration: a page a worker
@@ -349,6 +360,8 @@ class Run:
                          extra=GROWABLE if stock_source else [])
         if not self.source_until_first_result(src):
             return
+        for g in (dst,) if stock_source else (src, dst):
+            self.postcopy_refused(g)
         info, total_s = src.migrate(180, uri=uri, **{"downtime-limit": 300})
         if not self.check.expect(info.get("status") == "completed",
                                  f"live migration ended {info.get('status')}: "

@@ -336,17 +336,23 @@ def bad_input(c, check):
                  "aggvm-noded started a worker for a domain that had to be refused")
 
 
+def start_on_two_hosts(c, check, name):
+    """aggvm-noded on host 1, then the guest defined and started on hosts
+    0-1 and at its hold point with its results checked; False if not."""
+    c.start_noded(1)
+    c.define(name, 2)
+    r = c.virsh("start", name, check=False)
+    if not check.expect(r.returncode == 0, f"virsh start failed: {r.stderr.strip()}"):
+        return False
+    return check_guest(c, check, name, 2)
+
+
 def save_restore(c, check):
     """virsh save of the running guest on 2 hosts (QEMU's migration to a
     file, from node 0), then virsh restore: the guest runs on again on both
     hosts, and an ACPI shutdown reaches it and ends every node."""
     name = "aggvm-save"
-    c.start_noded(1)
-    c.define(name, 2)
-    r = c.virsh("start", name, check=False)
-    if not check.expect(r.returncode == 0, f"virsh start failed: {r.stderr.strip()}"):
-        return
-    if not check_guest(c, check, name, 2):
+    if not start_on_two_hosts(c, check, name):
         return
     saved = c.work / f"{name}.save"
     t0 = time.monotonic()
@@ -397,13 +403,8 @@ def migrate(c, check):
     dest = lc.Cluster(c.tools, c.work / "dest", 2, first=2)
     try:
         dest.start_libvirtd()
-        c.start_noded(1)
         dest.start_noded(1)
-        c.define(name, 2)
-        r = c.virsh("start", name, check=False)
-        if not check.expect(r.returncode == 0, f"virsh start failed: {r.stderr.strip()}"):
-            return
-        if not check_guest(c, check, name, 2):
+        if not start_on_two_hosts(c, check, name):
             return
         xml = migration_xml(c, dest, name)
         dest_addr = dest.hosts[0][1]
