@@ -191,6 +191,13 @@ class Cluster:
         p = self.work / f"host{i}-noded.log"
         return p.read_text(errors="replace") if p.exists() else ""
 
+    def wait_noded_log(self, i, text, timeout):
+        """Whether host i's aggvm-noded logs `text` within `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and text not in self.noded_log(i):
+            time.sleep(0.2)
+        return text in self.noded_log(i)
+
     def kill_host(self, i):
         """Host i dies: every process in its namespace, SIGKILL."""
         pids = netns_pids(self.hosts[i][0])

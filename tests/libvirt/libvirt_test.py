@@ -131,6 +131,18 @@ def check_both_hosts(c, check, name, what):
         check.expect(placed == [0, 0, 1, 1], f"vCPU placement {placed}")
 
 
+def shut_down(c, check, name, timeout):
+    """virsh shutdown: the guest sees the ACPI power button, the domain is
+    shut off within `timeout` s and every node's QEMU ends.  Its state."""
+    c.virsh("shutdown", name)
+    state = c.wait_state(name, "shut off", timeout)
+    check.expect(state.startswith("shut off"), f"virsh shutdown: state {state} after {timeout} s")
+    check.expect("power button pressed" in c.console_log(name).read_text(errors="replace"),
+                 f"{name}: the guest never saw the ACPI power button")
+    check.expect(c.wait_no_qemu(name, 15), f"after shutdown: QEMUs left {c.qemu_processes(name)}")
+    return state
+
+
 def lifecycle(c, check):
     name = "aggvm-lifecycle"
     c.start_noded(1)
@@ -171,12 +183,7 @@ def lifecycle(c, check):
         if boot == 1:
             check_console(c, check, name)
             t1 = time.monotonic()
-            c.virsh("shutdown", name)
-            state = c.wait_state(name, "shut off", 60)
-            check.expect(state.startswith("shut off"), f"virsh shutdown: state {state} after 60 s")
-            check.expect("power button pressed" in c.console_log(name).read_text(),
-                         "the guest never saw the ACPI power button")
-            check.expect(c.wait_no_qemu(name, 15), f"after shutdown: QEMUs left {c.qemu_processes(name)}")
+            state = shut_down(c, check, name, 60)
             log(f"shutdown: every node ended {time.monotonic() - t1:.1f} s after virsh shutdown ({state})")
         else:
             moved = c.aggvmctl("move", name, "3", "0", "--timeout", "60")
@@ -229,10 +236,7 @@ def worker_killed(c, check):
         states = {n["id"]: n["state"] for n in info["nodes"]}
         log(f"x-query-aggvm: nodes {states}")
         check.expect(states.get(2) == "failed", f"node 2 is not marked failed: {states}")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and "ended" not in c.noded_log(1):
-        time.sleep(0.2)
-    check.expect("ended" in c.noded_log(1), "the surviving worker (host 1) did not end")
+    check.expect(c.wait_noded_log(1, "ended", 20), "the surviving worker (host 1) did not end")
     c.virsh("destroy", name, check=False)
     check.expect(c.wait_no_qemu(name, 15), f"after destroy: QEMUs left {c.qemu_processes(name)}")
     log("host 2 comes back: its aggvm-noded starts again")
@@ -248,10 +252,8 @@ def worker_killed(c, check):
         check.expect(ev.returncode == 0 and "node 2 is empty" in ev.stdout,
                      f"aggvmctl evacuate: {ev.stdout}{ev.stderr}")
         check.expect("evacuating node 2 [" in ev.stderr, "aggvmctl evacuate showed no progress")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and c.noded_log(2).count("exit status 0") < 1:
-            time.sleep(0.2)
-        check.expect("exit status 0" in c.noded_log(2), "host 2's node did not leave with status 0")
+        check.expect(c.wait_noded_log(2, "exit status 0", 20),
+                     "host 2's node did not leave with status 0")
         check.expect(c.domstate(name).startswith("running"), f"after the evacuation: {c.domstate(name)}")
         c.virsh("destroy", name)
         check.expect(c.wait_no_qemu(name, 15), f"after destroy: QEMUs left {c.qemu_processes(name)}")
@@ -369,12 +371,7 @@ def save_restore(c, check):
     log(f"virsh restore: running again {time.monotonic() - t0:.1f} s later")
     check.expect(c.domstate(name).startswith("running"), f"after restore: state {c.domstate(name)}")
     check_both_hosts(c, check, name, "x-query-aggvm after restore")
-    c.virsh("shutdown", name)
-    state = c.wait_state(name, "shut off", 120)
-    check.expect(state.startswith("shut off"), f"virsh shutdown after restore: state {state}")
-    check.expect("power button pressed" in c.console_log(name).read_text(errors="replace"),
-                 "the restored guest never saw the ACPI power button")
-    check.expect(c.wait_no_qemu(name, 15), f"after shutdown: QEMUs left {c.qemu_processes(name)}")
+    shut_down(c, check, name, 120)
     c.virsh("undefine", name)
     c.domains.discard(name)
 
@@ -425,21 +422,11 @@ def migrate(c, check):
         gone = c.virsh("domstate", name, check=False, quiet=True)
         check.expect(gone.returncode != 0, f"the source still has the domain: {gone.stdout.strip()}")
         check.expect(c.wait_no_qemu(name, 15), f"QEMUs left on the source hosts: {c.qemu_processes(name)}")
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and "ended, exit status 0" not in c.noded_log(1):
-            time.sleep(0.2)
-        check.expect("ended, exit status 0" in c.noded_log(1),
+        check.expect(c.wait_noded_log(1, "ended, exit status 0", 15),
                      "the source's worker did not end with status 0")
-        dest.virsh("shutdown", name)
-        state = dest.wait_state(name, "shut off", 120)
-        check.expect(state.startswith("shut off"), f"virsh shutdown after migrate: state {state}")
-        console = dest.console_log(name).read_text(errors="replace")
-        check.expect("power button pressed" in console,
-                     "the migrated guest never saw the ACPI power button")
-        check.expect("aggvm-guest: start" not in console,
+        shut_down(dest, check, name, 120)
+        check.expect("aggvm-guest: start" not in dest.console_log(name).read_text(errors="replace"),
                      "the guest booted again on the destination instead of running on")
-        check.expect(dest.wait_no_qemu(name, 15),
-                     f"after shutdown: QEMUs left {dest.qemu_processes(name)}")
     finally:
         names = sorted(dest.domains)
         dest.teardown()
