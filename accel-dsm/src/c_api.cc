@@ -136,6 +136,12 @@ size_t aggvm_dsm_home_ranges(AggvmDsm* dsm, AggvmDsmHomeRange* out, size_t max) 
   return all.size();
 }
 
+int aggvm_dsm_fetch(AggvmDsm* dsm, uint64_t gpa, uint64_t size, int write, char** errmsg) {
+  return guarded(errmsg, [&] {
+    dsm->node->fetch(gpa, size, write ? aggvm::dsm::Access::kWrite : aggvm::dsm::Access::kRead);
+  });
+}
+
 int aggvm_dsm_drop_copies(AggvmDsm* dsm, char** errmsg) {
   return guarded(errmsg, [&] { dsm->node->drop_copies(); });
 }

@@ -680,6 +680,97 @@ int aggregate(Cluster& c, const Options& o) {
   return ok ? 0 : 1;
 }
 
+// ---- fetch: pages brought here ahead of use, without faults ---------------
+//
+// Node 1 writes every page; node 0 fetches them all for reading and must
+// then read them without a fault while node 1 keeps its copies, then
+// fetches them for writing and must write them without a fault, and node 1
+// reads node 0's values back.
+int fetch(Cluster& c, const Options&) {
+  constexpr uint64_t kFirst = 8;  // pages 0-7 hold the barrier's counter
+  const uint64_t pages = c.size() / kPage;
+  auto pattern = [](uint64_t page, uint64_t word, uint64_t round) {
+    return (page * 0x9e3779b97f4a7c15ull) ^ word ^ (round << 56);
+  };
+  auto fill = [&](uint64_t round) {
+    for (uint64_t p = kFirst; p < pages; ++p) {
+      auto* w = c.at<uint64_t>(p * kPage);
+      for (uint64_t k = 0; k < kPage / 8; k += 64) w[k] = pattern(p, k, round);
+    }
+  };
+  auto bad_words = [&](uint64_t round) {
+    uint64_t bad = 0;
+    for (uint64_t p = kFirst; p < pages; ++p) {
+      const auto* w = c.at<uint64_t>(p * kPage);
+      for (uint64_t k = 0; k < kPage / 8; k += 64) bad += w[k] != pattern(p, k, round);
+    }
+    return bad;
+  };
+  auto faults = [&] {
+    AggvmDsmNodeStats s{};
+    aggvm_dsm_node_stats(c.dsm(), &s);
+    return s.faults.read_faults + s.faults.write_faults;
+  };
+  auto fetched = [&] {
+    AggvmDsmNodeStats s{};
+    aggvm_dsm_node_stats(c.dsm(), &s);
+    return s.fetched_pages;
+  };
+  auto fetch_all = [&](int write) {
+    char* err = nullptr;
+    if (aggvm_dsm_fetch(c.dsm(), kFirst * kPage, (pages - kFirst) * kPage, write, &err) != 0)
+      die(1, fmt::format("fetch (write={}): {}", write, err));
+  };
+  if (c.self() == 1) {
+    fill(1);
+    c.barrier(1);
+    c.barrier(2);  // node 0 fetched everything for reading
+    const uint64_t f0 = faults();
+    const uint64_t bad = bad_words(1);
+    const uint64_t refaults = faults() - f0;
+    c.barrier(3);
+    c.barrier(4);  // node 0 fetched everything for writing and wrote it
+    const uint64_t bad_after = bad_words(2);
+    const bool ok = bad == 0 && refaults == 0 && bad_after == 0;
+    std::printf("result: fetch node=1 bad_words=%lu faults_reading_own_copies=%lu bad_words_after_write=%lu "
+                "status=%s\n",
+                bad, refaults, bad_after, ok ? "pass" : "fail");
+    return ok ? 0 : 1;
+  }
+  if (c.self() != 0) return 0;
+  c.barrier(1);
+  // A range beyond the region is refused, with nothing asked for.
+  char* err = nullptr;
+  const int einval = aggvm_dsm_fetch(c.dsm(), 0, c.size() + kPage, 0, &err);
+  std::printf("fetch: beyond the region: %d %s\n", einval, err ? err : "");
+  aggvm_dsm_free_error(err);
+  const uint64_t fetched0 = fetched();
+  const auto t0 = Clock::now();
+  fetch_all(0);
+  const double read_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  const uint64_t fetched_read = fetched() - fetched0;
+  uint64_t f0 = faults();
+  const uint64_t bad = bad_words(1);
+  const uint64_t read_faults = faults() - f0;
+  c.barrier(2);
+  c.barrier(3);  // node 1 read its own copies
+  const auto t1 = Clock::now();
+  fetch_all(1);
+  const double write_ms = std::chrono::duration<double, std::milli>(Clock::now() - t1).count();
+  f0 = faults();
+  fill(2);
+  const uint64_t write_faults = faults() - f0;
+  c.barrier(4);
+  const bool ok = einval == -EINVAL && fetched_read >= pages / 2 && bad == 0 && read_faults == 0 &&
+                  write_faults == 0;
+  std::printf("result: fetch node=0 pages=%lu fetched_for_reading=%lu read_fetch_ms=%.1f read_mib_s=%.1f "
+              "faults_after_read_fetch=%lu bad_words=%lu write_fetch_ms=%.1f faults_after_write_fetch=%lu "
+              "einval=%d status=%s\n",
+              pages - kFirst, fetched_read, read_ms, (pages - kFirst) * kPage / 1048576.0 / (read_ms / 1000.0),
+              read_faults, bad, write_ms, write_faults, einval == -EINVAL, ok ? "pass" : "fail");
+  return ok ? 0 : 1;
+}
+
 // ---- bench: fault latency and throughput ---------------------------------
 //
 // Node 1 prints "bench: key=value ..." lines (microseconds, p50 and p99 of
@@ -802,7 +893,7 @@ int main(int argc, char** argv) {
   app.add_option("--region-mib", o.region_mib, "shared region size");
   app.add_option("--cap-mib", o.cap_mib, "resident cap per node (0: none)");
   app.add_option("--timeout-ms", o.timeout_ms, "peer timeout");
-  app.add_option("--mode", o.mode, "torture | sb | mp | aggregate | bench | endless | idle | evacuate | join")->required();
+  app.add_option("--mode", o.mode, "torture | sb | mp | aggregate | bench | endless | idle | evacuate | join | fetch")->required();
   app.add_option("--ucx-transports", o.ucx_transports, "UCX_TLS for the fabric (default: tcp)");
   app.add_option("--frames", o.frames, "frame protection: sealed (AES-256-GCM, default) | plain (trusted fabric)")
       ->check(CLI::IsMember({"sealed", "plain"}));
@@ -829,6 +920,7 @@ int main(int argc, char** argv) {
     else if (o.mode == "idle") rc = 0;
     else if (o.mode == "evacuate") rc = evacuate(c, o);
     else if (o.mode == "join") rc = join(c, o);
+    else if (o.mode == "fetch") rc = fetch(c, o);
     else die(2, "unknown mode " + o.mode);
     if (!c.has_left()) {
       print_stats(c);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -218,6 +219,22 @@ TEST_F(MultiHost, AggregationStaysUnderCap) {
     EXPECT_NE(r.find("status=pass"), std::string::npos) << r;
     EXPECT_EQ(r.find("writebacks=0 "), std::string::npos) << "no writeback: the cap was never reached\n" << r;
   }
+}
+
+// aggvm_dsm_fetch(): node 0 fetches a region node 1 wrote, for reading
+// (node 1 keeps its copies) and then for writing, and touches every page
+// without a fault after each.
+TEST_F(MultiHost, FetchBringsPagesWithoutFaults) {
+  Cluster c(ClusterOptions{.hosts = 2, .name = "fetch"});
+  auto procs = start(c, {"--mode", "fetch", "--region-mib", "64"});
+  expect_all_pass(procs, 120s);
+  const std::string r0 = result_line(procs[0]), r1 = result_line(procs[1]);
+  std::cout << r0 << "\n" << r1 << "\n";
+  EXPECT_NE(r0.find("faults_after_read_fetch=0 bad_words=0 "), std::string::npos) << r0;
+  EXPECT_NE(r0.find("faults_after_write_fetch=0 einval=1 status=pass"), std::string::npos) << r0;
+  EXPECT_NE(r1.find("bad_words=0 faults_reading_own_copies=0 bad_words_after_write=0 status=pass"),
+            std::string::npos)
+      << r1;
 }
 
 TEST_F(MultiHost, KilledPeerIsReportedWithinTimeout) {

@@ -232,6 +232,7 @@ typedef struct AggvmDsmNodeStats {
     uint64_t redirects;            /* requests asked again of a page's new home */
     uint64_t exclusive_grants;     /* reads of migratory pages granted Exclusive, as home */
     uint64_t silent_upgrades;      /* writes to Exclusive pages: local, no message */
+    uint64_t fetched_pages;        /* asked for by aggvm_dsm_fetch(), not by a fault */
 } AggvmDsmNodeStats;
 
 int aggvm_dsm_node_stats(AggvmDsm *dsm, AggvmDsmNodeStats *out);
@@ -299,6 +300,28 @@ int aggvm_dsm_home_of(AggvmDsm *dsm, uint64_t gpa);
  */
 size_t aggvm_dsm_home_ranges(AggvmDsm *dsm, AggvmDsmHomeRange *out,
                              size_t max);
+
+/* ---- fetching ahead of use ------------------------------------------- */
+
+/*
+ * Brings every page of guest range [gpa, gpa + size) to this node,
+ * readable (write = 0: a shared copy, no other node loses its own) or
+ * writable (write = 1: every other copy is invalidated), and returns once
+ * each page has been granted.  The service thread asks for the pages
+ * itself, up to a few hundred at a time, and no thread faults or waits
+ * on them: for a caller about to read or write a whole range, such as
+ * QEMU's migration stream, this costs one message a page each way instead
+ * of a fault, its wake-up and a faulting thread each.
+ *
+ * A page a peer takes away again before the call returns is not asked for
+ * twice: whoever touches it later faults as usual.  Under a resident cap,
+ * pages fetched early may be evicted before use.  -EINVAL for a range not
+ * page aligned or not wholly in registered regions; the node's failure if
+ * it fails meanwhile (each request is bounded by the node's timeout);
+ * -ECANCELED when it stops.  Callable from any thread but the service's.
+ */
+int aggvm_dsm_fetch(AggvmDsm *dsm, uint64_t gpa, uint64_t size, int write,
+                    char **errmsg);
 
 /* ---- leaving a running cluster (evacuation) --------------------------- */
 

@@ -178,6 +178,7 @@ void Node::run() {
     while (true) {
       bool busy = fabric_->progress(static_cast<FabricSink&>(*this));
       busy |= serve_faults();
+      busy |= serve_fetches();
       serve_commands();
       serve_home_moves();
       serve_drop_copies();
@@ -229,6 +230,7 @@ void Node::run() {
   }
   const DsmError ended = failure ? *failure : DsmError(ECANCELED, fmt::format("node {} stopped", cfg_.self));
   end_home_moves(ended);
+  end_fetches(ended);
   if (drop_) drop_->set_exception(std::make_exception_ptr(ended));
   drop_.reset();
   try {
@@ -407,6 +409,88 @@ void Node::serve_drop_copies() {
                                         cfg_.self, left, cfg_.timeout.count()))));
     drop_.reset();
   }
+}
+
+// ---- fetching ahead of use ------------------------------------------------
+
+// Enough requests in flight to keep the fabric and the peers busy while
+// grants come back; bounded so that one fetch of a whole guest does not
+// queue thousands of requests ahead of the vCPUs' faults.
+constexpr size_t kFetchWindow = 256;
+
+void Node::fetch(uint64_t gpa, uint64_t size, Access access) {
+  Fetch f;
+  f.ranges = page_ranges(gpa, size);
+  f.access = access;
+  std::future<void> done = f.done.get_future();
+  if (!started_) fail(ENOTCONN, "node not started");
+  {
+    std::lock_guard lock(fail_mu_);
+    if (failure_) throw *failure_;
+  }
+  {
+    std::lock_guard lock(cmd_mu_);
+    if (ending_moves_) fail(ECANCELED, "node {} is stopping", cfg_.self);
+    fetch_requests_.push_back(std::move(f));
+  }
+  uint64_t one = 1;
+  (void)::write(wake_fd_, &one, sizeof one);
+  done.get();  // bounded: each request by the timeout, or the node fails
+}
+
+bool Node::held_for(PageKey page, Access access) const {
+  const PageState s = engine_->cache().state(page);
+  return access == Access::kRead ? s != PageState::kInvalid : s == PageState::kModified;
+}
+
+// Service thread: one fetch at a time, kFetchWindow pages in flight.
+bool Node::serve_fetches() {
+  if (!fetch_) {
+    std::lock_guard lock(cmd_mu_);
+    if (fetch_requests_.empty()) return false;
+    fetch_.emplace(std::move(fetch_requests_.front()));
+    fetch_requests_.pop_front();
+    fetch_->next = fetch_->ranges.front().first;
+  }
+  Fetch& f = *fetch_;
+  // A request ends with its grant.  A page taken away again since (a peer
+  // wrote it) is not asked for twice: whoever touches it faults as usual.
+  const size_t before = f.in_flight.size();
+  std::erase_if(f.in_flight, [&](PageKey p) { return engine_->cache().pending(p) == Cache::Pending::kNone; });
+  bool progress = f.in_flight.size() != before;
+  uint64_t asked = 0;
+  const uint64_t now = now_ns();
+  while (f.in_flight.size() < kFetchWindow && f.range < f.ranges.size()) {
+    const PageRange& r = f.ranges[f.range];
+    if (f.next >= r.end) {
+      if (++f.range < f.ranges.size()) f.next = f.ranges[f.range].first;
+      continue;
+    }
+    const PageKey page(r.region, f.next++);
+    progress = true;
+    if (held_for(page, f.access)) continue;
+    engine_->fetch(page, f.access, now);
+    ++asked;
+    // An Exclusive copy becomes writable at once, without a request.
+    if (engine_->cache().pending(page) != Cache::Pending::kNone) f.in_flight.push_back(page);
+  }
+  if (asked) {
+    std::lock_guard lock(stats_mu_);
+    counters_.fetched_pages += asked;
+  }
+  if (f.range == f.ranges.size() && f.in_flight.empty()) {
+    f.done.set_value();
+    fetch_.reset();
+  }
+  return progress;
+}
+
+void Node::end_fetches(const DsmError& why) {
+  std::lock_guard lock(cmd_mu_);
+  if (fetch_) fetch_->done.set_exception(std::make_exception_ptr(why));
+  fetch_.reset();
+  for (Fetch& f : fetch_requests_) f.done.set_exception(std::make_exception_ptr(why));
+  fetch_requests_.clear();
 }
 
 uint64_t Node::pages_homed_here() const {
@@ -790,6 +874,7 @@ void Node::drop_range(PageKey first, uint64_t count) {
 void Node::wake(PageKey page) { uffd_->wake(host(page), kPageSize); }
 
 void Node::resolved(PageKey page, const Waiter& w, NodeId home, uint64_t now) {
+  if (w.tid == kNoThread) return;  // fetched ahead (serve_fetches()): not a fault
   faults_.record(w.tid, space_->gpa(page), w.access, home, home == cfg_.self, now - w.start_ns);
 }
 

@@ -116,6 +116,12 @@ class Node final : private Env, private FabricSink {
   // here), ECANCELED (the node stops), or the node's failure.  Each step
   // of the move is bounded by the node's timeout.
   void rehome(uint64_t gpa, uint64_t size, NodeId to);
+  // Brings every page of guest range [gpa, gpa + size) here, readable or
+  // (access kWrite) writable, with up to kFetchWindow requests in flight
+  // and no thread faulting, and waits until each was granted.  Throws
+  // DsmError: EINVAL (bad range), ECANCELED (the node stops), or the
+  // node's failure; each request is bounded by the node's timeout.
+  void fetch(uint64_t gpa, uint64_t size, Access access);
   // The node this node asks for the page at gpa: its home, as known here.
   NodeId home_of(uint64_t gpa) const;
   std::vector<HomeRange> home_ranges() const;
@@ -150,6 +156,14 @@ class Node final : private Env, private FabricSink {
     uint64_t gpa;
     std::byte* host;
     uint64_t size;
+  };
+  struct Fetch {
+    std::vector<PageRange> ranges;
+    Access access = Access::kRead;
+    size_t range = 0;               // the range and page asked for next
+    uint64_t next = 0;
+    std::vector<PageKey> in_flight;  // asked for, not granted yet
+    std::promise<void> done;
   };
   struct Outgoing {
     NodeId to;
@@ -189,6 +203,9 @@ class Node final : private Env, private FabricSink {
   void check_liveness(std::chrono::steady_clock::time_point now);
   void serve_home_moves();
   void serve_drop_copies();
+  bool serve_fetches();
+  bool held_for(PageKey page, Access access) const;
+  void end_fetches(const DsmError& why);
   // From another thread: puts a request in slot (under cmd_mu_) for the
   // service thread and wakes it; the future is its answer.  Throws the
   // node's failure, ENOTCONN, ECANCELED (stopping), EBUSY (slot taken).
@@ -232,6 +249,8 @@ class Node final : private Env, private FabricSink {
   };
   std::deque<HomeMove> home_moves_;  // waiting, under cmd_mu_
   std::optional<HomeMove> home_move_;  // service thread: the one in progress
+  std::deque<Fetch> fetch_requests_;   // waiting, under cmd_mu_
+  std::optional<Fetch> fetch_;         // service thread: the one in progress
   bool ending_moves_ = false;          // under cmd_mu_: refuse new ones
   // drop_copies() and leave(): asked under cmd_mu_, taken by the service thread.
   std::optional<std::promise<void>> drop_request_, drop_;

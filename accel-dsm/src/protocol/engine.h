@@ -29,6 +29,9 @@ class Engine {
 
   // A thread faulted on page.  Throws DsmError when coherence is lost.
   void on_fault(PageKey page, Access access, int tid, uint64_t now_ns);
+  // Asks for page as a fault of access would, with no thread waiting on it
+  // (a fetch ahead of use): the grant maps it here and wakes no one.
+  void fetch(PageKey page, Access access, uint64_t now_ns) { on_fault(page, access, kNoThread, now_ns); }
   // A validated coherence message from a peer.  Invalid ones are reported
   // through Env::rejected; throws DsmError when coherence is lost.
   void on_message(const Message& m, uint64_t now_ns);

@@ -13,6 +13,10 @@ namespace aggvm::dsm {
 using PageView = std::span<const std::byte, kPageSize>;
 using PageBuffer = std::span<std::byte, kPageSize>;
 
+// The waiter of a page asked for with no thread blocked on it (a fetch
+// ahead of use: Engine::fetch).
+inline constexpr int kNoThread = -1;
+
 // A thread blocked on a page, as the fault reader saw it.
 struct Waiter {
   int tid = 0;
