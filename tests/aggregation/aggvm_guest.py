@@ -467,6 +467,8 @@ def run_cluster(args):
             if info is None or now - last_query > 1.0:
                 try:
                     info = qmp.execute("x-query-aggvm")
+                    if args.fault_trace:
+                        fault_trace(info, now - t0, report)
                 except (OSError, RuntimeError, ConnectionError, ValueError):
                     pass
                 last_query = now
@@ -640,6 +642,19 @@ def sample_rss(nodes, report):
         m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
         if m:
             peak[n.index] = max(peak.get(n.index, 0), int(m.group(1)) >> 10)
+
+
+def fault_trace(info, t, report):
+    """One --fault-trace line: what changed since the last one."""
+    now = {f"n{n['id']} r": n.get("read-faults", 0) for n in info["nodes"]}
+    now.update({f"n{n['id']} w": n.get("write-faults", 0) for n in info["nodes"]})
+    d = info.get("dsm", {})
+    for key in ("io-served", "interrupts-sent", "interrupts-received"):
+        now[key] = d.get(key, 0)
+    last = report.setdefault("fault_trace_last", {})
+    print(f"[{t:7.2f} s] faults: " + " ".join(f"{k}+{v - last.get(k, 0)}" for k, v in now.items()),
+          flush=True)
+    report["fault_trace_last"] = now
 
 
 def cpu_seconds(pid):
@@ -1145,6 +1160,9 @@ def parse_args(argv=None):
     p.add_argument("--cluster-prop", action="append", default=[],
                    help="extra aggvm-cluster property, e.g. placement.0.vcpu=1")
     p.add_argument("--peer-timeout-ms", type=int, default=5000)
+    p.add_argument("--fault-trace", action="store_true",
+                   help="print each node's remote faults, device accesses served and "
+                        "interrupts every second (deltas), beside the guest's lines")
     p.add_argument("--trace", action="append", default=[],
                    help="QEMU trace events (-trace) on every node, in its log")
     p.add_argument("--max-rss-mib", type=int, default=0,

@@ -1,10 +1,12 @@
 #include "node/node.h"
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 
 #include "log.h"
@@ -53,6 +55,7 @@ Node::~Node() {
   }
   if (epoll_fd_ >= 0) ::close(epoll_fd_);
   if (wake_fd_ >= 0) ::close(wake_fd_);
+  if (pagemap_fd_ >= 0) ::close(pagemap_fd_);
 }
 
 void Node::add_region(std::string name, uint64_t gpa, void* host, uint64_t size) {
@@ -148,6 +151,9 @@ void Node::start() {
   // the timeout while the peers' processes started.
   liveness_.emplace(cfg_.self, cfg_.n_nodes, cfg_.timeout, std::chrono::steady_clock::now());
 
+  // For fetch()'s check of what is mapped here already; fetch() asks the
+  // service thread instead when it cannot be read.
+  pagemap_fd_ = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (wake_fd_ < 0 || epoll_fd_ < 0) fail_errno("eventfd/epoll_create1");
@@ -419,9 +425,12 @@ void Node::serve_drop_copies() {
 constexpr size_t kFetchWindow = 256;
 
 void Node::fetch(uint64_t gpa, uint64_t size, Access access) {
+  if (std::this_thread::get_id() == thread_.get_id())
+    fail(EDEADLK, "node {}: fetch called on the memory service's own thread", cfg_.self);
   Fetch f;
   f.ranges = page_ranges(gpa, size);
   f.access = access;
+  if (mapped_here(f.ranges, access)) return;
   std::future<void> done = f.done.get_future();
   if (!started_) fail(ENOTCONN, "node not started");
   {
@@ -436,6 +445,26 @@ void Node::fetch(uint64_t gpa, uint64_t size, Access access) {
   uint64_t one = 1;
   (void)::write(wake_fd_, &one, sizeof one);
   done.get();  // bounded: each request by the timeout, or the node fails
+}
+
+// From the caller's thread, without the service thread's state: the
+// kernel's page table says whether each page is mapped (held at least
+// Shared) and, for writing, not write-protected (held Modified).  A page
+// may be taken away right after: its user then faults as usual.
+bool Node::mapped_here(const std::vector<PageRange>& ranges, Access access) const {
+  constexpr uint64_t kPresent = uint64_t{1} << 63, kUffdWp = uint64_t{1} << 57;
+  if (pagemap_fd_ < 0) return false;
+  std::array<uint64_t, 512> entries;
+  for (const PageRange& r : ranges)
+    for (uint64_t first = r.first; first < r.end; first += entries.size()) {
+      const uint64_t n = std::min<uint64_t>(entries.size(), r.end - first);
+      const auto at = reinterpret_cast<uintptr_t>(host(PageKey(r.region, first))) / kPageSize * sizeof(uint64_t);
+      const ssize_t got = ::pread(pagemap_fd_, entries.data(), n * sizeof(uint64_t), static_cast<off_t>(at));
+      if (got != static_cast<ssize_t>(n * sizeof(uint64_t))) return false;
+      for (uint64_t i = 0; i < n; ++i)
+        if (!(entries[i] & kPresent) || (access == Access::kWrite && (entries[i] & kUffdWp))) return false;
+    }
+  return true;
 }
 
 bool Node::held_for(PageKey page, Access access) const {

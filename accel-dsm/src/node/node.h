@@ -205,6 +205,7 @@ class Node final : private Env, private FabricSink {
   void serve_drop_copies();
   bool serve_fetches();
   bool held_for(PageKey page, Access access) const;
+  bool mapped_here(const std::vector<PageRange>& ranges, Access access) const;
   void end_fetches(const DsmError& why);
   // From another thread: puts a request in slot (under cmd_mu_) for the
   // service thread and wakes it; the future is its answer.  Throws the
@@ -234,6 +235,7 @@ class Node final : private Env, private FabricSink {
   std::vector<NodeListener> listeners_;  // fixed once started
   std::thread thread_;
   int wake_fd_ = -1;
+  int pagemap_fd_ = -1;
   int epoll_fd_ = -1;
   bool started_ = false;
   bool poisoned_ = false;
