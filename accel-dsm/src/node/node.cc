@@ -151,6 +151,13 @@ void Node::start() {
   // the timeout while the peers' processes started.
   liveness_.emplace(cfg_.self, cfg_.n_nodes, cfg_.timeout, std::chrono::steady_clock::now());
 
+  // A developer's aid: every fault, to find the guest's pages that move
+  // between nodes most (docs/dsm.md, "Which pages move").
+  if (const char* path = std::getenv("AGGVM_DSM_FAULT_LOG")) {
+    const std::string file = fmt::format("{}.node{}", path, cfg_.self);
+    fault_log_.reset(std::fopen(file.c_str(), "we"));
+    if (!fault_log_) fail_errno("opening the fault log " + file);
+  }
   // For fetch()'s check of what is mapped here already; fetch() asks the
   // service thread instead when it cannot be read.
   pagemap_fd_ = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
@@ -265,6 +272,9 @@ bool Node::serve_faults() {
       const Region& r = regions_[it->second];
       const uint64_t offset = ev.address - reinterpret_cast<uintptr_t>(r.host);
       if (offset >= r.size) fail(EFAULT, "fault at {:#x} outside every region", ev.address);
+      if (fault_log_)
+        std::fprintf(fault_log_.get(), "%lu %#lx %d %d\n", static_cast<unsigned long>(now / 1'000'000),
+                     static_cast<unsigned long>(r.gpa + offset), ev.write ? 1 : 0, ev.tid);
       engine_->on_fault(PageKey(it->second, offset / kPageSize), ev.write ? Access::kWrite : Access::kRead,
                         ev.tid, now);
     }

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <condition_variable>
 #include <deque>
 #include <future>
@@ -236,6 +237,8 @@ class Node final : private Env, private FabricSink {
   std::thread thread_;
   int wake_fd_ = -1;
   int pagemap_fd_ = -1;
+  // AGGVM_DSM_FAULT_LOG: one line per fault (service thread only).
+  std::unique_ptr<FILE, int (*)(FILE*)> fault_log_{nullptr, &std::fclose};
   int epoll_fd_ = -1;
   bool started_ = false;
   bool poisoned_ = false;
