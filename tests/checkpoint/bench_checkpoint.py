@@ -175,8 +175,10 @@ def main():
             return 1
         f = json.loads(text)
         rounds.append(f)
-        say(f"round {r}: save aggregated {f['save_agg_qemu']:5.2f} s (waited {f['save_agg']:5.2f})"
-            f" | stock {f['save_stock_qemu']:5.2f} s (waited {f['save_stock']:5.2f})"
+        say(f"round {r}: save aggregated {f['save_agg_qemu']:5.2f} s (waited {f['save_agg']:5.2f}, "
+            f"CPU {f['save_agg_cpu0']:.2f} + {f['save_agg_cpu_workers']:.2f} s)"
+            f" | stock {f['save_stock_qemu']:5.2f} s (waited {f['save_stock']:5.2f}, "
+            f"CPU {f['save_stock_cpu']:.2f} s)"
             f" || restore aggregated {f['restore_agg']:5.2f} s | stock {f['restore_stock']:5.2f} s"
             f" || disk floor {mib_s(f['bytes'], f['floor']):6.0f} MiB/s")
     # Stock's own save time varies two-fold from run to run on this
