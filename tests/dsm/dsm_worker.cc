@@ -725,6 +725,9 @@ int fetch(Cluster& c, const Options&) {
     fill(1);
     c.barrier(1);
     c.barrier(2);  // node 0 fetched everything for reading
+    // The barrier's own fault is counted by the service thread just after
+    // it wakes this one: let the count settle before the window opens.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
     const uint64_t f0 = faults();
     const uint64_t bad = bad_words(1);
     const uint64_t refaults = faults() - f0;

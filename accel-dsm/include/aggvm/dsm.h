@@ -318,7 +318,10 @@ size_t aggvm_dsm_home_ranges(AggvmDsm *dsm, AggvmDsmHomeRange *out,
  * pages fetched early may be evicted before use.  -EINVAL for a range not
  * page aligned or not wholly in registered regions; the node's failure if
  * it fails meanwhile (each request is bounded by the node's timeout);
- * -ECANCELED when it stops.  Callable from any thread but the service's.
+ * -ECANCELED when it stops.  Callable from any thread but the service's
+ * (-EDEADLK there).  A range already held here (the process's page table
+ * shows every page mapped, and writable for write = 1) returns at once,
+ * without waking the service.
  */
 int aggvm_dsm_fetch(AggvmDsm *dsm, uint64_t gpa, uint64_t size, int write,
                     char **errmsg);
