@@ -706,16 +706,16 @@ int fetch(Cluster& c, const Options&) {
     }
     return bad;
   };
-  auto faults = [&] {
+  auto stats = [&] {
     AggvmDsmNodeStats s{};
     aggvm_dsm_node_stats(c.dsm(), &s);
+    return s;
+  };
+  auto faults = [&] {
+    const AggvmDsmNodeStats s = stats();
     return s.faults.read_faults + s.faults.write_faults;
   };
-  auto fetched = [&] {
-    AggvmDsmNodeStats s{};
-    aggvm_dsm_node_stats(c.dsm(), &s);
-    return s.fetched_pages;
-  };
+  auto fetched = [&] { return stats().fetched_pages; };
   auto fetch_all = [&](int write) {
     char* err = nullptr;
     if (aggvm_dsm_fetch(c.dsm(), kFirst * kPage, (pages - kFirst) * kPage, write, &err) != 0)

@@ -323,10 +323,7 @@ void Node::rehome(uint64_t gpa, uint64_t size, NodeId to) {
   if (!started_) fail(ENOTCONN, "node not started");
   if (to >= cfg_.n_nodes || to == cfg_.self)
     fail(EINVAL, "cannot move homes from node {} to node {} (the cluster has {})", cfg_.self, to, cfg_.n_nodes);
-  {
-    std::lock_guard lock(fail_mu_);
-    if (failure_) throw *failure_;
-  }
+  throw_if_failed();
   HomeMove move{.ranges = page_ranges(gpa, size), .to = to, .done = {}};
   std::future<void> done = move.done.get_future();
   {
@@ -334,8 +331,7 @@ void Node::rehome(uint64_t gpa, uint64_t size, NodeId to) {
     if (ending_moves_) fail(ECANCELED, "node {} is stopping: no more home moves", cfg_.self);
     home_moves_.push_back(std::move(move));
   }
-  uint64_t one = 1;
-  (void)::write(wake_fd_, &one, sizeof one);
+  wake_service();
   done.get();  // every step is bounded, and the service thread ends every move when it stops
 }
 
@@ -378,12 +374,19 @@ void Node::serve_home_moves() {
   }
 }
 
+void Node::throw_if_failed() const {
+  std::lock_guard lock(fail_mu_);
+  if (failure_) throw *failure_;
+}
+
+void Node::wake_service() {
+  uint64_t one = 1;
+  (void)::write(wake_fd_, &one, sizeof one);  // a full counter wakes it as well
+}
+
 std::future<void> Node::ask_service_thread(std::optional<std::promise<void>>& slot, const char* busy) {
   if (!started_) fail(ENOTCONN, "node not started");
-  {
-    std::lock_guard lock(fail_mu_);
-    if (failure_) throw *failure_;
-  }
+  throw_if_failed();
   std::promise<void> request;
   std::future<void> done = request.get_future();
   {
@@ -392,8 +395,7 @@ std::future<void> Node::ask_service_thread(std::optional<std::promise<void>>& sl
     if (slot) fail(EBUSY, "node {} is already {}", cfg_.self, busy);
     slot.emplace(std::move(request));
   }
-  uint64_t one = 1;
-  (void)::write(wake_fd_, &one, sizeof one);
+  wake_service();
   return done;
 }
 
@@ -443,17 +445,13 @@ void Node::fetch(uint64_t gpa, uint64_t size, Access access) {
   if (mapped_here(f.ranges, access)) return;
   std::future<void> done = f.done.get_future();
   if (!started_) fail(ENOTCONN, "node not started");
-  {
-    std::lock_guard lock(fail_mu_);
-    if (failure_) throw *failure_;
-  }
+  throw_if_failed();
   {
     std::lock_guard lock(cmd_mu_);
     if (ending_moves_) fail(ECANCELED, "node {} is stopping", cfg_.self);
     fetch_requests_.push_back(std::move(f));
   }
-  uint64_t one = 1;
-  (void)::write(wake_fd_, &one, sizeof one);
+  wake_service();
   done.get();  // bounded: each request by the timeout, or the node fails
 }
 
@@ -684,13 +682,11 @@ void Node::stop() {
   if (!started_) return;
   notify_finished(ECANCELED, fmt::format("node {} is stopping", cfg_.self));
   stop_requested_ = true;
-  uint64_t one = 1;
-  (void)::write(wake_fd_, &one, sizeof one);
+  wake_service();
   // Peers may still be working: wait for their goodbyes, or a failure.
   if (thread_.joinable()) thread_.join();
   started_ = false;
-  std::lock_guard lock(fail_mu_);
-  if (failure_) throw *failure_;
+  throw_if_failed();
 }
 
 void Node::abandon() {
@@ -698,8 +694,7 @@ void Node::abandon() {
     notify_finished(ECANCELED, fmt::format("node {} was abandoned", cfg_.self));
     abandon_ = true;  // no barrier
     if (wake_fd_ >= 0) {
-      uint64_t one = 1;
-      (void)::write(wake_fd_, &one, sizeof one);
+      wake_service();
     }
     if (thread_.joinable()) thread_.join();
     started_ = false;
@@ -832,16 +827,12 @@ void Node::send_service(NodeId to, uint16_t channel, std::span<const std::byte> 
   if (data.size() > kMaxServicePayload)
     fail(EMSGSIZE, "service message of {} bytes exceeds {}", data.size(), kMaxServicePayload);
   if (!started_) fail(ENOTCONN, "node not started");
-  {
-    std::lock_guard lock(fail_mu_);
-    if (failure_) throw *failure_;
-  }
+  throw_if_failed();
   {
     std::lock_guard lock(cmd_mu_);
     outgoing_.push_back(Outgoing{to, channel, {data.begin(), data.end()}});
   }
-  uint64_t one = 1;
-  (void)::write(wake_fd_, &one, sizeof one);
+  wake_service();
 }
 
 AggvmDsmNodeStats Node::stats() const {
@@ -1117,8 +1108,7 @@ void Node::hold_admissions(bool hold) {
     fail(EBUSY, "node {} is joining the cluster: moving homes now would not reach it", welcomed_._Find_first());
   admissions_held_ = hold;
   if (!hold && to_welcome_.any() && wake_fd_ >= 0) {
-    uint64_t one = 1;
-    (void)::write(wake_fd_, &one, sizeof one);
+    wake_service();
   }
 }
 

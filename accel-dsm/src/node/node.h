@@ -212,6 +212,10 @@ class Node final : private Env, private FabricSink {
   // service thread and wakes it; the future is its answer.  Throws the
   // node's failure, ENOTCONN, ECANCELED (stopping), EBUSY (slot taken).
   std::future<void> ask_service_thread(std::optional<std::promise<void>>& slot, const char* busy);
+  // From another thread: throws the node's failure, if it has failed.
+  void throw_if_failed() const;
+  // Wakes the service thread from its wait (the eventfd).
+  void wake_service();
   void serve_leave();
   bool goodbyes_read();
   uint64_t pages_homed_here() const;
