@@ -151,6 +151,10 @@ hold_until_power_button() {
 if [ "$shell" = 1 ]; then
     exec setsid cttyhack sh
 fi
+# poweroff -f does not wait for the UART to send what the console still
+# holds, so the last line could be lost (seen once after virsh migrate):
+# stty applies its settings with TCSADRAIN, which waits until it is sent.
+stty "$(stty -g)" 2>/dev/null
 poweroff -f
 # Only reached if ACPI power-off failed: a reboot also ends QEMU (-no-reboot).
 reboot -f
