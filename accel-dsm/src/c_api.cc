@@ -72,6 +72,11 @@ AggvmDsm* aggvm_dsm_new(const AggvmDsmOptions* opts, char** errmsg) {
       void* opaque = opts->opaque;
       cfg.on_page_change = [cb, opaque](uint64_t gpa, uint64_t len) { cb(opaque, gpa, len); };
     }
+    if (opts->on_page_release) {
+      auto cb = opts->on_page_release;
+      void* opaque = opts->opaque;
+      cfg.on_page_release = [cb, opaque](uint64_t gpa, uint64_t len) { cb(opaque, gpa, len); };
+    }
     if (opts->on_service_thread) {
       auto cb = opts->on_service_thread;
       void* opaque = opts->opaque;
@@ -140,6 +145,10 @@ int aggvm_dsm_fetch(AggvmDsm* dsm, uint64_t gpa, uint64_t size, int write, char*
   return guarded(errmsg, [&] {
     dsm->node->fetch(gpa, size, write ? aggvm::dsm::Access::kWrite : aggvm::dsm::Access::kRead);
   });
+}
+
+int aggvm_dsm_release(AggvmDsm* dsm, uint64_t gpa, uint64_t size, char** errmsg) {
+  return guarded(errmsg, [&] { dsm->node->release(gpa, size); });
 }
 
 int aggvm_dsm_drop_copies(AggvmDsm* dsm, char** errmsg) {

@@ -683,9 +683,12 @@ int aggregate(Cluster& c, const Options& o) {
 // ---- fetch: pages brought here ahead of use, without faults ---------------
 //
 // Node 1 writes every page; node 0 fetches them all for reading and must
-// then read them without a fault while node 1 keeps its copies, then
-// fetches them for writing and must write them without a fault, and node 1
-// reads node 0's values back.
+// then read them without a fault while node 1 keeps its copies.  Node 0
+// then releases the range (aggvm_dsm_release()): the copies it fetched of
+// node 1's pages go, the pages a thread of node 0 faulted in before the
+// fetch stay, and reading every page again brings the released ones back
+// with their content.  Last, node 0 fetches them for writing and must
+// write them without a fault, and node 1 reads node 0's values back.
 int fetch(Cluster& c, const Options&) {
   constexpr uint64_t kFirst = 8;  // pages 0-7 hold the barrier's counter
   const uint64_t pages = c.size() / kPage;
@@ -742,6 +745,14 @@ int fetch(Cluster& c, const Options&) {
   }
   if (c.self() != 0) return 0;
   c.barrier(1);
+  // The last pages homed on node 1, faulted in by this thread before the
+  // fetch: a release must leave them (they are in use here).
+  constexpr uint64_t kInUse = 4;
+  std::vector<uint64_t> in_use;
+  for (uint64_t p = pages - 1; p >= kFirst && in_use.size() < kInUse; --p)
+    if (aggvm_dsm_home_of(c.dsm(), p * kPage) == 1) in_use.push_back(p);
+  uint64_t in_use_sum = 0;
+  for (uint64_t p : in_use) in_use_sum += *c.at<volatile uint64_t>(p * kPage);
   // A range beyond the region is refused, with nothing asked for.
   char* err = nullptr;
   const int einval = aggvm_dsm_fetch(c.dsm(), 0, c.size() + kPage, 0, &err);
@@ -759,6 +770,36 @@ int fetch(Cluster& c, const Options&) {
   const uint64_t fetched1 = fetched();
   fetch_all(0);
   const uint64_t refetched = fetched() - fetched1;
+
+  // Release: what the fetch brought of node 1's pages goes, the rest stays.
+  auto release_all = [&] {
+    const uint64_t before = stats().released_pages;
+    if (aggvm_dsm_release(c.dsm(), kFirst * kPage, (pages - kFirst) * kPage, &err) != 0)
+      die(1, fmt::format("release: {}", err));
+    return stats().released_pages - before;
+  };
+  const uint64_t resident_before = stats().resident_pages;
+  const uint64_t released = release_all();
+  const uint64_t resident_after = stats().resident_pages;
+  f0 = faults();
+  for (uint64_t p : in_use) in_use_sum += *c.at<volatile uint64_t>(p * kPage);
+  const uint64_t in_use_faults = faults() - f0;
+  f0 = faults();
+  const uint64_t bad_after_release = bad_words(1);
+  // The service thread counts a fault just after it wakes the faulting
+  // thread: let the last one's count land.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const uint64_t refaults_after_release = faults() - f0;
+  // Faulted back by this thread: in use now, a release leaves them.
+  const uint64_t released_again = release_all();
+  const bool release_ok = released > 0 && released + in_use.size() <= fetched_read &&
+                          resident_before - resident_after == released && in_use.size() == kInUse &&
+                          in_use_faults == 0 && bad_after_release == 0 && refaults_after_release >= released &&
+                          released_again == 0;
+  std::printf("fetch: released=%lu resident_before=%lu resident_after=%lu in_use_faults=%lu "
+              "bad_words_after_release=%lu faults_after_release=%lu released_again=%lu (sum %lu)\n",
+              released, resident_before, resident_after, in_use_faults, bad_after_release,
+              refaults_after_release, released_again, in_use_sum);
   c.barrier(2);
   c.barrier(3);  // node 1 read its own copies
   const auto t1 = Clock::now();
@@ -769,12 +810,13 @@ int fetch(Cluster& c, const Options&) {
   const uint64_t write_faults = faults() - f0;
   c.barrier(4);
   const bool ok = einval == -EINVAL && fetched_read >= pages / 2 && bad == 0 && read_faults == 0 &&
-                  refetched == 0 && write_faults == 0;
+                  refetched == 0 && write_faults == 0 && release_ok;
   std::printf("result: fetch node=0 pages=%lu fetched_for_reading=%lu read_fetch_ms=%.1f read_mib_s=%.1f "
               "faults_after_read_fetch=%lu bad_words=%lu asked_again=%lu write_fetch_ms=%.1f "
-              "faults_after_write_fetch=%lu einval=%d status=%s\n",
+              "faults_after_write_fetch=%lu einval=%d release=%s status=%s\n",
               pages - kFirst, fetched_read, read_ms, (pages - kFirst) * kPage / 1048576.0 / (read_ms / 1000.0),
-              read_faults, bad, refetched, write_ms, write_faults, einval == -EINVAL, ok ? "pass" : "fail");
+              read_faults, bad, refetched, write_ms, write_faults, einval == -EINVAL, release_ok ? "ok" : "wrong",
+              ok ? "pass" : "fail");
   return ok ? 0 : 1;
 }
 

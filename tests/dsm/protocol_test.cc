@@ -200,6 +200,44 @@ TEST(Protocol, ExclusiveCopyIsEvictedWithItsContent) {
   EXPECT_EQ(c.read_byte(1, p), 2) << "its content went home";
 }
 
+// A fetch ahead of use (no thread waiting) maps a shared copy that a
+// release gives up again, as an eviction: the home forgets the sharer, so
+// a later write elsewhere sends node 0 nothing, and node 0 reads the new
+// value back.  A copy a thread faulted in, a Modified one and one of a
+// page homed here are left.
+TEST(Protocol, ReleaseGivesUpOnlyWhatAFetchBrought) {
+  ModelCluster c(2, 8);
+  const PageKey fetched = c.page_homed_on(1, 0), faulted = c.page_homed_on(1, 1),
+                modified = c.page_homed_on(1, 2), own = c.page_homed_on(0, 0);
+  for (PageKey p : {fetched, faulted, modified, own}) c.write_byte(1, p, 5);
+  c.engine(0).fetch(fetched, Access::kRead, c.now() + 1);
+  c.engine(0).fetch(own, Access::kRead, c.now() + 1);
+  c.deliver_all_fifo();
+  ASSERT_EQ(c.engine(0).cache().state(fetched), S::kShared);
+  ASSERT_EQ(c.engine(0).cache().state(own), S::kShared);
+  EXPECT_EQ(c.read_byte(0, faulted), 5);
+  c.write_byte(0, modified, 6);
+
+  std::vector<PageKey> released;
+  EXPECT_EQ(c.engine(0).release(fetched, 3, released, c.now() + 1), 1u);
+  EXPECT_EQ(c.engine(0).release(own, 1, released, c.now() + 1), 0u) << "a page homed here";
+  EXPECT_EQ(released, std::vector<PageKey>{fetched});
+  EXPECT_EQ(c.engine(0).cache().state(fetched), S::kInvalid);
+  EXPECT_FALSE(c.node(0).page(fetched).mapped);
+  EXPECT_EQ(c.engine(0).cache().state(faulted), S::kShared) << "a thread here uses it";
+  EXPECT_EQ(c.engine(0).cache().state(modified), S::kModified);
+  c.deliver_all_fifo();
+  EXPECT_EQ(c.engine(0).cache().requests_in_flight(), 0u) << "the home did not ack the eviction";
+  EXPECT_FALSE(c.engine(1).directory().entry(fetched).sharers.test(0));
+
+  const uint64_t invalidations = c.engine(0).counters().invalidations_received;
+  c.write_byte(1, fetched, 7);
+  EXPECT_EQ(c.engine(0).counters().invalidations_received, invalidations) << "node 0 was still a sharer";
+  EXPECT_EQ(c.read_byte(0, fetched), 7);
+  // Faulted back by a thread: in use now, a release leaves it.
+  EXPECT_EQ(c.engine(0).release(fetched, 1, released, c.now() + 1), 0u);
+}
+
 // The home granted a read to node 0 and, before node 0 confirmed, node 1
 // asked to write: the invalidation must wait for the grant to land.
 TEST(ProtocolRace, InvalidationNeverOvertakesGrantInFlight) {

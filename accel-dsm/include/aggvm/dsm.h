@@ -115,6 +115,15 @@ typedef struct AggvmDsmOptions {
      * none is (docs/performance.md).
      */
     uint32_t service_spin_us;
+
+    /*
+     * As on_page_change, for copies this node gave up while no node
+     * changed the pages (aggvm_dsm_release()): TCG still drops the code
+     * it translated from them (the next writer will not tell this node),
+     * but a migration need not send them again.  NULL: on_page_change is
+     * called for them too.
+     */
+    void (*on_page_release)(void *opaque, uint64_t gpa, uint64_t len);
 } AggvmDsmOptions;
 
 #define AGGVM_DSM_FRAMES_SEALED 0
@@ -233,6 +242,7 @@ typedef struct AggvmDsmNodeStats {
     uint64_t exclusive_grants;     /* reads of migratory pages granted Exclusive, as home */
     uint64_t silent_upgrades;      /* writes to Exclusive pages: local, no message */
     uint64_t fetched_pages;        /* asked for by aggvm_dsm_fetch(), not by a fault */
+    uint64_t released_pages;       /* given up by aggvm_dsm_release() */
 } AggvmDsmNodeStats;
 
 int aggvm_dsm_node_stats(AggvmDsm *dsm, AggvmDsmNodeStats *out);
@@ -325,6 +335,20 @@ size_t aggvm_dsm_home_ranges(AggvmDsm *dsm, AggvmDsmHomeRange *out,
  */
 int aggvm_dsm_fetch(AggvmDsm *dsm, uint64_t gpa, uint64_t size, int write,
                     char **errmsg);
+
+/*
+ * Gives up the copies aggvm_dsm_fetch() brought here for reading in guest
+ * range [gpa, gpa + size) and that no thread of this node faulted on
+ * since, of pages homed on other nodes: each is unmapped (in one call per
+ * run of pages; on_page_release, not on_page_change) and its home told,
+ * and the call returns once the homes acknowledged.  Other pages of the
+ * range, held Modified, homed here or faulted in, stay.  For a reader
+ * that goes through guest RAM once, such as QEMU's migration stream: node
+ * 0 need not hold every page of a guest whose RAM is the sum of the
+ * hosts'.  Errors as aggvm_dsm_fetch()'s; no fast path.
+ */
+int aggvm_dsm_release(AggvmDsm *dsm, uint64_t gpa, uint64_t size,
+                      char **errmsg);
 
 /* ---- leaving a running cluster (evacuation) --------------------------- */
 

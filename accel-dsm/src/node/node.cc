@@ -437,12 +437,23 @@ void Node::serve_drop_copies() {
 constexpr size_t kFetchWindow = 256;
 
 void Node::fetch(uint64_t gpa, uint64_t size, Access access) {
-  if (std::this_thread::get_id() == thread_.get_id())
-    fail(EDEADLK, "node {}: fetch called on the memory service's own thread", cfg_.self);
   Fetch f;
   f.ranges = page_ranges(gpa, size);
   f.access = access;
   if (mapped_here(f.ranges, access)) return;
+  run_fetch(std::move(f), "fetch");
+}
+
+void Node::release(uint64_t gpa, uint64_t size) {
+  Fetch f;
+  f.ranges = page_ranges(gpa, size);
+  f.release = true;
+  run_fetch(std::move(f), "release");
+}
+
+void Node::run_fetch(Fetch f, std::string_view what) {
+  if (std::this_thread::get_id() == thread_.get_id())
+    fail(EDEADLK, "node {}: {} called on the memory service's own thread", cfg_.self, what);
   std::future<void> done = f.done.get_future();
   if (!started_) fail(ENOTCONN, "node not started");
   throw_if_failed();
@@ -480,7 +491,7 @@ bool Node::held_for(PageKey page, Access access) const {
   return access == Access::kRead ? s != PageState::kInvalid : s == PageState::kModified;
 }
 
-// Service thread: one fetch at a time, kFetchWindow pages in flight.
+// Service thread: one fetch (or release) at a time, kFetchWindow pages in flight.
 bool Node::serve_fetches() {
   if (!fetch_) {
     std::lock_guard lock(cmd_mu_);
@@ -503,8 +514,15 @@ bool Node::serve_fetches() {
       if (++f.range < f.ranges.size()) f.next = f.ranges[f.range].first;
       continue;
     }
-    const PageKey page(r.region, f.next++);
     progress = true;
+    if (f.release) {
+      // A run at a time: its pages are unmapped in one call.
+      const uint64_t n = std::min<uint64_t>(r.end - f.next, kFetchWindow - f.in_flight.size());
+      asked += engine_->release(PageKey(r.region, f.next), n, f.in_flight, now);
+      f.next += n;
+      continue;
+    }
+    const PageKey page(r.region, f.next++);
     if (held_for(page, f.access)) continue;
     engine_->fetch(page, f.access, now);
     ++asked;
@@ -513,9 +531,10 @@ bool Node::serve_fetches() {
   }
   if (asked) {
     std::lock_guard lock(stats_mu_);
-    counters_.fetched_pages += asked;
+    (f.release ? counters_.released_pages : counters_.fetched_pages) += asked;
   }
   if (f.range == f.ranges.size() && f.in_flight.empty()) {
+    sync_counters();  // the caller may read the statistics as soon as it returns
     f.done.set_value();
     fetch_.reset();
   }
@@ -899,6 +918,12 @@ void Node::drop(PageKey page) {
 void Node::drop_range(PageKey first, uint64_t count) {
   if (::madvise(host(first), count * kPageSize, MADV_DONTNEED) != 0) fail_errno("madvise(MADV_DONTNEED)");
   if (cfg_.on_page_change) cfg_.on_page_change(space_->gpa(first), count * kPageSize);
+}
+
+void Node::release_range(PageKey first, uint64_t count) {
+  if (::madvise(host(first), count * kPageSize, MADV_DONTNEED) != 0) fail_errno("madvise(MADV_DONTNEED)");
+  const auto& report = cfg_.on_page_release ? cfg_.on_page_release : cfg_.on_page_change;
+  if (report) report(space_->gpa(first), count * kPageSize);
 }
 
 void Node::wake(PageKey page) { uffd_->wake(host(page), kPageSize); }

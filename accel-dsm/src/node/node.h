@@ -54,6 +54,9 @@ struct NodeConfig {
   // On the service thread, after the node dropped its copy of a page and
   // before it tells any peer so.
   std::function<void(uint64_t gpa, uint64_t len)> on_page_change;
+  // As on_page_change, for copies given up while no one changed the pages
+  // (release()); empty: on_page_change is called for them.
+  std::function<void(uint64_t gpa, uint64_t len)> on_page_release;
   // On the service thread as it starts (true) and as it ends (false), so
   // that the embedder can register it with its own runtime.
   std::function<void(bool starting)> on_service_thread;
@@ -123,6 +126,11 @@ class Node final : private Env, private FabricSink {
   // DsmError: EINVAL (bad range), ECANCELED (the node stops), or the
   // node's failure; each request is bounded by the node's timeout.
   void fetch(uint64_t gpa, uint64_t size, Access access);
+  // Gives up the copies fetch() brought here for reading in [gpa, gpa +
+  // size) that no thread here faulted on since, of pages homed elsewhere
+  // (Cache::release_fetched), with up to kFetchWindow in flight, and waits
+  // for their homes' acks.  Throws as fetch() does.
+  void release(uint64_t gpa, uint64_t size);
   // The node this node asks for the page at gpa: its home, as known here.
   NodeId home_of(uint64_t gpa) const;
   std::vector<HomeRange> home_ranges() const;
@@ -161,6 +169,7 @@ class Node final : private Env, private FabricSink {
   struct Fetch {
     std::vector<PageRange> ranges;
     Access access = Access::kRead;
+    bool release = false;           // release(), not fetch()
     size_t range = 0;               // the range and page asked for next
     uint64_t next = 0;
     std::vector<PageKey> in_flight;  // asked for, not granted yet
@@ -180,6 +189,7 @@ class Node final : private Env, private FabricSink {
   void read(PageKey page, PageBuffer out) override;
   void drop(PageKey page) override;
   void drop_range(PageKey first, uint64_t count) override;
+  void release_range(PageKey first, uint64_t count) override;
   void wake(PageKey page) override;
   void resolved(PageKey page, const Waiter& w, NodeId home, uint64_t now_ns) override;
   void rejected(NodeId from, std::string_view why) override;
@@ -204,6 +214,7 @@ class Node final : private Env, private FabricSink {
   void check_liveness(std::chrono::steady_clock::time_point now);
   void serve_home_moves();
   void serve_drop_copies();
+  void run_fetch(Fetch f, std::string_view what);  // fetch() and release(): queued, waited for
   bool serve_fetches();
   bool held_for(PageKey page, Access access) const;
   bool mapped_here(const std::vector<PageRange>& ranges, Access access) const;

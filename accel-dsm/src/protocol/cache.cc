@@ -57,6 +57,7 @@ void Cache::expect_from_home(const Message& m) const {
 
 void Cache::on_fault(PageKey page, Access access, int tid) {
   Entry& e = entry(page);
+  if (tid != kNoThread) e.fetched = false;  // a thread here uses the page
   if (access == Access::kWrite && e.state == PageState::kExclusive) {
     // Granted for this node alone: the first write needs no one's leave.
     ++ctx_.counters.silent_upgrades;
@@ -113,6 +114,7 @@ void Cache::unmapped(PageKey page, Entry& e) {
 
 void Cache::forget(PageKey page, Entry& e) {
   e.state = PageState::kInvalid;
+  e.fetched = false;
   --resident_;
   victims_.remove(page);
 }
@@ -141,6 +143,9 @@ void Cache::on_grant(const Message& m) {
                                         [](const Waiter& w) { return w.access == Access::kWrite; });
   const bool writable = write && (!exclusive || writer_waits);
   const PageState target = writable ? PageState::kModified : exclusive ? PageState::kExclusive : PageState::kShared;
+  // No thread of this node waits: only a fetch ahead of use asked.
+  const bool for_fetch_alone = std::all_of(op.waiters.begin(), op.waiters.end(),
+                                           [](const Waiter& w) { return w.tid == kNoThread; });
 
   if (m.has(kFlagData) || m.has(kFlagZero)) {
     if (!was_invalid)
@@ -148,6 +153,7 @@ void Cache::on_grant(const Message& m) {
            ctx_.space->gpa(m.page), to_string(e.state));
     ctx_.env->install(m.page, m.has(kFlagData) ? m.payload : std::span<const std::byte>{}, writable);
     mapped(m.page, e, target);
+    e.fetched = for_fetch_alone;
   } else if (was_invalid) {
     fail_peer(m.src, EPROTO, "node {} granted page {:#x} without data but this node holds no copy", m.src,
          ctx_.space->gpa(m.page));
@@ -352,31 +358,58 @@ bool Cache::evict_one() {
   return true;
 }
 
+uint64_t Cache::release_fetched(PageKey first, uint64_t count, std::vector<PageKey>& released) {
+  auto releasable = [&](PageKey p) {
+    const Entry& e = entry(p);
+    return e.fetched && e.state == PageState::kShared && e.pending == Pending::kNone && home(p) != ctx_.self;
+  };
+  const uint64_t before = released.size();
+  for (uint64_t i = 0; i < count;) {
+    const PageKey run(first.region(), first.index() + i);
+    uint64_t n = 0;
+    while (i + n < count && releasable(PageKey(first.region(), first.index() + i + n))) ++n;
+    if (n == 0) {
+      ++i;
+      continue;
+    }
+    // Unmapped before any home hears of it, in one call for the run.
+    ctx_.env->release_range(run, n);
+    for (uint64_t k = 0; k < n; ++k) {
+      const PageKey p(first.region(), run.index() + k);
+      forget(p, entry(p));
+      send_evict(p, entry(p));
+      released.push_back(p);
+    }
+    i += n;
+  }
+  return released.size() - before;
+}
+
 void Cache::evict(PageKey page, Entry& e) {
+  if (e.state == PageState::kShared) {
+    unmapped(page, e);
+    return send_evict(page, e);
+  }
   Op& op = ops_[page];
   op.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
-  Message m;
-  m.src = ctx_.self;
-  m.dst = home(page);
-  m.page = page;
-  op.asked = m.dst;
-  if (e.state == PageState::kShared) {
-    ++ctx_.counters.evictions;
-    unmapped(page, e);
-    e.pending = Pending::kEvict;
-    m.type = MsgType::kEvict;
-  } else {
-    ++ctx_.counters.writebacks;
-    op.writeback = std::make_unique<std::array<std::byte, kPageSize>>();
-    ctx_.env->write_protect(page);
-    ctx_.env->read(page, *op.writeback);
-    unmapped(page, e);
-    e.pending = Pending::kWriteback;
-    m.type = MsgType::kWriteback;
-    m.flags = kFlagData;
-    m.payload = *op.writeback;
-  }
-  ctx_.send(m);
+  op.asked = home(page);
+  ++ctx_.counters.writebacks;
+  op.writeback = std::make_unique<std::array<std::byte, kPageSize>>();
+  ctx_.env->write_protect(page);
+  ctx_.env->read(page, *op.writeback);
+  unmapped(page, e);
+  e.pending = Pending::kWriteback;
+  ctx_.send(Message{.type = MsgType::kWriteback, .flags = kFlagData, .src = ctx_.self, .dst = op.asked,
+                    .page = page, .payload = *op.writeback});
+}
+
+void Cache::send_evict(PageKey page, Entry& e) {
+  Op& op = ops_[page];
+  op.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
+  op.asked = home(page);
+  ++ctx_.counters.evictions;
+  e.pending = Pending::kEvict;
+  ctx_.send(Message{.type = MsgType::kEvict, .src = ctx_.self, .dst = op.asked, .page = page});
 }
 
 void Cache::check_timeouts() const {

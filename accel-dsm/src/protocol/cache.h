@@ -89,6 +89,13 @@ class Cache {
   // Evicts one of them (a Shared copy first, else the oldest); false when
   // none can go now (each has a request in flight).
   bool evict_one();
+  // Gives up, as eviction does (the home is told), each of pages
+  // [first, first + count) of one region that is a Shared copy of a page
+  // homed elsewhere that a fetch ahead of use mapped here, and that no
+  // thread of this node faulted on since; appends them to released and
+  // returns their number.  For a reader that went through a range once
+  // (the migration stream): what it fetched does not stay here.
+  uint64_t release_fetched(PageKey first, uint64_t count, std::vector<PageKey>& released);
   // Bytes of per-page state kept for every page of the guest.
   static constexpr size_t kBytesPerPage = 1;
   uint64_t resident_pages() const { return resident_; }
@@ -102,6 +109,8 @@ class Cache {
   struct Entry {
     PageState state : 2 = PageState::kInvalid;
     Pending pending : 3 = Pending::kNone;
+    // Mapped for a fetch ahead of use alone (Engine::fetch): release_fetched() may give it up.
+    bool fetched : 1 = false;
   };
   static_assert(sizeof(Entry) == kBytesPerPage);
   struct Op {
@@ -129,6 +138,7 @@ class Cache {
   void make_room();
 
   void evict(PageKey page, Entry& e);
+  void send_evict(PageKey page, Entry& e);  // a Shared copy, unmapped already
 
   EngineContext& ctx_;
   uint64_t cap_pages_;  // 0: no cap

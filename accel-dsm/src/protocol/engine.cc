@@ -35,6 +35,13 @@ void Engine::on_fault(PageKey page, Access access, int tid, uint64_t now_ns) {
   drain_local();
 }
 
+uint64_t Engine::release(PageKey first, uint64_t count, std::vector<PageKey>& released, uint64_t now_ns) {
+  ctx_.now_ns = now_ns;
+  const uint64_t n = cache_.release_fetched(first, count, released);
+  drain_local();
+  return n;
+}
+
 void Engine::on_message(const Message& m, uint64_t now_ns) {
   ctx_.now_ns = now_ns;
   dispatch(m);

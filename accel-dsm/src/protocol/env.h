@@ -47,6 +47,10 @@ class Env {
   virtual void drop_range(PageKey first, uint64_t count) {
     for (uint64_t i = 0; i < count; ++i) drop(PageKey(first.region(), first.index() + i));
   }
+  // Unmaps count pages from first on whose copy this node gives up while
+  // no one changed them (Cache::release_fetched): as drop_range(), but the
+  // node's user need not treat the pages as changed.
+  virtual void release_range(PageKey first, uint64_t count) { drop_range(first, count); }
   // Wakes threads waiting on a page already mapped.
   virtual void wake(PageKey page) = 0;
 
