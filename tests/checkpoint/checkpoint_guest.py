@@ -191,6 +191,16 @@ class Guest:
             n.stop()
 
 
+# Pages node 0 may keep from a save: those the stream faulted in itself
+# (a chunk the fetch had not reached) and a few granted Exclusive.
+RELEASE_SLACK_MIB = 16
+
+
+def node0_resident_mib(guest):
+    nodes = guest.qmp.execute("x-query-aggvm")["nodes"]
+    return next(n.get("resident-pages", 0) for n in nodes if n["id"] == 0) * 4096 >> 20
+
+
 def parse_done(results, line):
     if line.startswith("testos: done"):
         results["done"] = dict(w.split("=", 1) for w in line.split()[2:] if "=" in w)
@@ -307,6 +317,7 @@ class Run:
                           f"migrate on a worker's monitor was not refused as it should: {r}")
         log(f"migrate on node 1's monitor refused: {err}")
         src.qmp.execute("stop")
+        held_before = node0_resident_mib(src)
         info, save_s = src.migrate(120, uri=f"file:{path}")
         if not self.check.expect(info.get("status") == "completed",
                                  f"checkpoint ended {info.get('status')}: "
@@ -314,6 +325,23 @@ class Run:
             return
         size = path.stat().st_size
         log(f"checkpoint: {size >> 20} MiB in {save_s:.1f} s")
+        # Node 0 fetched every page it lacked for the stream and gave back
+        # those homed on the worker once sent (the last chunk as the
+        # save's clean-up runs): it ends holding its own half of the guest
+        # and what it held before, not the whole guest.
+        mem = src.args.mem
+        bound = held_before + mem // 2 + RELEASE_SLACK_MIB
+        held_after = node0_resident_mib(src)
+        deadline = time.monotonic() + 10
+        while held_after > bound and time.monotonic() < deadline:
+            time.sleep(0.2)
+            held_after = node0_resident_mib(src)
+        log(f"node 0 holds {held_before} MiB of the guest's {mem} MiB before the checkpoint, "
+            f"{held_after} MiB after")
+        self.check.expect(held_after <= bound,
+                          f"node 0 kept what it fetched for the checkpoint: it held {held_before} MiB "
+                          f"of {mem} before, {held_after} MiB after (at most {bound} expected)")
+        self.report.update(node0_before_mib=held_before, node0_after_mib=held_after)
         self.report.update(checkpoint_bytes=size, save_s=round(save_s, 2))
         before = dict(src.results)
         src.quit()

@@ -341,7 +341,9 @@ int aggvm_dsm_fetch(AggvmDsm *dsm, uint64_t gpa, uint64_t size, int write,
  * range [gpa, gpa + size) and that no thread of this node faulted on
  * since, of pages homed on other nodes: each is unmapped (in one call per
  * run of pages; on_page_release, not on_page_change) and its home told,
- * and the call returns once the homes acknowledged.  Other pages of the
+ * and the call returns then, without waiting for the homes' acks (a page
+ * touched meanwhile is asked for again once its ack is in; each eviction
+ * is bounded by the node's timeout like a fault).  Other pages of the
  * range, held Modified, homed here or faulted in, stay.  For a reader
  * that goes through guest RAM once, such as QEMU's migration stream: node
  * 0 need not hold every page of a guest whose RAM is the sum of the

@@ -516,10 +516,12 @@ bool Node::serve_fetches() {
     }
     progress = true;
     if (f.release) {
-      // A run at a time: its pages are unmapped in one call.
-      const uint64_t n = std::min<uint64_t>(r.end - f.next, kFetchWindow - f.in_flight.size());
-      asked += engine_->release(PageKey(r.region, f.next), n, f.in_flight, now);
-      f.next += n;
+      // The whole range at once, each run of pages unmapped in one call.
+      // The homes' acks are not waited for: the reader goes on at once,
+      // and each eviction is bounded by the timeout like any request.
+      std::vector<PageKey> released;
+      asked += engine_->release(PageKey(r.region, f.next), r.end - f.next, released, now);
+      f.next = r.end;
       continue;
     }
     const PageKey page(r.region, f.next++);

@@ -128,8 +128,8 @@ class Node final : private Env, private FabricSink {
   void fetch(uint64_t gpa, uint64_t size, Access access);
   // Gives up the copies fetch() brought here for reading in [gpa, gpa +
   // size) that no thread here faulted on since, of pages homed elsewhere
-  // (Cache::release_fetched), with up to kFetchWindow in flight, and waits
-  // for their homes' acks.  Throws as fetch() does.
+  // (Cache::release_fetched), and returns once each is unmapped and its
+  // home told (the acks come later).  Throws as fetch() does.
   void release(uint64_t gpa, uint64_t size);
   // The node this node asks for the page at gpa: its home, as known here.
   NodeId home_of(uint64_t gpa) const;
