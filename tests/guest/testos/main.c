@@ -100,6 +100,8 @@ static void parse_cmdline(const char *cl, struct params *p)
             p->hold = parse_u64(val) != 0;
         } else if (KEY("wait")) {
             p->wait_halt = vlen == 4 && !memcmp(val, "halt", 4);
+        } else if (KEY("high")) {
+            p->high = parse_u64(val) != 0;
         } else if (KEY("slow_us")) {
             p->slow_us = (unsigned)parse_u64(val);
         } else {

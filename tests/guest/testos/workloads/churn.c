@@ -76,14 +76,16 @@ enum wl_status wl_churn(const struct params *p)
     memset(&s, 0, sizeof(s));
     s.window = ms_to_tsc(p->ms);
     s.seed = rdtsc() | 1;
-    for (unsigned r = 0; r < p->boot->nram && !s.base; r++) {
+    /* The lowest RAM that fits, or with high=1 the highest: the last NUMA
+     * node's, another RAM block in the host than the first node's. */
+    for (unsigned r = 0; r < p->boot->nram && (p->high || !s.base); r++) {
         u64 start = ALIGN_UP(p->boot->ram[r].start, PAGE), end = p->boot->ram[r].end;
         if (start < p->kernel_end)
             start = ALIGN_UP(p->kernel_end, PAGE);
         if (end > p->mapped_limit)
             end = p->mapped_limit;
         if (end > start && end - start >= need)
-            s.base = start;
+            s.base = p->high ? (end - need) & ~(u64)(PAGE - 1) : start;
     }
     kprintf("testos: churn running ms=%llu\n", (unsigned long long)p->ms);
     bool ok = s.base && run_user_on(all_cpus_mask(), churn_user, &s, jobs, job_timeout_ms(p), NULL);
@@ -96,8 +98,9 @@ enum wl_status wl_churn(const struct params *p)
             first_bad = s.first_bad[i];
     }
     ok = ok && bad == 0 && rounds > 1;
-    report("churn", ok ? WL_PASS : WL_FAIL, "stripe_kb=%u min_rounds=%llu bad_pages=%llu first_bad=%llx",
-           STRIPE_PAGES * PAGE / 1024, (unsigned long long)rounds, (unsigned long long)bad,
-           (unsigned long long)first_bad);
+    report("churn", ok ? WL_PASS : WL_FAIL,
+           "stripe_kb=%u base=%llx min_rounds=%llu bad_pages=%llu first_bad=%llx",
+           STRIPE_PAGES * PAGE / 1024, (unsigned long long)s.base, (unsigned long long)rounds,
+           (unsigned long long)bad, (unsigned long long)first_bad);
     return ok ? WL_PASS : WL_FAIL;
 }

@@ -16,6 +16,7 @@ struct params {
     unsigned slow_us;               /* share: a write slower than this is slow */
     bool wait_halt;                 /* ipi: the peer waits in hlt, not spinning */
     bool hold;                      /* after the workloads, halt instead of exiting */
+    bool high;                      /* churn: stripes at the top of RAM, not the bottom */
     const struct boot_info *boot;
     u64 kernel_end;
     u64 mapped_limit;
