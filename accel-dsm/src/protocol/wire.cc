@@ -138,7 +138,8 @@ HeaderCheck check_header(std::span<const std::byte, kHeaderSize> bytes, const Wi
   if ((h.flags & ~kKnownFlags) != 0) return reject(fmt::format("unknown flags {:#x}", h.flags));
   if (h.src >= limits.n_nodes || h.src == limits.self)
     return reject(fmt::format("source node {} is not a peer", h.src));
-  if (h.dst != limits.self) return reject(fmt::format("addressed to node {}, not to us", h.dst));
+  if (h.dst != limits.self && !(limits.unaddressed_ok && h.dst == kNoNode))
+    return reject(fmt::format("addressed to node {}, not to us", h.dst));
   if (h.payload_len > kMaxPayload)
     return reject(fmt::format("payload of {} bytes is oversized", h.payload_len));
   if (auto why = check_payload(h); !why.empty()) return reject(std::move(why));

@@ -43,6 +43,9 @@ std::array<std::byte, kHeaderSize> encode_header(const Message& m);
 struct WireLimits {
   NodeId self = 0;
   uint16_t n_nodes = 1;
+  // Frames addressed to kNoNode pass too: a client's view of a server's
+  // Challenge, sent before the server knows who dialled.
+  bool unaddressed_ok = false;
   // Pages in each region; a page index at or beyond is out of range.
   std::span<const uint64_t> region_pages;
 };

@@ -219,12 +219,14 @@ size_t Fabric::unauthenticated() const {
   return n;
 }
 
-// Before authentication only small control frames pass, and no page.
+// Before authentication only small control frames pass, and no page.  A
+// client reads the server's Challenge, addressed to no one in particular.
 std::unique_ptr<FrameReader> Fabric::make_reader(Conn& c) {
   return std::make_unique<FrameReader>(
       [this, conn = &c] {
         if (conn->ready) return cfg_.limits();
-        return WireLimits{.self = cfg_.self, .n_nodes = cfg_.n_nodes, .region_pages = {}};
+        return WireLimits{
+            .self = cfg_.self, .n_nodes = cfg_.n_nodes, .unaddressed_ok = conn->outgoing, .region_pages = {}};
       },
       kHandshakeMaxPayload);
 }
@@ -283,6 +285,10 @@ void Fabric::accept(ucp_conn_request_h request) {
     return;
   }
   c->reader = make_reader(*c);
+  // The server speaks first (see handshake.h); UCX sends this once the
+  // connection is up.  Who dialled is not known yet: the frame is addressed
+  // to no node.
+  send_control(*c, c->handshake->challenge(), kNoNode);
   conns_.push_back(std::move(c));
 }
 
@@ -310,10 +316,8 @@ void Fabric::dial(NodeId peer) {
   if (ucs_status_t s = ucp_ep_create(worker_, &ep, &c->ep); s != UCS_OK) {
     c->failed = true;
     c->failure = ucs_status_string(s);
-  } else {
-    send_control(*c, c->handshake->hello(), peer);
   }
-  conns_.push_back(std::move(c));
+  conns_.push_back(std::move(c));  // it waits for the server's Challenge
 }
 
 void Fabric::send_control(Conn& c, const std::string& bytes, NodeId dst) {

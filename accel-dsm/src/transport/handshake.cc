@@ -25,7 +25,7 @@ const char* to_string(FrameProtection p) {
 }
 
 Handshake::Handshake(HandshakeParams params, bool client)
-    : params_(std::move(params)), client_(client), stage_(client ? Stage::kAwaitChallenge : Stage::kAwaitHello) {
+    : params_(std::move(params)), client_(client), stage_(client ? Stage::kAwaitChallenge : Stage::kAwaitProof) {
   if (!params_.key) fail(EINVAL, "handshake without a cluster key");
 }
 
@@ -36,13 +36,16 @@ Handshake Handshake::client(HandshakeParams params, NodeId server) {
   return h;
 }
 
-Handshake Handshake::server(HandshakeParams params) { return Handshake(std::move(params), false); }
+Handshake Handshake::server(HandshakeParams params) {
+  Handshake h(std::move(params), false);
+  h.server_nonce_ = ClusterKey::random_nonce();
+  return h;
+}
 
-std::string Handshake::hello() const {
-  pb::Control hello;
-  hello.mutable_hello()->set_node(params_.self);
-  hello.mutable_hello()->set_nonce(to_bytes(client_nonce_));
-  return hello.SerializeAsString();
+std::string Handshake::challenge() const {
+  pb::Control challenge;
+  challenge.mutable_challenge()->set_nonce(to_bytes(server_nonce_));
+  return challenge.SerializeAsString();
 }
 
 // What the MACs cover besides nonces and ids: the digest and the protection.
@@ -77,25 +80,17 @@ Handshake::Step Handshake::on_message(NodeId src, std::span<const std::byte> pay
     fail(EPROTO, "unparsable control message");
   const ClusterKey& key = *params_.key;
   switch (at) {
-    case Stage::kAwaitHello: {
-      if (!msg.has_hello() || msg.hello().nonce().size() != kNonceSize) fail(EPROTO, "expected hello");
-      const uint32_t node = msg.hello().node();
+    case Stage::kAwaitProof: {
+      if (!msg.has_proof() || msg.proof().nonce().size() != kNonceSize) fail(EPROTO, "expected proof");
+      const uint32_t node = msg.proof().node();
       const bool may_dial = node < params_.n_nodes && node != params_.self &&
                             (params_.may_dial ? params_.may_dial(static_cast<NodeId>(node)) : node > params_.self);
       if (!may_dial || node != src)
-        fail(EPROTO, "hello from node {}, which does not dial node {}", node, params_.self);
+        fail(EPROTO, "proof from node {}, which does not dial node {}", node, params_.self);
       if (params_.connected && params_.connected(static_cast<NodeId>(node)))
         fail(EPROTO, "node {} is already connected", node);
       peer_ = static_cast<NodeId>(node);
-      std::memcpy(client_nonce_.data(), msg.hello().nonce().data(), kNonceSize);
-      server_nonce_ = ClusterKey::random_nonce();
-      pb::Control challenge;
-      challenge.mutable_challenge()->set_nonce(to_bytes(server_nonce_));
-      stage_ = Stage::kAwaitProof;
-      return Step{challenge.SerializeAsString(), std::nullopt};
-    }
-    case Stage::kAwaitProof: {
-      if (!msg.has_proof() || src != peer_) fail(EPROTO, "expected proof");
+      std::memcpy(client_nonce_.data(), msg.proof().nonce().data(), kNonceSize);
       const auto digest = as_u8(msg.proof().config_digest());
       const uint32_t fp = msg.proof().frame_protection();
       if (fp > 0xff) fail(EPROTO, "frame protection {} is out of range", fp);
@@ -119,6 +114,8 @@ Handshake::Step Handshake::on_message(NodeId src, std::span<const std::byte> pay
         fail(EPROTO, "expected a challenge from node {}", peer_);
       std::memcpy(server_nonce_.data(), msg.challenge().nonce().data(), kNonceSize);
       pb::Control proof;
+      proof.mutable_proof()->set_node(params_.self);
+      proof.mutable_proof()->set_nonce(to_bytes(client_nonce_));
       proof.mutable_proof()->set_mac(to_bytes(key.prove(ClusterKey::Role::kClient, server_nonce_, client_nonce_,
                                                         params_.self, peer_,
                                                         bound(params_.config_digest, params_.protection))));

@@ -2,14 +2,22 @@
 // UCX): it decodes the peer's control messages, checks them and says what
 // to answer, so it can be tested and fuzzed on its own.
 //
-//   client (higher id)              server (lower id)
-//   Hello{node, nonce_c}      ->
-//                             <-    Challenge{nonce_s}
-//   Proof{HMAC_c, digest, fp} ->    (wrong secret: closed, nothing else sent)
-//                             <-    Accept{HMAC_s, digest, fp}
+//   client (higher id)                      server (lower id)
+//                                     <-    Challenge{nonce_s}   (on accept)
+//   Proof{node, nonce_c, HMAC_c, digest, fp} ->  (wrong secret: closed)
+//                                     <-    Accept{HMAC_s, digest, fp}
 //
 // fp is the frame protection each side uses; both HMACs cover it, and
 // peers must agree on it and on the configuration digest.
+//
+// The server speaks first because of UCX 1.13: its async thread sets a
+// flag on a new server-side endpoint (ucp_cm_server_conn_notify_cb) with a
+// plain read-modify-write, while the main thread may be setting the
+// endpoint's "stream has data" flag for the client's first bytes.  When
+// that flag is lost, the data is never reported (the handshake times out)
+// and closing the endpoint aborts in ucp_stream_ep_cleanup.  A client that
+// waits for the server's Challenge sends nothing until the server's
+// endpoint is connected, after that callback.
 #pragma once
 
 #include <cstdint>
@@ -45,12 +53,12 @@ struct HandshakeParams {
 
 class Handshake {
  public:
-  // The client dials server; send hello() first.
+  // The client dials server and waits for its challenge.
   static Handshake client(HandshakeParams params, NodeId server);
-  // The server waits for a Hello.
+  // The server accepted a connection; send challenge() first.
   static Handshake server(HandshakeParams params);
 
-  std::string hello() const;
+  std::string challenge() const;
 
   struct Step {
     std::string reply;              // control message to send, if not empty
@@ -63,12 +71,12 @@ class Handshake {
 
   bool done() const { return stage_ == Stage::kDone; }
   bool is_client() const { return client_; }
-  NodeId peer() const { return peer_; }  // kNoNode until a Hello names it
+  NodeId peer() const { return peer_; }  // on a server, kNoNode until a Proof names it
   // The connection's frame keys; only once done().
   FrameKeys frame_keys() const;
 
  private:
-  enum class Stage { kAwaitHello, kAwaitChallenge, kAwaitProof, kAwaitAccept, kDone, kFailed };
+  enum class Stage { kAwaitChallenge, kAwaitProof, kAwaitAccept, kDone, kFailed };
   Handshake(HandshakeParams params, bool client);
   std::vector<uint8_t> bound(std::span<const uint8_t> digest, FrameProtection p) const;
   NodeId client_id() const { return client_ ? params_.self : peer_; }
