@@ -129,10 +129,7 @@ def save_restore(args):
     try:
         if not g.pump(until="testos: holding", timeout=600):
             raise SystemExit("bench-checkpoint: the sweep did not finish")
-        def resident_mib():
-            info = g.qmp.execute("x-query-aggvm")
-            return {n["id"]: n.get("resident-pages", 0) * 4096 >> 20 for n in info["nodes"]}
-        resident = resident_mib()
+        resident = cg.resident_mib(g)
         say(f"aggregated guest: {args.mem} MiB, resident MiB per node {resident}")
         g.qmp.execute("stop")
         (figures["save_agg"], figures["save_agg_qemu"]), cpu = cpu_used(g, lambda: timed_migration(
@@ -141,10 +138,10 @@ def save_restore(args):
         # What node 0 holds once the save is done: its share, plus what its
         # fetch has not given back (patch 0042), not the whole guest.
         # The last chunk goes as the save's clean-up runs: until the figure settles.
-        after, deadline = resident_mib()[0], time.monotonic() + 5
+        after, deadline = cg.node0_resident_mib(g), time.monotonic() + 5
         while time.monotonic() < deadline:
             time.sleep(0.2)
-            now = resident_mib()[0]
+            now = cg.node0_resident_mib(g)
             if now == after:
                 break
             after = now

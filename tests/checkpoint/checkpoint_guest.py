@@ -196,9 +196,14 @@ class Guest:
 RELEASE_SLACK_MIB = 16
 
 
-def node0_resident_mib(guest):
+def resident_mib(guest):
+    """Guest RAM each node holds, in MiB, by node id (x-query-aggvm)."""
     nodes = guest.qmp.execute("x-query-aggvm")["nodes"]
-    return next(n.get("resident-pages", 0) for n in nodes if n["id"] == 0) * 4096 >> 20
+    return {n["id"]: n.get("resident-pages", 0) * 4096 >> 20 for n in nodes}
+
+
+def node0_resident_mib(guest):
+    return resident_mib(guest)[0]
 
 
 def parse_done(results, line):

@@ -519,8 +519,7 @@ bool Node::serve_fetches() {
       // The whole range at once, each run of pages unmapped in one call.
       // The homes' acks are not waited for: the reader goes on at once,
       // and each eviction is bounded by the timeout like any request.
-      std::vector<PageKey> released;
-      asked += engine_->release(PageKey(r.region, f.next), r.end - f.next, released, now);
+      asked += engine_->release(PageKey(r.region, f.next), r.end - f.next, now);
       f.next = r.end;
       continue;
     }

@@ -358,12 +358,12 @@ bool Cache::evict_one() {
   return true;
 }
 
-uint64_t Cache::release_fetched(PageKey first, uint64_t count, std::vector<PageKey>& released) {
+uint64_t Cache::release_fetched(PageKey first, uint64_t count) {
   auto releasable = [&](PageKey p) {
     const Entry& e = entry(p);
     return e.fetched && e.state == PageState::kShared && e.pending == Pending::kNone && home(p) != ctx_.self;
   };
-  const uint64_t before = released.size();
+  uint64_t released = 0;
   for (uint64_t i = 0; i < count;) {
     const PageKey run(first.region(), first.index() + i);
     uint64_t n = 0;
@@ -378,11 +378,11 @@ uint64_t Cache::release_fetched(PageKey first, uint64_t count, std::vector<PageK
       const PageKey p(first.region(), run.index() + k);
       forget(p, entry(p));
       send_evict(p, entry(p));
-      released.push_back(p);
     }
+    released += n;
     i += n;
   }
-  return released.size() - before;
+  return released;
 }
 
 void Cache::evict(PageKey page, Entry& e) {

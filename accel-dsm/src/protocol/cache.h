@@ -92,10 +92,10 @@ class Cache {
   // Gives up, as eviction does (the home is told), each of pages
   // [first, first + count) of one region that is a Shared copy of a page
   // homed elsewhere that a fetch ahead of use mapped here, and that no
-  // thread of this node faulted on since; appends them to released and
-  // returns their number.  For a reader that went through a range once
-  // (the migration stream): what it fetched does not stay here.
-  uint64_t release_fetched(PageKey first, uint64_t count, std::vector<PageKey>& released);
+  // thread of this node faulted on since; returns their number.  For a
+  // reader that went through a range once (the migration stream): what it
+  // fetched does not stay here.
+  uint64_t release_fetched(PageKey first, uint64_t count);
   // Bytes of per-page state kept for every page of the guest.
   static constexpr size_t kBytesPerPage = 1;
   uint64_t resident_pages() const { return resident_; }

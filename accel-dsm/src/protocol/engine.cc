@@ -35,9 +35,9 @@ void Engine::on_fault(PageKey page, Access access, int tid, uint64_t now_ns) {
   drain_local();
 }
 
-uint64_t Engine::release(PageKey first, uint64_t count, std::vector<PageKey>& released, uint64_t now_ns) {
+uint64_t Engine::release(PageKey first, uint64_t count, uint64_t now_ns) {
   ctx_.now_ns = now_ns;
-  const uint64_t n = cache_.release_fetched(first, count, released);
+  const uint64_t n = cache_.release_fetched(first, count);
   drain_local();
   return n;
 }

@@ -33,9 +33,9 @@ class Engine {
   // (a fetch ahead of use): the grant maps it here and wakes no one.
   void fetch(PageKey page, Access access, uint64_t now_ns) { on_fault(page, access, kNoThread, now_ns); }
   // Gives up what a fetch brought of pages [first, first + count) of one
-  // region and nothing here used since (Cache::release_fetched); appends
-  // the pages to released and returns their number.
-  uint64_t release(PageKey first, uint64_t count, std::vector<PageKey>& released, uint64_t now_ns);
+  // region and nothing here used since (Cache::release_fetched); returns
+  // how many pages it gave up.
+  uint64_t release(PageKey first, uint64_t count, uint64_t now_ns);
   // A validated coherence message from a peer.  Invalid ones are reported
   // through Env::rejected; throws DsmError when coherence is lost.
   void on_message(const Message& m, uint64_t now_ns);
