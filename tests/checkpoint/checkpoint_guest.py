@@ -191,7 +191,7 @@ class Guest:
             n.stop()
 
 
-# Pages node 0 may keep from a save: those the stream faulted in itself
+# Pages node 0 may keep from a save or a restore: those the stream faulted in itself
 # (a chunk the fetch had not reached) and a few granted Exclusive.
 RELEASE_SLACK_MIB = 16
 
@@ -286,6 +286,19 @@ class Run:
             log(f"{name}: vCPUs on nodes {placed}")
         if g.qmp.execute("query-status").get("status") != "running":
             g.qmp.execute("cont")
+        if kw.get("aggregate", True):
+            # The stream wrote every page on node 0; before the guest ran,
+            # what the fetch brought of the other nodes' went home with
+            # that data.  Node 0 keeps its own half (NUMA node 0) and what
+            # the stream faulted in, not the whole guest.  Read at once: the
+            # vCPUs, running now, fault in a few MiB a second at most here.
+            mem, held = g.args.mem, node0_resident_mib(g)
+            bound = mem // 2 + RELEASE_SLACK_MIB
+            log(f"{name}: node 0 holds {held} MiB of the guest's {mem} MiB once it runs")
+            self.report[f"{name}_node0_mib"] = held
+            self.check.expect(held <= bound,
+                              f"{name}: node 0 kept what it fetched for the restore: it holds {held} MiB "
+                              f"of {mem} (at most {bound} expected)")
         rc = g.finish(self.opts.timeout)
         self.judge(g, before, g.results, rc, name)
         g.stop()

@@ -237,6 +237,33 @@ TEST(Protocol, ReleaseGivesUpOnlyWhatAFetchBrought) {
   EXPECT_EQ(c.engine(0).release(fetched, 1, c.now() + 1), 0u);
 }
 
+// A restore's stream writes what node 0 fetched for writing, without a
+// fault: released, the page goes home with what was written, and no copy
+// stays on node 0.
+TEST(Protocol, ReleaseSendsAWrittenFetchHome) {
+  ModelCluster c(2, 8);
+  const PageKey written = c.page_homed_on(1, 0), untouched = c.page_homed_on(1, 1);
+  for (PageKey p : {written, untouched}) c.engine(0).fetch(p, Access::kWrite, c.now() + 1);
+  c.deliver_all_fifo();
+  ASSERT_EQ(c.engine(0).cache().state(written), S::kModified);
+  c.write_byte(0, written, 9);  // mapped writable: no fault, no request
+  ASSERT_EQ(c.engine(0).cache().requests_in_flight(), 0u);
+
+  EXPECT_EQ(c.engine(0).release(written, 2, c.now() + 1), 2u);
+  EXPECT_EQ(c.engine(0).counters().writebacks, 2u);
+  for (PageKey p : {written, untouched}) {
+    EXPECT_EQ(c.engine(0).cache().state(p), S::kInvalid);
+    EXPECT_FALSE(c.node(0).page(p).mapped);
+  }
+  c.deliver_all_fifo();
+  EXPECT_EQ(c.engine(0).cache().requests_in_flight(), 0u) << "the home did not ack the write-back";
+  EXPECT_EQ(c.engine(1).directory().entry(written).owner, kNoNode);
+  EXPECT_EQ(c.engine(0).cache().resident_pages(), 0u);
+  EXPECT_EQ(c.read_byte(1, written), 9) << "the written byte did not go home";
+  EXPECT_EQ(c.read_byte(1, untouched), 0);
+  EXPECT_EQ(c.read_byte(0, written), 9);
+}
+
 // The home granted a read to node 0 and, before node 0 confirmed, node 1
 // asked to write: the invalidation must wait for the grant to land.
 TEST(ProtocolRace, InvalidationNeverOvertakesGrantInFlight) {

@@ -337,17 +337,20 @@ int aggvm_dsm_fetch(AggvmDsm *dsm, uint64_t gpa, uint64_t size, int write,
                     char **errmsg);
 
 /*
- * Gives up the copies aggvm_dsm_fetch() brought here for reading in guest
- * range [gpa, gpa + size) and that no thread of this node faulted on
- * since, of pages homed on other nodes: each is unmapped (in one call per
- * run of pages; on_page_release, not on_page_change) and its home told,
- * and the call returns then, without waiting for the homes' acks (a page
- * touched meanwhile is asked for again once its ack is in; each eviction
- * is bounded by the node's timeout like a fault).  Other pages of the
- * range, held Modified, homed here or faulted in, stay.  For a reader
- * that goes through guest RAM once, such as QEMU's migration stream: node
- * 0 need not hold every page of a guest whose RAM is the sum of the
- * hosts'.  Errors as aggvm_dsm_fetch()'s; no fast path.
+ * Gives up the copies aggvm_dsm_fetch() brought here in guest range
+ * [gpa, gpa + size) and that no thread of this node faulted on since, of
+ * pages homed on other nodes.  A copy fetched for reading is unmapped and
+ * its home told; one fetched for writing (and written since or not,
+ * without a fault) is write-protected, copied out and unmapped, and goes
+ * home with its data.  Each run of pages is unmapped in one call
+ * (on_page_release, not on_page_change), and the call returns then,
+ * without waiting for the homes' acks (a page touched meanwhile is asked
+ * for again once its ack is in; each eviction is bounded by the node's
+ * timeout like a fault).  Other pages of the range, homed here or faulted
+ * in, stay.  For a reader or writer that goes through guest RAM once, such
+ * as QEMU's migration stream saving or restoring: node 0 need not keep
+ * every page of a guest whose RAM is the sum of the hosts'.  Errors as
+ * aggvm_dsm_fetch()'s; no fast path.
  */
 int aggvm_dsm_release(AggvmDsm *dsm, uint64_t gpa, uint64_t size,
                       char **errmsg);

@@ -903,6 +903,9 @@ void Node::install(PageKey page, std::span<const std::byte> data, bool writable)
 
 void Node::set_writable(PageKey page) { uffd_->write_protect(host(page), kPageSize, false); }
 void Node::write_protect(PageKey page) { uffd_->write_protect(host(page), kPageSize, true); }
+void Node::write_protect_range(PageKey first, uint64_t count) {
+  uffd_->write_protect(host(first), count * kPageSize, true);
+}
 void Node::read(PageKey page, PageBuffer out) {
   // The service thread must never fault on its own userfaultfd: nobody
   // would resolve it.  Only pages mapped here are read (item 4 of issue 9).

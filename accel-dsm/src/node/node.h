@@ -126,10 +126,10 @@ class Node final : private Env, private FabricSink {
   // DsmError: EINVAL (bad range), ECANCELED (the node stops), or the
   // node's failure; each request is bounded by the node's timeout.
   void fetch(uint64_t gpa, uint64_t size, Access access);
-  // Gives up the copies fetch() brought here for reading in [gpa, gpa +
-  // size) that no thread here faulted on since, of pages homed elsewhere
-  // (Cache::release_fetched), and returns once each is unmapped and its
-  // home told (the acks come later).  Throws as fetch() does.
+  // Gives up the copies fetch() brought here in [gpa, gpa + size) that no
+  // thread here faulted on since, of pages homed elsewhere, owned ones with
+  // their data (Cache::release_fetched), and returns once each is unmapped
+  // and its home told (the acks come later).  Throws as fetch() does.
   void release(uint64_t gpa, uint64_t size);
   // The node this node asks for the page at gpa: its home, as known here.
   NodeId home_of(uint64_t gpa) const;
@@ -186,6 +186,7 @@ class Node final : private Env, private FabricSink {
   void install(PageKey page, std::span<const std::byte> data, bool writable) override;
   void set_writable(PageKey page) override;
   void write_protect(PageKey page) override;
+  void write_protect_range(PageKey first, uint64_t count) override;
   void read(PageKey page, PageBuffer out) override;
   void drop(PageKey page) override;
   void drop_range(PageKey first, uint64_t count) override;

@@ -359,25 +359,42 @@ bool Cache::evict_one() {
 }
 
 uint64_t Cache::release_fetched(PageKey first, uint64_t count) {
+  auto at = [&](uint64_t i) { return PageKey(first.region(), first.index() + i); };
   auto releasable = [&](PageKey p) {
     const Entry& e = entry(p);
-    return e.fetched && e.state == PageState::kShared && e.pending == Pending::kNone && home(p) != ctx_.self;
+    return e.fetched && e.state != PageState::kInvalid && e.pending == Pending::kNone && home(p) != ctx_.self;
   };
   uint64_t released = 0;
   for (uint64_t i = 0; i < count;) {
-    const PageKey run(first.region(), first.index() + i);
+    const PageKey run = at(i);
     uint64_t n = 0;
-    while (i + n < count && releasable(PageKey(first.region(), first.index() + i + n))) ++n;
+    bool owned = false;
+    for (; i + n < count && releasable(at(i + n)); ++n) owned |= owns(entry(at(i + n)).state);
     if (n == 0) {
       ++i;
       continue;
     }
+    // Owned copies are copied out for their homes, write-protected first so
+    // that no thread writes between the copy and the unmap (a writer waits
+    // for the write-back's ack, then asks for the page again).
+    if (owned) {
+      ctx_.env->write_protect_range(run, n);
+      for (uint64_t k = 0; k < n; ++k) {
+        if (!owns(entry(at(i + k)).state)) continue;
+        Op& op = ops_[at(i + k)];
+        op.writeback = std::make_unique<std::array<std::byte, kPageSize>>();
+        ctx_.env->read(at(i + k), *op.writeback);
+      }
+    }
     // Unmapped before any home hears of it, in one call for the run.
     ctx_.env->release_range(run, n);
     for (uint64_t k = 0; k < n; ++k) {
-      const PageKey p(first.region(), run.index() + k);
-      forget(p, entry(p));
-      send_evict(p, entry(p));
+      const PageKey p = at(i + k);
+      Entry& e = entry(p);
+      const bool was_owned = owns(e.state);
+      forget(p, e);
+      if (was_owned) send_writeback(p, e, ops_[p]);
+      else send_evict(p, e);
     }
     released += n;
     i += n;
@@ -391,13 +408,17 @@ void Cache::evict(PageKey page, Entry& e) {
     return send_evict(page, e);
   }
   Op& op = ops_[page];
-  op.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
-  op.asked = home(page);
-  ++ctx_.counters.writebacks;
   op.writeback = std::make_unique<std::array<std::byte, kPageSize>>();
   ctx_.env->write_protect(page);
   ctx_.env->read(page, *op.writeback);
   unmapped(page, e);
+  send_writeback(page, e, op);
+}
+
+void Cache::send_writeback(PageKey page, Entry& e, Op& op) {
+  op.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
+  op.asked = home(page);
+  ++ctx_.counters.writebacks;
   e.pending = Pending::kWriteback;
   ctx_.send(Message{.type = MsgType::kWriteback, .flags = kFlagData, .src = ctx_.self, .dst = op.asked,
                     .page = page, .payload = *op.writeback});

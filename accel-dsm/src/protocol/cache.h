@@ -89,12 +89,13 @@ class Cache {
   // Evicts one of them (a Shared copy first, else the oldest); false when
   // none can go now (each has a request in flight).
   bool evict_one();
-  // Gives up, as eviction does (the home is told), each of pages
-  // [first, first + count) of one region that is a Shared copy of a page
-  // homed elsewhere that a fetch ahead of use mapped here, and that no
-  // thread of this node faulted on since; returns their number.  For a
-  // reader that went through a range once (the migration stream): what it
-  // fetched does not stay here.
+  // Gives up, as eviction does, each of pages [first, first + count) of one
+  // region that is homed elsewhere, that a fetch ahead of use mapped here,
+  // and that no thread of this node faulted on since; returns their number.
+  // A Shared copy is dropped and the home told; an owned one (fetched for
+  // writing, and written since or not) goes home with its data.  For a
+  // reader or writer that went through a range once (the migration stream,
+  // saving or restoring): what it fetched does not stay here.
   uint64_t release_fetched(PageKey first, uint64_t count);
   // Bytes of per-page state kept for every page of the guest.
   static constexpr size_t kBytesPerPage = 1;
@@ -139,6 +140,8 @@ class Cache {
 
   void evict(PageKey page, Entry& e);
   void send_evict(PageKey page, Entry& e);  // a Shared copy, unmapped already
+  // An owned copy, unmapped already, its data in op.writeback.
+  void send_writeback(PageKey page, Entry& e, Op& op);
 
   EngineContext& ctx_;
   uint64_t cap_pages_;  // 0: no cap

@@ -38,6 +38,11 @@ class Env {
   virtual void set_writable(PageKey page) = 0;
   // Modified -> Shared: no thread can write the page after it returns.
   virtual void write_protect(PageKey page) = 0;
+  // As write_protect() on count pages from first on (one region), in one
+  // go where the node can.
+  virtual void write_protect_range(PageKey first, uint64_t count) {
+    for (uint64_t i = 0; i < count; ++i) write_protect(PageKey(first.region(), first.index() + i));
+  }
   // Copies a mapped page out.
   virtual void read(PageKey page, PageBuffer out) = 0;
   // Unmaps a page: the next access faults.
