@@ -435,6 +435,11 @@ void Node::serve_drop_copies() {
 // grants come back; bounded so that one fetch of a whole guest does not
 // queue thousands of requests ahead of the vCPUs' faults.
 constexpr size_t kFetchWindow = 256;
+// Evictions a release leaves unacked at most: each home must ack each
+// within the timeout, and a restore gives the whole guest back at once
+// (512 MiB of write-backs at once took longer than 3 s to be acked here).
+// One checkpoint chunk (16 MiB), so that a save's release rarely waits.
+constexpr size_t kReleaseWindow = 4096;
 
 void Node::fetch(uint64_t gpa, uint64_t size, Access access) {
   Fetch f;
@@ -514,15 +519,19 @@ bool Node::serve_fetches() {
       if (++f.range < f.ranges.size()) f.next = f.ranges[f.range].first;
       continue;
     }
-    progress = true;
     if (f.release) {
-      // The whole range at once, each run of pages unmapped in one call.
-      // The homes' acks are not waited for: the reader goes on at once,
-      // and each eviction is bounded by the timeout like any request.
-      asked += engine_->release(PageKey(r.region, f.next), r.end - f.next, now);
-      f.next = r.end;
+      // Up to kReleaseWindow pages at once, each run unmapped in one call.
+      // The last window's acks are not waited for: the caller goes on at
+      // once, and each eviction is bounded by the timeout like any request.
+      const size_t unacked = engine_->cache().requests_in_flight();
+      if (unacked >= kReleaseWindow) break;  // the service loop comes back as acks arrive
+      const uint64_t n = std::min<uint64_t>(r.end - f.next, kReleaseWindow - unacked);
+      asked += engine_->release(PageKey(r.region, f.next), n, now);
+      f.next += n;
+      progress = true;
       continue;
     }
+    progress = true;
     const PageKey page(r.region, f.next++);
     if (held_for(page, f.access)) continue;
     engine_->fetch(page, f.access, now);
