@@ -343,10 +343,10 @@ int aggvm_dsm_fetch(AggvmDsm *dsm, uint64_t gpa, uint64_t size, int write,
  * its home told; one fetched for writing (and written since or not,
  * without a fault) is write-protected, copied out and unmapped, and goes
  * home with its data.  Each run of pages is unmapped in one call
- * (on_page_release, not on_page_change), and the call returns then,
- * without waiting for the homes' acks (a page touched meanwhile is asked
- * for again once its ack is in; each eviction is bounded by the node's
- * timeout like a fault).  Other pages of the range, homed here or faulted
+ * (on_page_release, not on_page_change), at most 4096 pages unacked at a
+ * time, and the call returns once the last are sent, without waiting for
+ * their acks (a page touched meanwhile is asked for again once its ack is
+ * in; each eviction is bounded by the node's timeout like a fault).  Other pages of the range, homed here or faulted
  * in, stay.  For a reader or writer that goes through guest RAM once, such
  * as QEMU's migration stream saving or restoring: node 0 need not keep
  * every page of a guest whose RAM is the sum of the hosts'.  Errors as
