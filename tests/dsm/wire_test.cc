@@ -37,6 +37,7 @@ TEST(Wire, RejectsEachBadField) {
       {"src self", [](WireHeader& h) { h.src = 1; }},
       {"src range", [](WireHeader& h) { h.src = 7; }},
       {"dst", [](WireHeader& h) { h.dst = 2; }},
+      {"dst unaddressed", [](WireHeader& h) { h.dst = kNoNode; }},
       {"region", [](WireHeader& h) { h.page = PageKey(2, 0).raw(); }},
       {"page index", [](WireHeader& h) { h.page = PageKey(1, 4).raw(); }},
       {"payload on request", [](WireHeader& h) { h.payload_len = 4096; }},
@@ -60,6 +61,19 @@ TEST(Wire, RejectsEachBadField) {
     EXPECT_FALSE(r.header) << c.name << " was accepted";
     EXPECT_FALSE(r.error.empty()) << c.name;
   }
+}
+
+// A server's Challenge goes out before the server knows who dialled: only
+// a reader that expects one (a client's, before authentication) takes a
+// frame addressed to no node.
+TEST(Wire, TakesAnUnaddressedFrameOnlyWhereAsked) {
+  auto bytes = encode_header(Message{.type = MsgType::kControl, .src = 0, .dst = kNoNode,
+                                     .payload = std::as_bytes(std::span("x", 1))});
+  EXPECT_FALSE(check_header(bytes, limits()).header);
+  WireLimits client = limits();
+  client.unaddressed_ok = true;
+  HeaderCheck r = check_header(bytes, client);
+  EXPECT_TRUE(r.header) << r.error;
 }
 
 }  // namespace
