@@ -346,11 +346,12 @@ int aggvm_dsm_fetch(AggvmDsm *dsm, uint64_t gpa, uint64_t size, int write,
  * (on_page_release, not on_page_change), at most 4096 pages unacked at a
  * time, and the call returns once the last are sent, without waiting for
  * their acks (a page touched meanwhile is asked for again once its ack is
- * in; each eviction is bounded by the node's timeout like a fault).  Other pages of the range, homed here or faulted
- * in, stay.  For a reader or writer that goes through guest RAM once, such
- * as QEMU's migration stream saving or restoring: node 0 need not keep
- * every page of a guest whose RAM is the sum of the hosts'.  Errors as
- * aggvm_dsm_fetch()'s; no fast path.
+ * in; each eviction is bounded by the node's timeout like a fault).  Other
+ * pages of the range, homed here or faulted in, stay.  For a reader or
+ * writer that goes through guest RAM once, such as QEMU's migration stream
+ * saving or restoring: node 0 need not keep every page of a guest whose
+ * RAM is the sum of the hosts'.  Errors as aggvm_dsm_fetch()'s; no fast
+ * path.
  */
 int aggvm_dsm_release(AggvmDsm *dsm, uint64_t gpa, uint64_t size,
                       char **errmsg);

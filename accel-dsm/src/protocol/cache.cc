@@ -379,12 +379,8 @@ uint64_t Cache::release_fetched(PageKey first, uint64_t count) {
     // for the write-back's ack, then asks for the page again).
     if (owned) {
       ctx_.env->write_protect_range(run, n);
-      for (uint64_t k = 0; k < n; ++k) {
-        if (!owns(entry(at(i + k)).state)) continue;
-        Op& op = ops_[at(i + k)];
-        op.writeback = std::make_unique<std::array<std::byte, kPageSize>>();
-        ctx_.env->read(at(i + k), *op.writeback);
-      }
+      for (uint64_t k = 0; k < n; ++k)
+        if (owns(entry(at(i + k)).state)) copy_out(at(i + k));
     }
     // Unmapped before any home hears of it, in one call for the run.
     ctx_.env->release_range(run, n);
@@ -407,12 +403,17 @@ void Cache::evict(PageKey page, Entry& e) {
     unmapped(page, e);
     return send_evict(page, e);
   }
-  Op& op = ops_[page];
-  op.writeback = std::make_unique<std::array<std::byte, kPageSize>>();
   ctx_.env->write_protect(page);
-  ctx_.env->read(page, *op.writeback);
+  Op& op = copy_out(page);
   unmapped(page, e);
   send_writeback(page, e, op);
+}
+
+Cache::Op& Cache::copy_out(PageKey page) {
+  Op& op = ops_[page];
+  op.writeback = std::make_unique<std::array<std::byte, kPageSize>>();
+  ctx_.env->read(page, *op.writeback);
+  return op;
 }
 
 void Cache::send_writeback(PageKey page, Entry& e, Op& op) {

@@ -140,6 +140,9 @@ class Cache {
 
   void evict(PageKey page, Entry& e);
   void send_evict(PageKey page, Entry& e);  // a Shared copy, unmapped already
+  // An owned copy's data into its write-back buffer; no thread may write
+  // the page now (write-protected).
+  Op& copy_out(PageKey page);
   // An owned copy, unmapped already, its data in op.writeback.
   void send_writeback(PageKey page, Entry& e, Op& op);
 
