@@ -356,6 +356,21 @@ def guest_facts(args, results):
     return banner.get("vcpus"), banner.get("numa_nodes", banner.get("nodes"))
 
 
+def print_stuck_vcpus(qmp):
+    """Where a guest that gave no result is: node 0's view of each vCPU
+    (instruction pointer, halted or not; a vCPU on another node shows the
+    state node 0 last held for it)."""
+    try:
+        regs = qmp.execute("human-monitor-command", **{"command-line": "info registers -a"})
+    except (OSError, RuntimeError, ConnectionError, ValueError) as e:
+        log(f"info registers: {e}")
+        return
+    for line in regs.splitlines():
+        if line.startswith("CPU#") or line.startswith("RIP=") or line.startswith("EIP=") \
+                or line.startswith("CS ") or line.startswith("CR0="):
+            log(f"stuck: {line.strip()}")
+
+
 def describe_query(info):
     lines = [f"x-query-aggvm on node {info['node']} ({info['accelerator']}, cluster "
              f"{info['cluster']}):"]
@@ -558,6 +573,7 @@ def run_cluster(args):
                 report["paused"] = pause_and_resume(args, nodes, qmp, check)
             if now > deadline:
                 check.expect(False, f"no result within {args.timeout:.0f} s")
+                print_stuck_vcpus(qmp)
                 break
         if args.scenario in FAILURES or args.scenario in ("movefreeze", "movekill", "evacuatekill"):
             if args.scenario == "evacuatekill":
