@@ -366,8 +366,7 @@ def print_stuck_vcpus(qmp):
         log(f"info registers: {e}")
         return
     for line in regs.splitlines():
-        if line.startswith("CPU#") or line.startswith("RIP=") or line.startswith("EIP=") \
-                or line.startswith("CS ") or line.startswith("CR0="):
+        if line.startswith(("CPU#", "RIP=", "EIP=", "CS ", "CR0=")):
             log(f"stuck: {line.strip()}")
 
 
