@@ -147,6 +147,10 @@ int aggvm_dsm_fetch(AggvmDsm* dsm, uint64_t gpa, uint64_t size, int write, char*
   });
 }
 
+int aggvm_dsm_peek(AggvmDsm* dsm, uint64_t gpa, uint64_t size, char** errmsg) {
+  return guarded(errmsg, [&] { dsm->node->peek(gpa, size); });
+}
+
 int aggvm_dsm_release(AggvmDsm* dsm, uint64_t gpa, uint64_t size, char** errmsg) {
   return guarded(errmsg, [&] { dsm->node->release(gpa, size); });
 }

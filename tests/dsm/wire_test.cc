@@ -50,6 +50,10 @@ TEST(Wire, RejectsEachBadField) {
       {"exclusive read grant", [](WireHeader& h) { h.type = 3; h.flags = kFlagExclusive | kFlagData; h.payload_len = 4096; }},
       {"exclusive request", [](WireHeader& h) { h.flags = kFlagExclusive | kFlagWrite; }},
       {"clean grant", [](WireHeader& h) { h.type = 3; h.flags = kFlagWrite | kFlagClean | kFlagData; h.payload_len = 4096; }},
+      {"peek without run", [](WireHeader& h) { h.type = 21; }},
+      {"peek with data", [](WireHeader& h) { h.type = 21; h.flags = kFlagData; h.payload_len = 8; }},
+      {"peekresp without answer", [](WireHeader& h) { h.type = 22; h.payload_len = 8; }},
+      {"peekresp oversized", [](WireHeader& h) { h.type = 22; h.payload_len = kMaxPeekRespPayload + 2; }},
   };
   for (const auto& c : cases) {
     auto bytes = encode_header(valid());
@@ -61,6 +65,18 @@ TEST(Wire, RejectsEachBadField) {
     EXPECT_FALSE(r.header) << c.name << " was accepted";
     EXPECT_FALSE(r.error.empty()) << c.name;
   }
+}
+
+// The largest answer to a peek (16 pages) fits a frame, header included.
+TEST(Wire, AcceptsTheLargestPeekAnswer) {
+  Message m{.type = MsgType::kPeekResp, .src = 0, .dst = 1, .page = PageKey(0, 0)};
+  auto bytes = encode_header(m);
+  WireHeader h;
+  std::memcpy(&h, bytes.data(), kHeaderSize);
+  h.payload_len = kMaxPeekRespPayload;
+  std::memcpy(bytes.data(), &h, kHeaderSize);
+  HeaderCheck r = check(bytes);
+  EXPECT_TRUE(r.header) << r.error;
 }
 
 // A server's Challenge goes out before the server knows who dialled: only

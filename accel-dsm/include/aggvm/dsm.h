@@ -243,6 +243,10 @@ typedef struct AggvmDsmNodeStats {
     uint64_t silent_upgrades;      /* writes to Exclusive pages: local, no message */
     uint64_t fetched_pages;        /* asked for by aggvm_dsm_fetch(), not by a fault */
     uint64_t released_pages;       /* given up by aggvm_dsm_release() */
+    uint64_t snapshot_pages;       /* snapshots aggvm_dsm_peek() mapped, held now */
+    uint64_t peeked_pages;         /* snapshots aggvm_dsm_peek() mapped, in all */
+    uint64_t peeks_refused;        /* pages a peek then fetched as usual */
+    uint64_t peeks_answered;       /* pages this node answered a peek with */
 } AggvmDsmNodeStats;
 
 int aggvm_dsm_node_stats(AggvmDsm *dsm, AggvmDsmNodeStats *out);
@@ -337,12 +341,34 @@ int aggvm_dsm_fetch(AggvmDsm *dsm, uint64_t gpa, uint64_t size, int write,
                     char **errmsg);
 
 /*
+ * Maps here a read-only snapshot of every page of guest range [gpa,
+ * gpa + size) that this node does not hold, and returns once each page
+ * is mapped.  For a reader of a guest that no node writes meanwhile, such
+ * as QEMU's migration stream saving a paused guest: the service asks each
+ * page's home for a run of pages in one message, and no home changes any
+ * state for them, so each page costs a share of one message each way,
+ * and dropping the snapshot costs no message at all.
+ *
+ * The caller promises that no node writes the range until it drops the
+ * snapshots with aggvm_dsm_release() (every one of them, before the guest
+ * runs again): a page written elsewhere meanwhile leaves its snapshot
+ * here stale.  A write on this node is safe: it drops the snapshot and
+ * asks for the page as usual.  A page a home cannot answer for at once
+ * (a transaction on it runs) is fetched as aggvm_dsm_fetch() would, and
+ * given back the same way.  Snapshots are not counted against the
+ * resident cap.  Errors as aggvm_dsm_fetch()'s.
+ */
+int aggvm_dsm_peek(AggvmDsm *dsm, uint64_t gpa, uint64_t size,
+                   char **errmsg);
+
+/*
  * Gives up the copies aggvm_dsm_fetch() brought here in guest range
  * [gpa, gpa + size) and that no thread of this node faulted on since, of
  * pages homed on other nodes.  A copy fetched for reading is unmapped and
  * its home told; one fetched for writing (and written since or not,
  * without a fault) is write-protected, copied out and unmapped, and goes
- * home with its data.  Each run of pages is unmapped in one call
+ * home with its data.  A snapshot aggvm_dsm_peek() mapped is unmapped,
+ * no one told.  Each run of pages is unmapped in one call
  * (on_page_release, not on_page_change), at most 4096 pages unacked at a
  * time, and the call returns once the last are sent, without waiting for
  * their acks (a page touched meanwhile is asked for again once its ack is

@@ -298,6 +298,10 @@ void Node::sync_counters() {
   counters_.redirects = engine_->counters().redirects;
   counters_.exclusive_grants = engine_->counters().exclusive_grants;
   counters_.silent_upgrades = engine_->counters().silent_upgrades;
+  counters_.snapshot_pages = engine_->cache().snapshot_pages();
+  counters_.peeked_pages = engine_->counters().snapshots;
+  counters_.peeks_refused = engine_->counters().peeks_refused;
+  counters_.peeks_answered = engine_->counters().peeks_answered;
 }
 
 // ---- moving homes -----------------------------------------------------------
@@ -449,6 +453,14 @@ void Node::fetch(uint64_t gpa, uint64_t size, Access access) {
   run_fetch(std::move(f), "fetch");
 }
 
+void Node::peek(uint64_t gpa, uint64_t size) {
+  Fetch f;
+  f.ranges = page_ranges(gpa, size);
+  f.peek = true;
+  if (mapped_here(f.ranges, Access::kRead)) return;
+  run_fetch(std::move(f), "peek");
+}
+
 void Node::release(uint64_t gpa, uint64_t size) {
   Fetch f;
   f.ranges = page_ranges(gpa, size);
@@ -532,6 +544,17 @@ bool Node::serve_fetches() {
       continue;
     }
     progress = true;
+    if (f.peek) {
+      // A run of pages to each home per message (protocol/peek.h).
+      const uint64_t n = std::min<uint64_t>({r.end - f.next, kMaxPeekRun, kFetchWindow - f.in_flight.size()});
+      engine_->peek(PageKey(r.region, f.next), n, now);
+      for (uint64_t k = 0; k < n; ++k)
+        if (engine_->cache().pending(PageKey(r.region, f.next + k)) != Cache::Pending::kNone)
+          f.in_flight.push_back(PageKey(r.region, f.next + k));
+      f.next += n;
+      asked += n;
+      continue;
+    }
     const PageKey page(r.region, f.next++);
     if (held_for(page, f.access)) continue;
     engine_->fetch(page, f.access, now);

@@ -126,6 +126,12 @@ class Node final : private Env, private FabricSink {
   // DsmError: EINVAL (bad range), ECANCELED (the node stops), or the
   // node's failure; each request is bounded by the node's timeout.
   void fetch(uint64_t gpa, uint64_t size, Access access);
+  // Maps here a read-only snapshot of every page of [gpa, gpa + size) not
+  // held here, a run of pages per message to each home, no directory state
+  // changed (protocol/peek.h), and waits until each was answered.  The
+  // caller promises that no node writes the range until release() drops
+  // the snapshots.  Throws as fetch() does.
+  void peek(uint64_t gpa, uint64_t size);
   // Gives up the copies fetch() brought here in [gpa, gpa + size) that no
   // thread here faulted on since, of pages homed elsewhere, owned ones with
   // their data (Cache::release_fetched), and returns once each is unmapped
@@ -170,6 +176,7 @@ class Node final : private Env, private FabricSink {
     std::vector<PageRange> ranges;
     Access access = Access::kRead;
     bool release = false;           // release(), not fetch()
+    bool peek = false;              // peek(), not fetch()
     size_t range = 0;               // the range and page asked for next
     uint64_t next = 0;
     std::vector<PageKey> in_flight;  // asked for, not granted yet

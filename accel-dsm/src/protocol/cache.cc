@@ -58,6 +58,14 @@ void Cache::expect_from_home(const Message& m) const {
 void Cache::on_fault(PageKey page, Access access, int tid) {
   Entry& e = entry(page);
   if (tid != kNoThread) e.fetched = false;  // a thread here uses the page
+  if (e.snapshot) {
+    if (access == Access::kRead) {  // raced with the snapshot's install
+      ++ctx_.counters.spurious_faults;
+      ctx_.env->wake(page);
+      return;
+    }
+    drop_snapshots(page, 1);  // a writer needs the page itself
+  }
   if (access == Access::kWrite && e.state == PageState::kExclusive) {
     // Granted for this node alone: the first write needs no one's leave.
     ++ctx_.counters.silent_upgrades;
@@ -242,6 +250,9 @@ void Cache::on_redirect(const Message& m) {
       r.flags = kFlagData;
       r.payload = *op.writeback;
       break;
+    case Pending::kPeek:  // answered, refused or not, by whoever is asked
+      throw Rejected(fmt::format("redirect for page {:#x}, for which this node asked a snapshot",
+                                 ctx_.space->gpa(m.page)));
     case Pending::kNone: break;
   }
   ++ctx_.counters.redirects;
@@ -368,6 +379,15 @@ uint64_t Cache::release_fetched(PageKey first, uint64_t count) {
   for (uint64_t i = 0; i < count;) {
     const PageKey run = at(i);
     uint64_t n = 0;
+    // Snapshots: dropped here, in one call for the run; their homes never knew.
+    for (; i + n < count && entry(at(i + n)).snapshot; ++n) {
+    }
+    if (n > 0) {
+      drop_snapshots(run, n);
+      released += n;
+      i += n;
+      continue;
+    }
     bool owned = false;
     for (; i + n < count && releasable(at(i + n)); ++n) owned |= owns(entry(at(i + n)).state);
     if (n == 0) {
@@ -396,6 +416,111 @@ uint64_t Cache::release_fetched(PageKey first, uint64_t count) {
     i += n;
   }
   return released;
+}
+
+// ---- snapshot reads (protocol/peek.h) ---------------------------------------
+
+void Cache::peek(PageKey first, uint64_t count) {
+  auto at = [&](uint64_t i) { return PageKey(first.region(), first.index() + i); };
+  auto askable = [&](PageKey p) {
+    const Entry& e = entry(p);
+    return e.state == PageState::kInvalid && !e.snapshot && e.pending == Pending::kNone;
+  };
+  for (uint64_t i = 0; i < count;) {
+    if (!askable(at(i))) {
+      ++i;
+      continue;
+    }
+    const NodeId to = home(at(i));
+    uint64_t n = 1;
+    while (i + n < count && n < kMaxPeekRun && askable(at(i + n)) && home(at(i + n)) == to) ++n;
+    for (uint64_t k = 0; k < n; ++k) {
+      Op& op = ops_[at(i + k)];
+      op.waiters.push_back(Waiter{kNoThread, ctx_.now_ns, Access::kRead});
+      entry(at(i + k)).pending = Pending::kPeek;
+    }
+    send_peek(at(i), n, to);
+    i += n;
+  }
+}
+
+void Cache::send_peek(PageKey first, uint64_t count, NodeId to) {
+  for (uint64_t k = 0; k < count; ++k) {
+    Op& op = ops_.at(PageKey(first.region(), first.index() + k));
+    op.deadline_ns = ctx_.now_ns + ctx_.timeout_ns;
+    op.asked = to;
+  }
+  const PeekWire w{.count = static_cast<uint32_t>(count), .reserved = 0};
+  ctx_.send_to(MsgType::kPeek, to, first, 0, 0, std::as_bytes(std::span(&w, 1)));
+}
+
+void Cache::on_peek_resp(const Message& m) {
+  PeekWire w;
+  if (m.payload.size() < sizeof(w)) throw Rejected("PeekResp without its run");
+  std::memcpy(&w, m.payload.data(), sizeof(w));
+  const uint64_t region_pages = ctx_.space->regions()[m.page.region()].pages;
+  if (w.count == 0 || w.count > kMaxPeekRun || m.page.index() + w.count > region_pages)
+    throw Rejected(fmt::format("PeekResp for {} pages from page {:#x}", w.count, ctx_.space->gpa(m.page)));
+  std::vector<uint16_t> answers(w.count);
+  if (m.payload.size() < peek_resp_size(w.count, 0))
+    throw Rejected(fmt::format("PeekResp of {} bytes too short for {} answers", m.payload.size(), w.count));
+  std::memcpy(answers.data(), m.payload.data() + sizeof(w), w.count * sizeof(uint16_t));
+  auto at = [&](uint64_t i) { return PageKey(m.page.region(), m.page.index() + i); };
+  // Everything is checked before anything is installed.
+  uint32_t with_data = 0;
+  for (uint32_t i = 0; i < w.count; ++i) {
+    const uint16_t a = answers[i];
+    auto it = ops_.find(at(i));
+    if (entry(at(i)).pending != Pending::kPeek || it == ops_.end() || it->second.asked != m.src)
+      throw Rejected(fmt::format("PeekResp for page {:#x}, which this node did not ask node {} for",
+                                 ctx_.space->gpa(at(i)), m.src));
+    const bool names_owner = a < ctx_.n_nodes && a != ctx_.self && a != m.src && !ctx_.gone.test(a);
+    if (a != kPeekData && a != kPeekZero && a != kPeekRefused && !names_owner)
+      throw Rejected(fmt::format("PeekResp answers {:#x} for page {:#x}", a, ctx_.space->gpa(at(i))));
+    with_data += a == kPeekData;
+  }
+  if (m.payload.size() != peek_resp_size(w.count, with_data))
+    throw Rejected(fmt::format("PeekResp of {} bytes for {} pages of data", m.payload.size(), with_data));
+
+  const std::byte* data = m.payload.data() + peek_resp_size(w.count, 0);
+  for (uint32_t i = 0; i < w.count;) {
+    const PageKey page = at(i);
+    Entry& e = entry(page);
+    const uint16_t a = answers[i];
+    if (a < kMaxNodes) {  // the owner has it: one message for the run it owns
+      uint32_t n = 1;
+      while (i + n < w.count && answers[i + n] == a) ++n;
+      send_peek(page, n, a);
+      i += n;
+      continue;
+    }
+    ++i;
+    e.pending = Pending::kNone;
+    if (a == kPeekRefused) {  // asked for as usual: a fetch ahead of use
+      ++ctx_.counters.peeks_refused;
+      request_for_waiters(page, e);
+      continue;
+    }
+    ctx_.env->install(page, a == kPeekData ? std::span(data, kPageSize) : std::span<const std::byte>{}, false);
+    if (a == kPeekData) data += kPageSize;
+    e.snapshot = true;
+    ++snapshots_;
+    ++ctx_.counters.snapshots;
+    Op& op = ops_.at(page);
+    std::erase_if(op.waiters, [&](const Waiter& waiter) {
+      if (waiter.access == Access::kWrite) return false;
+      ctx_.env->resolved(page, waiter, m.src, ctx_.now_ns);
+      return true;
+    });
+    if (!op.waiters.empty()) drop_snapshots(page, 1);  // a writer joined: it needs the page itself
+    request_for_waiters(page, e);
+  }
+}
+
+void Cache::drop_snapshots(PageKey first, uint64_t count) {
+  ctx_.env->release_range(first, count);
+  for (uint64_t k = 0; k < count; ++k) entry(PageKey(first.region(), first.index() + k)).snapshot = false;
+  snapshots_ -= count;
 }
 
 void Cache::evict(PageKey page, Entry& e) {

@@ -50,7 +50,7 @@ class VictimList {
 
 class Cache {
  public:
-  enum class Pending : uint8_t { kNone, kRead, kWrite, kEvict, kWriteback };
+  enum class Pending : uint8_t { kNone, kRead, kWrite, kEvict, kWriteback, kPeek };
 
   Cache(EngineContext& ctx, uint64_t cap_pages);
 
@@ -61,6 +61,19 @@ class Cache {
   void on_eviction_ack(const Message& m);  // EvictAck or WritebackAck
   // The node asked is no longer the page's home: ask the home again.
   void on_redirect(const Message& m);
+
+  // Snapshot reads (protocol/peek.h).  Asks for a read-only snapshot of
+  // each page of [first, first + count) of one region that this node
+  // neither holds nor has asked for, a run of pages per message to each
+  // page's home.  The caller promises that no node writes them until the
+  // snapshots are dropped (release_fetched()): the homes change no state
+  // for them.  A snapshot is not a copy the directory knows of; a write
+  // here drops it and asks for the page as usual.  A page the answer
+  // refuses is asked for as a fetch ahead of use would (Engine::fetch).
+  void peek(PageKey first, uint64_t count);
+  void on_peek_resp(const Message& m);
+  bool snapshot(PageKey page) const { return entry(page).snapshot; }
+  uint64_t snapshot_pages() const { return snapshots_; }
 
   // Re-homing (protocol/rehome.h).  This node is home of page from now on:
   // a copy it holds is the home's copy, which eviction must never drop.
@@ -95,7 +108,8 @@ class Cache {
   // A Shared copy is dropped and the home told; an owned one (fetched for
   // writing, and written since or not) goes home with its data.  For a
   // reader or writer that went through a range once (the migration stream,
-  // saving or restoring): what it fetched does not stay here.
+  // saving or restoring): what it fetched does not stay here.  Snapshots
+  // (peek()) in the range are dropped here, no one told.
   uint64_t release_fetched(PageKey first, uint64_t count);
   // Bytes of per-page state kept for every page of the guest.
   static constexpr size_t kBytesPerPage = 1;
@@ -112,6 +126,8 @@ class Cache {
     Pending pending : 3 = Pending::kNone;
     // Mapped for a fetch ahead of use alone (Engine::fetch): release_fetched() may give it up.
     bool fetched : 1 = false;
+    // Mapped read-only by peek(), unknown to the page's home (state kInvalid).
+    bool snapshot : 1 = false;
   };
   static_assert(sizeof(Entry) == kBytesPerPage);
   struct Op {
@@ -137,6 +153,8 @@ class Cache {
   void upgrade_installs(PageKey page, Entry& e);         // lose_copy()'s part after unmapped()
   void request_for_waiters(PageKey page, Entry& e);
   void make_room();
+  void send_peek(PageKey first, uint64_t count, NodeId to);
+  void drop_snapshots(PageKey first, uint64_t count);  // each of them a snapshot
 
   void evict(PageKey page, Entry& e);
   void send_evict(PageKey page, Entry& e);  // a Shared copy, unmapped already
@@ -154,6 +172,7 @@ class Cache {
   uint64_t resident_ = 0;
   uint64_t resident_peak_ = 0;
   uint64_t installs_in_flight_ = 0;
+  uint64_t snapshots_ = 0;  // pages with Entry::snapshot
 };
 
 }  // namespace aggvm::dsm

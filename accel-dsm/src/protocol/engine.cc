@@ -1,6 +1,7 @@
 #include "protocol/engine.h"
 
 #include "error.h"
+#include "protocol/peek.h"
 
 namespace aggvm::dsm {
 
@@ -32,6 +33,12 @@ void Engine::send(const Message& m) {
 void Engine::on_fault(PageKey page, Access access, int tid, uint64_t now_ns) {
   ctx_.now_ns = now_ns;
   cache_.on_fault(page, access, tid);
+  drain_local();
+}
+
+void Engine::peek(PageKey first, uint64_t count, uint64_t now_ns) {
+  ctx_.now_ns = now_ns;
+  cache_.peek(first, count);
   drain_local();
 }
 
@@ -94,6 +101,8 @@ void Engine::dispatch(const Message& m) {
       case MsgType::kEvictAck:
       case MsgType::kWritebackAck: return cache_.on_eviction_ack(m);
       case MsgType::kRedirect: return cache_.on_redirect(m);
+      case MsgType::kPeek: return answer_peek(m, ctx_, cache_, directory_);
+      case MsgType::kPeekResp: return cache_.on_peek_resp(m);
       case MsgType::kHomePrepare:
       case MsgType::kHomePrepareAck:
       case MsgType::kHomeChange:

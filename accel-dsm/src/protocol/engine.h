@@ -32,7 +32,10 @@ class Engine {
   // Asks for page as a fault of access would, with no thread waiting on it
   // (a fetch ahead of use): the grant maps it here and wakes no one.
   void fetch(PageKey page, Access access, uint64_t now_ns) { on_fault(page, access, kNoThread, now_ns); }
-  // Gives up what a fetch brought of pages [first, first + count) of one
+  // Asks for read-only snapshots of pages [first, first + count) of one
+  // region that nobody writes meanwhile (protocol/peek.h).
+  void peek(PageKey first, uint64_t count, uint64_t now_ns);
+  // Gives up what a fetch (or a peek) brought of pages [first, first + count) of one
   // region and nothing here used since (Cache::release_fetched); returns
   // how many pages it gave up.
   uint64_t release(PageKey first, uint64_t count, uint64_t now_ns);

@@ -9,6 +9,14 @@
 //
 // The home runs one transaction per page at a time and queues the others, so
 // a grant and a later probe for the same page can never cross.
+//
+// Snapshot reads (protocol/peek.h), for a guest no node writes meanwhile:
+//   requester          home                   owner
+//   Peek(run)       ->
+//                   <- PeekResp(answers, data)
+//   Peek(pages)     ------------------------->    (those the home named)
+//                   <------------------------- PeekResp
+// No directory state changes and nothing is given back afterwards.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +49,9 @@ enum class MsgType : uint8_t {
   kHomeEntry = 18,       // old home -> new home: one page's directory entry (kData: and the page)
   kHomeDone = 19,        // old home -> new home: every entry was sent (their count)
   kHomeDoneAck = 20,     // new home -> old home: it serves the range now
+  // Snapshot reads (protocol/peek.h).
+  kPeek = 21,      // requester -> home or owner: a run of pages (PeekWire)
+  kPeekResp = 22,  // -> requester: an answer per page, then the pages' data
   // Non-coherence frames sharing the fabric.
   kControl = 32,    // protobuf control message (aggvm.dsm.Control)
   kService = 33,    // opaque payload for another subsystem; txn = channel
@@ -91,6 +102,26 @@ struct HomeEntryWire {
 };
 static_assert(sizeof(HomeEntryWire) == 16);
 static_assert(kMaxNodes <= 64, "HomeEntryWire keeps sharers in 64 bits");
+
+// Payload of kPeek: pages [page, page + count) of one region; of kPeekResp,
+// followed by count PeekAnswer values (uint16_t each) and then the data of
+// each page answered kPeekData, in order.
+struct PeekWire {
+  uint32_t count;
+  uint32_t reserved;
+};
+static_assert(sizeof(PeekWire) == 8);
+inline constexpr uint32_t kMaxPeekRun = 16;
+// An answer below kMaxNodes names the page's owner: ask it.
+enum PeekAnswer : uint16_t {
+  kPeekData = 0x100,     // the page's content follows
+  kPeekZero = 0x101,     // never written
+  kPeekRefused = 0x102,  // not now (a transaction runs, or not held here): ask as usual
+};
+inline constexpr uint32_t peek_resp_size(uint32_t count, uint32_t data_pages) {
+  return static_cast<uint32_t>(sizeof(PeekWire) + count * sizeof(uint16_t) + data_pages * kPageSize);
+}
+inline constexpr uint32_t kMaxPeekRespPayload = peek_resp_size(kMaxPeekRun, kMaxPeekRun);
 
 std::string_view to_string(MsgType t);
 bool is_coherence(MsgType t);

@@ -28,6 +28,8 @@ std::string_view to_string(MsgType t) {
     case MsgType::kHomeEntry: return "HomeEntry";
     case MsgType::kHomeDone: return "HomeDone";
     case MsgType::kHomeDoneAck: return "HomeDoneAck";
+    case MsgType::kPeek: return "Peek";
+    case MsgType::kPeekResp: return "PeekResp";
     case MsgType::kControl: return "Control";
     case MsgType::kService: return "Service";
   }
@@ -35,7 +37,7 @@ std::string_view to_string(MsgType t) {
 }
 
 bool is_coherence(MsgType t) {
-  return static_cast<uint8_t>(t) >= 1 && static_cast<uint8_t>(t) <= static_cast<uint8_t>(MsgType::kHomeDoneAck);
+  return static_cast<uint8_t>(t) >= 1 && static_cast<uint8_t>(t) <= static_cast<uint8_t>(MsgType::kPeekResp);
 }
 
 const char* to_string(PageState s) {
@@ -116,6 +118,17 @@ std::string check_payload(const WireHeader& h) {
       if (h.payload_len != sizeof(HomeEntryWire) + (data ? kPageSize : 0))
         return fmt::format("HomeEntry {} data carries {} bytes", data ? "with" : "without", h.payload_len);
       if (data && (h.flags & kFlagZero)) return "HomeEntry has both data and zero flags";
+      return {};
+    case MsgType::kPeek:
+      if (h.payload_len != sizeof(PeekWire) || h.flags != 0)
+        return fmt::format("Peek carries {} bytes and flags {:#x}, not a run of {}", h.payload_len, h.flags,
+                           sizeof(PeekWire));
+      return {};
+    case MsgType::kPeekResp:
+      // The answers and the data they announce are checked with the request.
+      if (h.payload_len < peek_resp_size(1, 0) || h.payload_len > kMaxPeekRespPayload || h.flags != 0)
+        return fmt::format("PeekResp carries {} bytes and flags {:#x} ({}..{} bytes, no flag, allowed)",
+                           h.payload_len, h.flags, peek_resp_size(1, 0), kMaxPeekRespPayload);
       return {};
     default:
       if (h.payload_len != 0 || data)

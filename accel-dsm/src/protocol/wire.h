@@ -5,6 +5,7 @@
 // hostile frame is rejected with a reason and never reaches the protocol.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -21,7 +22,7 @@ inline constexpr uint8_t kWireVersion = 1;
 inline constexpr size_t kHeaderSize = 32;
 inline constexpr uint32_t kMaxControlPayload = 64 * 1024;
 inline constexpr uint32_t kMaxServicePayload = AGGVM_DSM_SERVICE_MAX;
-inline constexpr uint32_t kMaxPayload = kMaxServicePayload;
+inline constexpr uint32_t kMaxPayload = std::max(kMaxServicePayload, kMaxPeekRespPayload);
 
 struct WireHeader {
   uint32_t magic;

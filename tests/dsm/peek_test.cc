@@ -1,0 +1,206 @@
+// Unit tests of snapshot reads (protocol/peek.h): what a peek maps, what it
+// leaves unchanged, when it falls back to the usual request, and what a
+// hostile answer gets.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "model_cluster.h"
+
+namespace aggvm::dsm::testing {
+namespace {
+
+using S = PageState;
+
+// One page of each kind a home can answer for, all homed on node 1 of 3:
+// written and owned by the home, owned by node 2 (the home names it),
+// written by node 2 then read by node 1 (no owner: the home's copy), and
+// never written.  One message each way to the home, one each way to node
+// 2 for its page; no directory entry changes; releasing sends nothing.
+TEST(Peek, MapsSnapshotsWithoutChangingTheDirectory) {
+  ModelCluster c(3, 8);
+  const PageKey home_owned = c.page_homed_on(1, 0), third_owned = c.page_homed_on(1, 1),
+                shared = c.page_homed_on(1, 2);  // and page 3, never written
+  c.write_byte(1, home_owned, 11);
+  c.write_byte(2, third_owned, 22);
+  c.write_byte(2, shared, 33);
+  ASSERT_EQ(c.read_byte(1, shared), 33);
+  std::vector<DirEntry> before;
+  for (uint64_t i = 0; i < 4; ++i) before.push_back(c.engine(1).directory().entry(c.page_homed_on(1, i)));
+  const uint64_t sent = c.net().sent;
+
+  c.engine(0).peek(home_owned, 4, c.now() + 1);
+  EXPECT_EQ(c.engine(0).cache().pending(home_owned), Cache::Pending::kPeek);
+  c.deliver_all_fifo();
+  EXPECT_EQ(c.net().sent - sent, 4u) << "a Peek and its answer to the home, and again to node 2";
+
+  const uint8_t expect[] = {11, 22, 33, 0};
+  for (uint64_t i = 0; i < 4; ++i) {
+    const PageKey p = c.page_homed_on(1, i);
+    EXPECT_TRUE(c.node(0).page(p).mapped) << i;
+    EXPECT_FALSE(c.node(0).page(p).writable) << i;
+    EXPECT_EQ(static_cast<uint8_t>(c.node(0).page(p).data[0]), expect[i]) << i;
+    EXPECT_TRUE(c.engine(0).cache().snapshot(p)) << i;
+    EXPECT_EQ(c.engine(0).cache().state(p), S::kInvalid) << "no copy the home knows of";
+    const DirEntry& d = c.engine(1).directory().entry(p);
+    EXPECT_EQ(d.owner, before[i].owner) << i;
+    EXPECT_EQ(d.sharers, before[i].sharers) << i;
+  }
+  EXPECT_EQ(c.engine(2).cache().state(third_owned), S::kModified) << "the owner kept it writable";
+  EXPECT_TRUE(c.node(2).page(third_owned).writable);
+  EXPECT_EQ(c.engine(0).cache().snapshot_pages(), 4u);
+  EXPECT_EQ(c.engine(0).counters().snapshots, 4u);
+  EXPECT_EQ(c.engine(1).counters().peeks_answered, 3u);
+  EXPECT_EQ(c.engine(2).counters().peeks_answered, 1u);
+  EXPECT_TRUE(c.engine(0).idle());
+
+  // Peeking again asks for nothing: every page is mapped.
+  c.engine(0).peek(home_owned, 4, c.now() + 1);
+  EXPECT_TRUE(c.net().in_flight.empty());
+
+  EXPECT_EQ(c.engine(0).release(home_owned, 4, c.now() + 1), 4u);
+  EXPECT_TRUE(c.net().in_flight.empty()) << "dropping a snapshot told someone";
+  EXPECT_EQ(c.engine(0).cache().snapshot_pages(), 0u);
+  for (uint64_t i = 0; i < 4; ++i) EXPECT_FALSE(c.node(0).page(c.page_homed_on(1, i)).mapped) << i;
+
+  // Written elsewhere since: node 0 reads the new values (no stale snapshot).
+  c.write_byte(2, shared, 44);
+  c.write_byte(1, third_owned, 55);
+  EXPECT_EQ(c.read_byte(0, shared), 44);
+  EXPECT_EQ(c.read_byte(0, third_owned), 55);
+  for (NodeId k = 0; k < 3; ++k) EXPECT_TRUE(c.node(k).rejections.empty()) << c.node(k).rejections.front();
+}
+
+// A home with a transaction running on the page refuses; the requester then
+// asks as a fetch ahead of use does, and that copy is released the usual
+// way, with an eviction.
+TEST(Peek, RefusedWhileATransactionRunsAndFetchedAsUsual) {
+  ModelCluster c(3, 8);
+  const PageKey p = c.page_homed_on(1, 0);
+  c.write_byte(1, p, 7);
+  c.fault(2, p, Access::kRead);  // the home grants node 2 and waits for its Unblock
+  c.deliver(static_cast<size_t>(c.find(MsgType::kReadReq, 1)));
+  ASSERT_TRUE(c.engine(1).directory().busy(p));
+  c.engine(0).peek(p, 1, c.now() + 1);
+  c.deliver(static_cast<size_t>(c.find(MsgType::kPeek, 1)));
+  ASSERT_GE(c.find(MsgType::kPeekResp, 0), 0);
+  c.deliver_all_fifo();
+
+  EXPECT_EQ(c.engine(0).counters().peeks_refused, 1u);
+  EXPECT_FALSE(c.engine(0).cache().snapshot(p));
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kShared) << "fetched as usual";
+  EXPECT_EQ(static_cast<uint8_t>(c.node(0).page(p).data[0]), 7);
+  EXPECT_TRUE(c.engine(1).directory().entry(p).sharers.test(0));
+  EXPECT_EQ(c.engine(0).release(p, 1, c.now() + 1), 1u);
+  EXPECT_GE(c.find(MsgType::kEvict, 1), 0) << "a fetched copy goes with an eviction";
+  c.deliver_all_fifo();
+  EXPECT_FALSE(c.engine(1).directory().entry(p).sharers.test(0));
+}
+
+// A write on this node to a snapshot drops it and asks for the page as
+// usual; the write then lands at the home's directory like any other.
+TEST(Peek, WriteHereDropsTheSnapshotAndAsks) {
+  ModelCluster c(2, 8);
+  const PageKey p = c.page_homed_on(1, 0);
+  c.write_byte(1, p, 3);
+  c.engine(0).peek(p, 1, c.now() + 1);
+  c.deliver_all_fifo();
+  ASSERT_TRUE(c.engine(0).cache().snapshot(p));
+  c.write_byte(0, p, 4);
+  EXPECT_FALSE(c.engine(0).cache().snapshot(p));
+  EXPECT_EQ(c.engine(0).cache().snapshot_pages(), 0u);
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kModified);
+  EXPECT_EQ(c.engine(1).directory().entry(p).owner, 0);
+  EXPECT_EQ(c.read_byte(1, p), 4);
+  EXPECT_EQ(c.engine(0).release(p, 1, c.now() + 1), 0u) << "a page a thread wrote stays";
+}
+
+// A thread that faults on a page while its peek is in flight waits for the
+// snapshot and is served by it; a writer that joins is served by a write
+// request once the snapshot is in.
+TEST(Peek, FaultsJoiningAPeekAreServed) {
+  ModelCluster c(2, 8);
+  const PageKey read = c.page_homed_on(1, 0), written = c.page_homed_on(1, 1);
+  c.write_byte(1, read, 5);
+  c.write_byte(1, written, 6);
+  c.engine(0).peek(read, 2, c.now() + 1);
+  c.fault(0, read, Access::kRead, 1);
+  c.fault(0, written, Access::kWrite, 2);
+  EXPECT_EQ(c.net().in_flight.size(), 1u) << "the faults joined the peek";
+  c.deliver_all_fifo();
+  EXPECT_TRUE(c.node(0).blocked.empty()) << "a thread still waits";
+  EXPECT_TRUE(c.engine(0).cache().snapshot(read));
+  EXPECT_EQ(static_cast<uint8_t>(c.node(0).page(read).data[0]), 5);
+  EXPECT_FALSE(c.engine(0).cache().snapshot(written));
+  EXPECT_EQ(c.engine(0).cache().state(written), S::kModified);
+  EXPECT_EQ(static_cast<uint8_t>(c.node(0).page(written).data[0]), 6);
+  EXPECT_TRUE(c.engine(0).idle());
+}
+
+Message peek_resp(PageKey first, NodeId src, std::vector<uint16_t> answers, uint32_t data_pages,
+                  std::vector<std::byte>& buf) {
+  const PeekWire w{.count = static_cast<uint32_t>(answers.size()), .reserved = 0};
+  buf.assign(peek_resp_size(w.count, data_pages), std::byte{0x5a});
+  std::memcpy(buf.data(), &w, sizeof(w));
+  std::memcpy(buf.data() + sizeof(w), answers.data(), answers.size() * sizeof(uint16_t));
+  return Message{.type = MsgType::kPeekResp, .src = src, .dst = 0, .page = first, .payload = buf};
+}
+
+// Answers nobody asked for, from the wrong node, of the wrong size or with
+// answers that make no sense are rejected whole: nothing is mapped.  Peeks
+// for runs that are empty, too long or past the region are rejected too.
+TEST(Peek, HostileMessagesAreRejectedAndChangeNothing) {
+  ModelCluster c(3, 8);
+  const PageKey p = c.page_homed_on(1, 0);
+  std::vector<std::byte> buf;
+  auto inject = [&](NodeId dst, const Message& m) { c.engine(dst).on_message(m, c.now() + 1); };
+
+  inject(0, peek_resp(p, 1, {kPeekData}, 1, buf));  // never asked
+  c.engine(0).peek(p, 2, c.now() + 1);
+  ASSERT_EQ(c.net().in_flight.size(), 1u);
+  inject(0, peek_resp(p, 2, {kPeekData, kPeekData}, 2, buf));  // asked node 1, not node 2
+  inject(0, peek_resp(p, 1, {kPeekData, kPeekZero}, 2, buf));  // data for one page, two sent
+  inject(0, peek_resp(p, 1, {kPeekZero, 0x7777}, 0, buf));    // no such answer
+  inject(0, peek_resp(p, 1, {kPeekZero, 0}, 0, buf));         // names the asker as owner
+  inject(0, peek_resp(p, 1, {kPeekZero, 1}, 0, buf));         // names itself as owner
+  inject(0, peek_resp(p, 1, {kPeekZero, kPeekZero, kPeekZero}, 0, buf));  // a page not asked for
+  EXPECT_EQ(c.node(0).rejections.size(), 7u);
+  for (uint64_t i = 0; i < 2; ++i) EXPECT_FALSE(c.node(0).page(c.page_homed_on(1, i)).mapped) << i;
+  EXPECT_EQ(c.engine(0).cache().snapshot_pages(), 0u);
+
+  const auto peek = [&](PageKey first, uint32_t count) {
+    static PeekWire w;
+    w = PeekWire{.count = count, .reserved = 0};
+    return Message{.type = MsgType::kPeek, .src = 0, .dst = 1, .page = first,
+                   .payload = std::as_bytes(std::span(&w, 1))};
+  };
+  const size_t in_flight = c.net().in_flight.size();
+  inject(1, peek(p, 0));
+  inject(1, peek(p, kMaxPeekRun + 1));
+  inject(1, peek(PageKey(0, 3 * 8 - 1), 2));  // past the region's end
+  EXPECT_EQ(c.node(1).rejections.size(), 3u);
+  EXPECT_EQ(c.net().in_flight.size(), in_flight) << "a rejected Peek was answered";
+
+  c.deliver_all_fifo();  // the real answer still lands
+  EXPECT_EQ(c.engine(0).cache().snapshot_pages(), 2u);
+  EXPECT_TRUE(c.engine(0).idle());
+}
+
+// A peer that never answers a peek is named within the timeout, as for any
+// request.
+TEST(Peek, SilentHomeTimesOut) {
+  ModelCluster c(2, 8);
+  const PageKey p = c.page_homed_on(1, 0);
+  c.engine(0).peek(p, 1, c.now() + 1);
+  c.net().in_flight.clear();  // lost
+  try {
+    c.engine(0).check_timeouts(c.now() + 2'000'000'000);
+    FAIL() << "no timeout";
+  } catch (const PeerError& e) {
+    EXPECT_EQ(e.node(), 1);
+    EXPECT_EQ(e.err(), ETIMEDOUT);
+  }
+}
+
+}  // namespace
+}  // namespace aggvm::dsm::testing
