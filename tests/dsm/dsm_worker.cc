@@ -827,6 +827,114 @@ int fetch(Cluster& c, const Options&) {
   return ok ? 0 : 1;
 }
 
+// ---- peek: snapshots of a region nobody writes meanwhile -----------------
+//
+// Three nodes.  Nodes 1 and 2 write alternate pages, so that node 0 finds
+// every kind of page a snapshot read meets: homed on node 0 and owned by a
+// worker, homed on a worker and owned by it, homed on one worker and owned
+// by the other.  Node 0 peeks the whole region (aggvm_dsm_peek()), reads
+// it without a fault, and releases it with no eviction sent.  The workers
+// then write new values, which node 0 must read (no stale snapshot); node
+// 0 peeks again and writes some pages itself (a write on a snapshot asks
+// for the page as usual), and the workers read what node 0 wrote.
+int peek(Cluster& c, const Options&) {
+  constexpr uint64_t kFirst = 8;     // pages 0-7 hold the barrier's counter
+  constexpr uint64_t kWritten = 64;  // pages node 0 writes over its snapshots
+  const uint64_t pages = c.size() / kPage;
+  auto pattern = [](uint64_t page, uint64_t word, uint64_t round) {
+    return (page * 0x9e3779b97f4a7c15ull) ^ word ^ (round << 56);
+  };
+  auto writer = [](uint64_t page) { return static_cast<int>(1 + page % 2); };
+  auto round_after_node0_wrote = [](uint64_t page) { return page < kFirst + kWritten ? 3u : 2u; };
+  auto fill = [&](uint64_t first, uint64_t end, uint64_t round, int who) {
+    for (uint64_t p = first; p < end; ++p) {
+      if (who >= 0 && writer(p) != who) continue;
+      auto* w = c.at<uint64_t>(p * kPage);
+      for (uint64_t k = 0; k < kPage / 8; k += 64) w[k] = pattern(p, k, round);
+    }
+  };
+  auto bad_words = [&](auto round_of) {
+    uint64_t bad = 0;
+    for (uint64_t p = kFirst; p < pages; ++p) {
+      const auto* w = c.at<uint64_t>(p * kPage);
+      for (uint64_t k = 0; k < kPage / 8; k += 64) bad += w[k] != pattern(p, k, round_of(p));
+    }
+    return bad;
+  };
+  auto stats = [&] {
+    AggvmDsmNodeStats s{};
+    aggvm_dsm_node_stats(c.dsm(), &s);
+    return s;
+  };
+  auto faults = [&] {
+    const AggvmDsmNodeStats s = stats();
+    return s.faults.read_faults + s.faults.write_faults;
+  };
+  char* err = nullptr;
+  auto peek_all = [&] {
+    if (aggvm_dsm_peek(c.dsm(), kFirst * kPage, (pages - kFirst) * kPage, &err) != 0)
+      die(1, fmt::format("peek: {}", err));
+  };
+  auto release_all = [&] {
+    if (aggvm_dsm_release(c.dsm(), kFirst * kPage, (pages - kFirst) * kPage, &err) != 0)
+      die(1, fmt::format("release: {}", err));
+  };
+
+  if (c.self() != 0) {
+    fill(kFirst, pages, 1, c.self());
+    c.barrier(1);
+    c.barrier(2);  // node 0 peeked, read and released
+    fill(kFirst, pages, 2, c.self());
+    c.barrier(3);
+    c.barrier(4);  // node 0 peeked again and wrote its pages over its snapshots
+    const uint64_t bad = bad_words(round_after_node0_wrote);
+    c.barrier(5);
+    const AggvmDsmNodeStats s = stats();
+    std::printf("result: peek node=%d bad_words=%lu peeks_answered=%lu status=%s\n", c.self(), bad,
+                s.peeks_answered, bad == 0 ? "pass" : "fail");
+    return bad == 0 ? 0 : 1;
+  }
+  c.barrier(1);
+  const AggvmDsmNodeStats s0 = stats();
+  const auto t0 = Clock::now();
+  peek_all();
+  const double peek_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  const AggvmDsmNodeStats s1 = stats();
+  const uint64_t peeked = s1.peeked_pages - s0.peeked_pages, refused = s1.peeks_refused - s0.peeks_refused;
+  const double messages_per_page = double(s1.messages_sent + s1.messages_received - s0.messages_sent -
+                                          s0.messages_received) / double(pages - kFirst);
+  uint64_t f0 = faults();
+  const uint64_t bad = bad_words([](uint64_t) { return 1u; });
+  const uint64_t read_faults = faults() - f0;
+  peek_all();
+  const uint64_t asked_again = stats().peeked_pages - s1.peeked_pages;
+  release_all();
+  const AggvmDsmNodeStats s2 = stats();
+  const uint64_t sent_on_release = s2.evictions + s2.writebacks - s1.evictions - s1.writebacks;
+  const uint64_t released = s2.released_pages - s1.released_pages;
+  c.barrier(2);
+  c.barrier(3);  // the workers wrote round 2
+  peek_all();
+  f0 = faults();
+  fill(kFirst, kFirst + kWritten, 3, -1);
+  const uint64_t write_faults = faults() - f0;
+  const uint64_t bad_after = bad_words(round_after_node0_wrote);
+  release_all();
+  const AggvmDsmNodeStats s3 = stats();
+  c.barrier(4);
+  c.barrier(5);  // the workers read node 0's pages back
+  const bool ok = peeked + refused == pages - kFirst && refused == 0 && bad == 0 && read_faults == 0 &&
+                  asked_again == 0 && released == peeked && sent_on_release == 0 && s2.snapshot_pages == 0 &&
+                  write_faults >= kWritten && bad_after == 0 && s3.snapshot_pages == 0;
+  std::printf("result: peek node=0 pages=%lu peeked=%lu refused=%lu peek_ms=%.1f peek_mib_s=%.1f "
+              "messages_per_page=%.2f faults_after_peek=%lu bad_words=%lu asked_again=%lu released=%lu "
+              "evictions_sent=%lu snapshots_left=%lu write_faults=%lu bad_words_after_write=%lu status=%s\n",
+              pages - kFirst, peeked, refused, peek_ms, (pages - kFirst) * kPage / 1048576.0 / (peek_ms / 1000.0),
+              messages_per_page, read_faults, bad, asked_again, released, sent_on_release,
+              s2.snapshot_pages + s3.snapshot_pages, write_faults, bad_after, ok ? "pass" : "fail");
+  return ok ? 0 : 1;
+}
+
 // ---- bench: fault latency and throughput ---------------------------------
 //
 // Node 1 prints "bench: key=value ..." lines (microseconds, p50 and p99 of
@@ -977,6 +1085,7 @@ int main(int argc, char** argv) {
     else if (o.mode == "evacuate") rc = evacuate(c, o);
     else if (o.mode == "join") rc = join(c, o);
     else if (o.mode == "fetch") rc = fetch(c, o);
+    else if (o.mode == "peek") rc = peek(c, o);
     else die(2, "unknown mode " + o.mode);
     if (!c.has_left()) {
       print_stats(c);

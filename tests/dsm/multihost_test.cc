@@ -242,6 +242,29 @@ TEST_F(MultiHost, FetchBringsPagesWithoutFaults) {
   EXPECT_NE(r1.find(" status=pass"), std::string::npos) << r1;
 }
 
+// aggvm_dsm_peek(): node 0 maps snapshots of a region two workers wrote,
+// homed on all three nodes and owned by the workers, reads it without a
+// fault, and drops the snapshots with no message; it then reads the
+// workers' new values and writes pages over its snapshots, and the workers
+// read those back.
+TEST_F(MultiHost, PeekMapsSnapshotsAndDropsThemSilently) {
+  Cluster c(ClusterOptions{.hosts = 3, .name = "peek"});
+  auto procs = start(c, {"--mode", "peek", "--region-mib", "48"});
+  expect_all_pass(procs, 120s);
+  const std::string r0 = result_line(procs[0]);
+  std::cout << r0 << "\n" << result_line(procs[1]) << "\n" << result_line(procs[2]) << "\n";
+  EXPECT_NE(r0.find(" refused=0 "), std::string::npos) << r0;
+  EXPECT_NE(r0.find(" faults_after_peek=0 bad_words=0 asked_again=0 "), std::string::npos) << r0;
+  EXPECT_NE(r0.find(" evictions_sent=0 snapshots_left=0 "), std::string::npos) << r0;
+  EXPECT_NE(r0.find(" bad_words_after_write=0 status=pass"), std::string::npos) << r0 << "\n" << procs[0].log();
+  for (size_t k = 1; k < 3; ++k) {
+    const std::string r = result_line(procs[k]);
+    EXPECT_NE(r.find(" bad_words=0 "), std::string::npos) << r;
+    EXPECT_EQ(r.find(" peeks_answered=0 "), std::string::npos) << "node " << k << " answered nothing\n" << r;
+    EXPECT_NE(r.find(" status=pass"), std::string::npos) << r;
+  }
+}
+
 TEST_F(MultiHost, KilledPeerIsReportedWithinTimeout) {
   Cluster c(ClusterOptions{.hosts = 3, .name = "kill"});
   auto procs = start(c, {"--mode", "endless", "--region-mib", "64", "--threads", "2", "--timeout-ms", "2000"});
