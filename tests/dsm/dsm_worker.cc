@@ -829,7 +829,8 @@ int fetch(Cluster& c, const Options&) {
 
 // ---- peek: snapshots of a region nobody writes meanwhile -----------------
 //
-// Three nodes.  Nodes 1 and 2 write alternate pages, so that node 0 finds
+// Three nodes (or more; with two, node 1 writes every page).  Nodes 1 and
+// 2 write alternate pages, so that node 0 finds
 // every kind of page a snapshot read meets: homed on node 0 and owned by a
 // worker, homed on a worker and owned by it, homed on one worker and owned
 // by the other.  Node 0 peeks the whole region (aggvm_dsm_peek()), reads
@@ -844,7 +845,7 @@ int peek(Cluster& c, const Options&) {
   auto pattern = [](uint64_t page, uint64_t word, uint64_t round) {
     return (page * 0x9e3779b97f4a7c15ull) ^ word ^ (round << 56);
   };
-  auto writer = [](uint64_t page) { return static_cast<int>(1 + page % 2); };
+  auto writer = [&](uint64_t page) { return static_cast<int>(1 + page % (c.nodes() - 1)); };
   auto round_after_node0_wrote = [](uint64_t page) { return page < kFirst + kWritten ? 3u : 2u; };
   auto fill = [&](uint64_t first, uint64_t end, uint64_t round, int who) {
     for (uint64_t p = first; p < end; ++p) {
@@ -903,9 +904,15 @@ int peek(Cluster& c, const Options&) {
   const uint64_t peeked = s1.peeked_pages - s0.peeked_pages, refused = s1.peeks_refused - s0.peeks_refused;
   const double messages_per_page = double(s1.messages_sent + s1.messages_received - s0.messages_sent -
                                           s0.messages_received) / double(pages - kFirst);
-  uint64_t f0 = faults();
+  // The service thread counts a fault just after it wakes the faulting
+  // thread: each count below waits for the last one to land.
+  auto settled_faults = [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return faults();
+  };
+  uint64_t f0 = settled_faults();
   const uint64_t bad = bad_words([](uint64_t) { return 1u; });
-  const uint64_t read_faults = faults() - f0;
+  const uint64_t read_faults = settled_faults() - f0;
   peek_all();
   const uint64_t asked_again = stats().peeked_pages - s1.peeked_pages;
   release_all();
@@ -915,9 +922,9 @@ int peek(Cluster& c, const Options&) {
   c.barrier(2);
   c.barrier(3);  // the workers wrote round 2
   peek_all();
-  f0 = faults();
+  f0 = settled_faults();
   fill(kFirst, kFirst + kWritten, 3, -1);
-  const uint64_t write_faults = faults() - f0;
+  const uint64_t write_faults = settled_faults() - f0;
   const uint64_t bad_after = bad_words(round_after_node0_wrote);
   release_all();
   const AggvmDsmNodeStats s3 = stats();

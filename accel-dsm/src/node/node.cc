@@ -439,6 +439,9 @@ void Node::serve_drop_copies() {
 // grants come back; bounded so that one fetch of a whole guest does not
 // queue thousands of requests ahead of the vCPUs' faults.
 constexpr size_t kFetchWindow = 256;
+// Pages a peek keeps asked for at once: 16 runs of kMaxPeekRun, so that
+// both memory services stay busy while the answers (256 KiB each) cross.
+constexpr size_t kPeekWindow = 16 * kMaxPeekRun;
 // Evictions a release leaves unacked at most: each home must ack each
 // within the timeout, and a restore gives the whole guest back at once
 // (512 MiB of write-backs at once took longer than 3 s to be acked here).
@@ -525,7 +528,7 @@ bool Node::serve_fetches() {
   bool progress = f.in_flight.size() != before;
   uint64_t asked = 0;
   const uint64_t now = now_ns();
-  while (f.in_flight.size() < kFetchWindow && f.range < f.ranges.size()) {
+  while (f.in_flight.size() < (f.peek ? kPeekWindow : kFetchWindow) && f.range < f.ranges.size()) {
     const PageRange& r = f.ranges[f.range];
     if (f.next >= r.end) {
       if (++f.range < f.ranges.size()) f.next = f.ranges[f.range].first;
@@ -546,7 +549,7 @@ bool Node::serve_fetches() {
     progress = true;
     if (f.peek) {
       // A run of pages to each home per message (protocol/peek.h).
-      const uint64_t n = std::min<uint64_t>({r.end - f.next, kMaxPeekRun, kFetchWindow - f.in_flight.size()});
+      const uint64_t n = std::min<uint64_t>({r.end - f.next, kMaxPeekRun, kPeekWindow - f.in_flight.size()});
       engine_->peek(PageKey(r.region, f.next), n, now);
       for (uint64_t k = 0; k < n; ++k)
         if (engine_->cache().pending(PageKey(r.region, f.next + k)) != Cache::Pending::kNone)
@@ -931,6 +934,10 @@ void Node::install(PageKey page, std::span<const std::byte> data, bool writable)
   // nothing can have been translated from a page that was never there
   // since its last drop (which did report).
   uffd_->copy(host(page), data.empty() ? kZeroPage.data() : data.data(), kPageSize, writable);
+}
+
+void Node::install_range(PageKey first, uint64_t count, std::span<const std::byte> data) {
+  uffd_->copy(host(first), data.data(), count * kPageSize, false);
 }
 
 void Node::set_writable(PageKey page) { uffd_->write_protect(host(page), kPageSize, false); }

@@ -191,6 +191,7 @@ class Node final : private Env, private FabricSink {
   // Env
   void send(const Message& m) override;
   void install(PageKey page, std::span<const std::byte> data, bool writable) override;
+  void install_range(PageKey first, uint64_t count, std::span<const std::byte> data) override;
   void set_writable(PageKey page) override;
   void write_protect(PageKey page) override;
   void write_protect_range(PageKey first, uint64_t count) override;

@@ -484,37 +484,41 @@ void Cache::on_peek_resp(const Message& m) {
 
   const std::byte* data = m.payload.data() + peek_resp_size(w.count, 0);
   for (uint32_t i = 0; i < w.count;) {
-    const PageKey page = at(i);
-    Entry& e = entry(page);
     const uint16_t a = answers[i];
-    if (a < kMaxNodes) {  // the owner has it: one message for the run it owns
-      uint32_t n = 1;
-      while (i + n < w.count && answers[i + n] == a) ++n;
-      send_peek(page, n, a);
-      i += n;
-      continue;
+    uint32_t n = 1;  // a run of the same answer
+    while (i + n < w.count && answers[i + n] == a) ++n;
+    if (a < kMaxNodes) {  // the owner has them: one message for the run
+      send_peek(at(i), n, a);
+    } else if (a == kPeekData) {  // pages in a row: mapped in one go
+      ctx_.env->install_range(at(i), n, std::span(data, n * kPageSize));
+      data += n * kPageSize;
     }
-    ++i;
-    e.pending = Pending::kNone;
-    if (a == kPeekRefused) {  // asked for as usual: a fetch ahead of use
-      ++ctx_.counters.peeks_refused;
-      request_for_waiters(page, e);
-      continue;
-    }
-    ctx_.env->install(page, a == kPeekData ? std::span(data, kPageSize) : std::span<const std::byte>{}, false);
-    if (a == kPeekData) data += kPageSize;
-    e.snapshot = true;
-    ++snapshots_;
-    ++ctx_.counters.snapshots;
-    Op& op = ops_.at(page);
-    std::erase_if(op.waiters, [&](const Waiter& waiter) {
-      if (waiter.access == Access::kWrite) return false;
-      ctx_.env->resolved(page, waiter, m.src, ctx_.now_ns);
-      return true;
-    });
-    if (!op.waiters.empty()) drop_snapshots(page, 1);  // a writer joined: it needs the page itself
-    request_for_waiters(page, e);
+    if (a >= kMaxNodes)
+      for (uint32_t k = i; k < i + n; ++k) snapshot_answered(at(k), a, m.src);
+    i += n;
   }
+}
+
+// A page answered with data (mapped already), zero or a refusal.
+void Cache::snapshot_answered(PageKey page, uint16_t answer, NodeId from) {
+  Entry& e = entry(page);
+  e.pending = Pending::kNone;
+  if (answer == kPeekRefused) {  // asked for as usual: a fetch ahead of use
+    ++ctx_.counters.peeks_refused;
+    return request_for_waiters(page, e);
+  }
+  if (answer == kPeekZero) ctx_.env->install(page, {}, false);
+  e.snapshot = true;
+  ++snapshots_;
+  ++ctx_.counters.snapshots;
+  Op& op = ops_.at(page);
+  std::erase_if(op.waiters, [&](const Waiter& waiter) {
+    if (waiter.access == Access::kWrite) return false;
+    ctx_.env->resolved(page, waiter, from, ctx_.now_ns);
+    return true;
+  });
+  if (!op.waiters.empty()) drop_snapshots(page, 1);  // a writer joined: it needs the page itself
+  request_for_waiters(page, e);
 }
 
 void Cache::drop_snapshots(PageKey first, uint64_t count) {

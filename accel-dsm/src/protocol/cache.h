@@ -154,6 +154,7 @@ class Cache {
   void request_for_waiters(PageKey page, Entry& e);
   void make_room();
   void send_peek(PageKey first, uint64_t count, NodeId to);
+  void snapshot_answered(PageKey page, uint16_t answer, NodeId from);
   void drop_snapshots(PageKey first, uint64_t count);  // each of them a snapshot
 
   void evict(PageKey page, Entry& e);

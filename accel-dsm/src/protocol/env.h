@@ -43,6 +43,12 @@ class Env {
   virtual void write_protect_range(PageKey first, uint64_t count) {
     for (uint64_t i = 0; i < count; ++i) write_protect(PageKey(first.region(), first.index() + i));
   }
+  // As install() on count pages from first on (one region), read-only,
+  // from count pages of data in a row, in one go where the node can.
+  virtual void install_range(PageKey first, uint64_t count, std::span<const std::byte> data) {
+    for (uint64_t i = 0; i < count; ++i)
+      install(PageKey(first.region(), first.index() + i), data.subspan(i * kPageSize, kPageSize), false);
+  }
   // Copies a mapped page out.
   virtual void read(PageKey page, PageBuffer out) = 0;
   // Unmaps a page: the next access faults.

@@ -111,7 +111,7 @@ struct PeekWire {
   uint32_t reserved;
 };
 static_assert(sizeof(PeekWire) == 8);
-inline constexpr uint32_t kMaxPeekRun = 16;
+inline constexpr uint32_t kMaxPeekRun = 64;  // 256 KiB of data a message at most
 // An answer below kMaxNodes names the page's owner: ask it.
 enum PeekAnswer : uint16_t {
   kPeekData = 0x100,     // the page's content follows
