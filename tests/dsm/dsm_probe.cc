@@ -275,7 +275,9 @@ int scenario_poison(Node& nd) {
   const uint64_t shared = nd.homed_on(1, 0), lost = nd.homed_on(1, 1), untouched = nd.homed_on(1, 2);
   const uint64_t shared_later = nd.homed_on(1, 3);  // written only after the poison
   const uint64_t home_zero = nd.homed_on(0, 5);
+  const uint64_t peeked = nd.homed_on(1, 4);  // a snapshot here (aggvm_dsm_peek)
   if (nd.self == 1) {
+    std::memset(nd.page(peeked), 0x8d, kPage);
     std::memset(nd.page(shared), 0x5a, kPage);
     std::memset(nd.page(lost), 0x6b, kPage);
     std::memset(nd.page(shared_later), 0x7c, kPage);
@@ -287,6 +289,8 @@ int scenario_poison(Node& nd) {
   wait_for_file(nd.dir + "/written");
   const int first = static_cast<int>(*reinterpret_cast<volatile uint8_t*>(nd.page(shared)));
   const int later_first = static_cast<int>(*reinterpret_cast<volatile uint8_t*>(nd.page(shared_later)));
+  char* peek_err = nullptr;
+  if (aggvm_dsm_peek(nd.dsm, peeked * kPage, kPage, &peek_err) != 0) die("peek: " + take(peek_err));
   ready(nd);
   wait_for_file(nd.dir + "/go");  // node 1 is SIGSTOPped now
   std::atomic<bool> reader_done{false}, writer_done{false};
@@ -340,6 +344,16 @@ int scenario_poison(Node& nd) {
   const auto later_deadline = Clock::now() + 3s;
   while (!later_done && Clock::now() < later_deadline) std::this_thread::sleep_for(5ms);
   std::printf("result: late writer first=%d done=%d\n", later_first, later_done.load());
+  // A snapshot is kept, not poisoned, and a writer of it is let go too.
+  std::printf("result: snapshot %s\n", guarded_read(nd.page(peeked)).c_str());
+  std::atomic<bool> snapshot_written{false};
+  std::thread snapshot_writer([&] {
+    *reinterpret_cast<volatile uint8_t*>(nd.page(peeked)) = 0x33;
+    snapshot_written = true;
+  });
+  const auto snapshot_deadline = Clock::now() + 3s;
+  while (!snapshot_written && Clock::now() < snapshot_deadline) std::this_thread::sleep_for(5ms);
+  std::printf("result: snapshot writer done=%d\n", snapshot_written.load());
   std::fflush(stdout);
   _exit(0);
 }

@@ -175,7 +175,8 @@ TEST_F(Failure, CallToLeavingPeerFailsAtOnce) {
 // memory fails with EFAULT (the file never receives zeros), the Shared
 // page still reads its content (or the released writer's own write), the
 // writer is let go so that its thread can stop, and so is a thread that
-// writes a Shared page only after the poison.
+// writes a Shared page only after the poison.  A snapshot (aggvm_dsm_peek)
+// is kept, not poisoned, and its writer let go too.
 TEST_F(Failure, PoisonLostPagesInsteadOfZeros) {
   Cluster c(ClusterOptions{.hosts = 2, .name = "poison"});
   auto procs = start(c, "poison", 5000, {1});
@@ -211,6 +212,10 @@ TEST_F(Failure, PoisonLostPagesInsteadOfZeros) {
   const std::string later = result(procs[0], "late writer");
   EXPECT_EQ(field(later, "first"), 0x7c) << later;
   EXPECT_EQ(field(later, "done"), 1) << later;
+  // A snapshot node 0 peeked is kept (its content read while nobody wrote),
+  // and a writer of it is let go.
+  EXPECT_EQ(result(procs[0], "snapshot").find("result: snapshot value=141"), 0u) << log;
+  EXPECT_EQ(field(result(procs[0], "snapshot writer"), "done"), 1) << log;
   const auto st = procs[0].wait(20s);
   EXPECT_TRUE(st.exited && st.code == 0) << aggvm::harness::describe(st) << "\n" << log;
 }

@@ -783,7 +783,8 @@ void Node::poison_lost() {
   fabric_.reset();
   // The service thread is gone: the engine's page states are final.  Every
   // Invalid page is lost here (its content is on a peer or unknown): poison
-  // it, in runs.  Shared and Modified pages are mapped and keep their data.
+  // it, in runs.  Shared and Modified pages are mapped and keep their data,
+  // and so do snapshots (protocol/peek.h): read while nobody wrote.
   // A page being written back is unmapped, but its last Modified content
   // is here: it is mapped again, not poisoned.
   uint64_t pages = 0, runs = 0, ioctls = 0, restored = 0;
@@ -792,7 +793,7 @@ void Node::poison_lost() {
     const uint64_t n = regions_[ri].size / kPageSize;
     auto lost = [&](uint64_t i) {
       const PageKey p(ri, i);
-      return cache.state(p) == PageState::kInvalid && !cache.writeback_copy(p);
+      return cache.state(p) == PageState::kInvalid && !cache.writeback_copy(p) && !cache.snapshot(p);
     };
     for (uint64_t i = 0; i < n;) {
       if (!lost(i)) {
@@ -824,7 +825,8 @@ void Node::poison_lost() {
     const uint64_t n = regions_[ri].size / kPageSize;
     auto shared = [&](uint64_t i) {
       const PageState s = cache.state(PageKey(ri, i));
-      return s == PageState::kShared || s == PageState::kExclusive;  // both mapped write-protected
+      // All mapped write-protected.
+      return s == PageState::kShared || s == PageState::kExclusive || cache.snapshot(PageKey(ri, i));
     };
     for (uint64_t i = 0; i < n;) {
       if (!shared(i)) {
