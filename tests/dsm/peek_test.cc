@@ -202,5 +202,26 @@ TEST(Peek, SilentHomeTimesOut) {
   }
 }
 
+// A home that moves a range away drops its snapshots of it with its copies:
+// none is left mapped behind a page state that says otherwise.
+TEST(Peek, SnapshotsGoWhenTheirHomeMovesAway) {
+  ModelCluster c(2, 8);
+  const PageKey zero = c.page_homed_on(0, 1), written = c.page_homed_on(0, 2);
+  c.write_byte(1, written, 8);
+  c.engine(0).peek(zero, 2, c.now() + 1);
+  c.deliver_all_fifo();
+  ASSERT_EQ(c.engine(0).cache().snapshot_pages(), 2u);
+  c.engine(0).rehome(PageRange{0, 0, c.pages_per_node()}, 1, c.now() + 1);
+  c.deliver_all_fifo();
+  ASSERT_FALSE(c.engine(0).moving_home());
+  EXPECT_EQ(c.engine(0).cache().snapshot_pages(), 0u);
+  EXPECT_FALSE(c.engine(0).cache().snapshot(zero));
+  EXPECT_FALSE(c.node(0).page(zero).mapped);
+  EXPECT_FALSE(c.node(0).page(written).mapped);
+  EXPECT_EQ(c.read_byte(0, written), 8);
+  EXPECT_EQ(c.read_byte(0, zero), 0);
+  for (NodeId k = 0; k < 2; ++k) EXPECT_TRUE(c.node(k).rejections.empty()) << c.node(k).rejections.front();
+}
+
 }  // namespace
 }  // namespace aggvm::dsm::testing

@@ -269,6 +269,11 @@ void Cache::give_up_home_copies(const PageRange& r, std::vector<PageCopy>& copie
   for (uint64_t i = r.first; i < r.end; ++i) {
     const PageKey page(r.region, i);
     Entry& e = entry(page);
+    if (e.snapshot) {  // unmapped with the rest below: nobody knew of it
+      e.snapshot = false;
+      --snapshots_;
+      any = true;
+    }
     if (e.state == PageState::kInvalid) continue;
     if (e.state == PageState::kModified) ctx_.env->write_protect(page);  // Exclusive already is
     ctx_.env->read(page, copies[i - r.first]);
