@@ -361,7 +361,22 @@ class Run:
                           f"of {mem} before, {held_after} MiB after (at most {bound} expected)")
         self.report.update(node0_before_mib=held_before, node0_after_mib=held_after)
         self.report.update(checkpoint_bytes=size, save_s=round(save_s, 2))
+        # Paused, with every worker paused too, node 0 read the worker's
+        # pages through snapshots (aggvm_dsm_peek()) and dropped them all
+        # before the save ended.
+        dsm = src.qmp.execute("x-query-aggvm")["dsm"]
+        log(f"node 0 took {dsm['peeked-pages']} snapshots of guest pages for the checkpoint, "
+            f"holds {dsm['snapshot-pages']} now")
+        self.check.expect(dsm["peeked-pages"] > 0 and dsm["snapshot-pages"] == 0,
+                          f"node 0 took {dsm['peeked-pages']} snapshots for the checkpoint and holds "
+                          f"{dsm['snapshot-pages']} after it (some, then none, expected)")
         before = dict(src.results)
+        # The source goes on from where it was saved, and ends exact: a
+        # snapshot left mapped on node 0 would show it a page as it was at
+        # the checkpoint after a worker's vCPU wrote it again.
+        src.qmp.execute("cont")
+        rc = src.finish(self.opts.timeout)
+        self.judge(src, before, src.results, rc, "source-after-checkpoint")
         src.quit()
         # Three hosts: NUMA node i homed on host i, vCPU 3 on the third host.
         g = self.restore_and_finish("restored-3-hosts", self.hosts[:3], path, before,
