@@ -444,10 +444,36 @@ class Run:
         if placed is not None:
             log(f"destination: vCPUs on nodes {placed}")
 
+    def snapshot_pages(self, g):
+        return g.qmp.execute("x-query-aggvm")["dsm"]["snapshot-pages"]
+
+    def resumed_during_save(self, g, path):
+        """A checkpoint begun paused (node 0 reads the worker's pages
+        through snapshots), the guest resumed in the middle of it: the
+        snapshots go before any vCPU runs, what they held is sent again,
+        and the save ends as a live one.  Returns query-migrate's end."""
+        g.qmp.execute("stop")
+        g.qmp.execute("migrate-set-parameters", **{"max-bandwidth": 1 << 20})
+        g.qmp.execute("migrate", uri=f"file:{path}")
+        time.sleep(1.0)
+        status = g.qmp.execute("query-migrate").get("status")
+        held = self.snapshot_pages(g)
+        self.check.expect(status == "active" and held > 0,
+                          f"a paused guest's checkpoint is {status} with {held} snapshots on node 0 "
+                          "a second in (active with some expected)")
+        g.qmp.execute("cont")
+        left = self.snapshot_pages(g)
+        log(f"checkpoint begun paused: {held} snapshots on node 0, {left} once resumed")
+        self.check.expect(left == 0, f"node 0 holds {left} snapshots after cont (none expected)")
+        g.pump(timeout=1.0)
+        g.qmp.execute("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
+        return g.wait_migration(120)
+
     def periodic(self):
         """Checkpoints the running guest every few seconds without stopping
         it first (migrate to a file while it runs, then cont: the guest
-        pauses for the switch-over only), then restores the last one."""
+        pauses for the switch-over only), then restores the last one.  The
+        last is begun paused and resumed during the save."""
         src = self.guest("source", self.hosts[:2])
         if not self.source_until_first_result(src):
             return
@@ -455,7 +481,10 @@ class Run:
         for i in range(3):
             src.pump(timeout=2.0)
             path = self.work / f"periodic-{i}.qemu"
-            info, _ = src.migrate(120, uri=f"file:{path}")
+            if i == 2:
+                info = self.resumed_during_save(src, path)
+            else:
+                info, _ = src.migrate(120, uri=f"file:{path}")
             if not self.check.expect(info.get("status") == "completed",
                                      f"periodic checkpoint {i} ended {info.get('status')}: "
                                      f"{info.get('error-desc', '')}"):
