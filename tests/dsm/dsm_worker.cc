@@ -902,6 +902,7 @@ int peek(Cluster& c, const Options&) {
   const double peek_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   const AggvmDsmNodeStats s1 = stats();
   const uint64_t peeked = s1.peeked_pages - s0.peeked_pages, refused = s1.peeks_refused - s0.peeks_refused;
+  const uint64_t page_bytes = s1.bytes_received - s0.bytes_received;  // every page was written: all data
   const double messages_per_page = double(s1.messages_sent + s1.messages_received - s0.messages_sent -
                                           s0.messages_received) / double(pages - kFirst);
   // The service thread counts a fault just after it wakes the faulting
@@ -930,14 +931,15 @@ int peek(Cluster& c, const Options&) {
   const AggvmDsmNodeStats s3 = stats();
   c.barrier(4);
   c.barrier(5);  // the workers read node 0's pages back
-  const bool ok = peeked + refused == pages - kFirst && refused == 0 && bad == 0 && read_faults == 0 &&
+  const bool ok = peeked + refused == pages - kFirst && refused == 0 && page_bytes >= peeked * kPage &&
+                  bad == 0 && read_faults == 0 &&
                   asked_again == 0 && released == peeked && sent_on_release == 0 && s2.snapshot_pages == 0 &&
                   write_faults >= kWritten && bad_after == 0 && s3.snapshot_pages == 0;
   std::printf("result: peek node=0 pages=%lu peeked=%lu refused=%lu peek_ms=%.1f peek_mib_s=%.1f "
-              "messages_per_page=%.2f faults_after_peek=%lu bad_words=%lu asked_again=%lu released=%lu "
+              "messages_per_page=%.2f page_bytes_received=%lu faults_after_peek=%lu bad_words=%lu asked_again=%lu released=%lu "
               "evictions_sent=%lu snapshots_left=%lu write_faults=%lu bad_words_after_write=%lu status=%s\n",
               pages - kFirst, peeked, refused, peek_ms, (pages - kFirst) * kPage / 1048576.0 / (peek_ms / 1000.0),
-              messages_per_page, read_faults, bad, asked_again, released, sent_on_release,
+              messages_per_page, page_bytes, read_faults, bad, asked_again, released, sent_on_release,
               s2.snapshot_pages + s3.snapshot_pages, write_faults, bad_after, ok ? "pass" : "fail");
   return ok ? 0 : 1;
 }

@@ -928,7 +928,7 @@ void Node::send(const Message& m) {
   }
   std::lock_guard lock(stats_mu_);
   counters_.messages_sent++;
-  if (m.has(kFlagData)) counters_.bytes_sent += m.payload.size();
+  counters_.bytes_sent += page_bytes(m.type, m.flags, m.payload);
 }
 
 void Node::install(PageKey page, std::span<const std::byte> data, bool writable) {
@@ -990,7 +990,7 @@ void Node::on_frame(NodeId from, const WireHeader& h, std::span<const std::byte>
   {
     std::lock_guard lock(stats_mu_);
     counters_.messages_received++;
-    if (h.flags & kFlagData) counters_.bytes_received += payload.size();
+    counters_.bytes_received += page_bytes(static_cast<MsgType>(h.type), h.flags, payload);
   }
   if (liveness_) liveness_->heard(from, std::chrono::steady_clock::now());
   const auto type = static_cast<MsgType>(h.type);

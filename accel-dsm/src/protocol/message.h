@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string_view>
 
@@ -122,6 +123,17 @@ inline constexpr uint32_t peek_resp_size(uint32_t count, uint32_t data_pages) {
   return static_cast<uint32_t>(sizeof(PeekWire) + count * sizeof(uint16_t) + data_pages * kPageSize);
 }
 inline constexpr uint32_t kMaxPeekRespPayload = peek_resp_size(kMaxPeekRun, kMaxPeekRun);
+
+// Bytes of guest pages a frame of this type carries (the statistics'
+// bytes sent and received).
+inline uint64_t page_bytes(MsgType type, uint16_t flags, std::span<const std::byte> payload) {
+  if (flags & kFlagData) return payload.size();
+  if (type != MsgType::kPeekResp || payload.size() < sizeof(PeekWire)) return 0;
+  PeekWire w;
+  std::memcpy(&w, payload.data(), sizeof(w));
+  const uint64_t head = sizeof(PeekWire) + uint64_t{w.count} * sizeof(uint16_t);
+  return payload.size() > head ? payload.size() - head : 0;
+}
 
 std::string_view to_string(MsgType t);
 bool is_coherence(MsgType t);
