@@ -147,8 +147,11 @@ int aggvm_dsm_fetch(AggvmDsm* dsm, uint64_t gpa, uint64_t size, int write, char*
   });
 }
 
-int aggvm_dsm_peek(AggvmDsm* dsm, uint64_t gpa, uint64_t size, char** errmsg) {
-  return guarded(errmsg, [&] { dsm->node->peek(gpa, size); });
+int aggvm_dsm_peek(AggvmDsm* dsm, uint64_t gpa, uint64_t size, uint64_t* asked, char** errmsg) {
+  return guarded(errmsg, [&] {
+    const uint64_t n = dsm->node->peek(gpa, size);
+    if (asked) *asked = n;
+  });
 }
 
 int aggvm_dsm_release(AggvmDsm* dsm, uint64_t gpa, uint64_t size, char** errmsg) {

@@ -290,7 +290,9 @@ int scenario_poison(Node& nd) {
   const int first = static_cast<int>(*reinterpret_cast<volatile uint8_t*>(nd.page(shared)));
   const int later_first = static_cast<int>(*reinterpret_cast<volatile uint8_t*>(nd.page(shared_later)));
   char* peek_err = nullptr;
-  if (aggvm_dsm_peek(nd.dsm, peeked * kPage, kPage, &peek_err) != 0) die("peek: " + take(peek_err));
+  uint64_t asked = 0;
+  if (aggvm_dsm_peek(nd.dsm, peeked * kPage, kPage, &asked, &peek_err) != 0 || asked != 1)
+    die("peek: asked " + std::to_string(asked) + ": " + take(peek_err));
   ready(nd);
   wait_for_file(nd.dir + "/go");  // node 1 is SIGSTOPped now
   std::atomic<bool> reader_done{false}, writer_done{false};

@@ -872,9 +872,11 @@ int peek(Cluster& c, const Options&) {
     return s.faults.read_faults + s.faults.write_faults;
   };
   char* err = nullptr;
-  auto peek_all = [&] {
-    if (aggvm_dsm_peek(c.dsm(), kFirst * kPage, (pages - kFirst) * kPage, &err) != 0)
+  auto peek_all = [&] {  // the pages it asked for
+    uint64_t asked = 0;
+    if (aggvm_dsm_peek(c.dsm(), kFirst * kPage, (pages - kFirst) * kPage, &asked, &err) != 0)
       die(1, fmt::format("peek: {}", err));
+    return asked;
   };
   auto release_all = [&] {
     if (aggvm_dsm_release(c.dsm(), kFirst * kPage, (pages - kFirst) * kPage, &err) != 0)
@@ -898,7 +900,7 @@ int peek(Cluster& c, const Options&) {
   c.barrier(1);
   const AggvmDsmNodeStats s0 = stats();
   const auto t0 = Clock::now();
-  peek_all();
+  const uint64_t asked = peek_all();
   const double peek_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   const AggvmDsmNodeStats s1 = stats();
   const uint64_t peeked = s1.peeked_pages - s0.peeked_pages, refused = s1.peeks_refused - s0.peeks_refused;
@@ -914,8 +916,7 @@ int peek(Cluster& c, const Options&) {
   uint64_t f0 = settled_faults();
   const uint64_t bad = bad_words([](uint64_t) { return 1u; });
   const uint64_t read_faults = settled_faults() - f0;
-  peek_all();
-  const uint64_t asked_again = stats().peeked_pages - s1.peeked_pages;
+  const uint64_t asked_again = peek_all() + stats().peeked_pages - s1.peeked_pages;
   release_all();
   const AggvmDsmNodeStats s2 = stats();
   const uint64_t sent_on_release = s2.evictions + s2.writebacks - s1.evictions - s1.writebacks;
@@ -931,7 +932,7 @@ int peek(Cluster& c, const Options&) {
   const AggvmDsmNodeStats s3 = stats();
   c.barrier(4);
   c.barrier(5);  // the workers read node 0's pages back
-  const bool ok = peeked + refused == pages - kFirst && refused == 0 && page_bytes >= peeked * kPage &&
+  const bool ok = asked == pages - kFirst && peeked + refused == asked && refused == 0 && page_bytes >= peeked * kPage &&
                   bad == 0 && read_faults == 0 &&
                   asked_again == 0 && released == peeked && sent_on_release == 0 && s2.snapshot_pages == 0 &&
                   write_faults >= kWritten && bad_after == 0 && s3.snapshot_pages == 0;

@@ -29,7 +29,7 @@ TEST(Peek, MapsSnapshotsWithoutChangingTheDirectory) {
   for (uint64_t i = 0; i < 4; ++i) before.push_back(c.engine(1).directory().entry(c.page_homed_on(1, i)));
   const uint64_t sent = c.net().sent;
 
-  c.engine(0).peek(home_owned, 4, c.now() + 1);
+  EXPECT_EQ(c.engine(0).peek(home_owned, 4, c.now() + 1), 4u);
   EXPECT_EQ(c.engine(0).cache().pending(home_owned), Cache::Pending::kPeek);
   c.deliver_all_fifo();
   EXPECT_EQ(c.net().sent - sent, 4u) << "a Peek and its answer to the home, and again to node 2";
@@ -55,7 +55,7 @@ TEST(Peek, MapsSnapshotsWithoutChangingTheDirectory) {
   EXPECT_TRUE(c.engine(0).idle());
 
   // Peeking again asks for nothing: every page is mapped.
-  c.engine(0).peek(home_owned, 4, c.now() + 1);
+  EXPECT_EQ(c.engine(0).peek(home_owned, 4, c.now() + 1), 0u);
   EXPECT_TRUE(c.net().in_flight.empty());
 
   EXPECT_EQ(c.engine(0).release(home_owned, 4, c.now() + 1), 4u);

@@ -356,10 +356,13 @@ int aggvm_dsm_fetch(AggvmDsm *dsm, uint64_t gpa, uint64_t size, int write,
  * asks for the page as usual.  A page a home cannot answer for at once
  * (a transaction on it runs) is fetched as aggvm_dsm_fetch() would, and
  * given back the same way.  Snapshots are not counted against the
- * resident cap.  Errors as aggvm_dsm_fetch()'s.
+ * resident cap.  *@asked (if not NULL) is set to the number of pages it
+ * asked for: 0 when every page was here already, and nothing of the range
+ * is then for aggvm_dsm_release() to give back.  Errors as
+ * aggvm_dsm_fetch()'s.
  */
 int aggvm_dsm_peek(AggvmDsm *dsm, uint64_t gpa, uint64_t size,
-                   char **errmsg);
+                   uint64_t *asked, char **errmsg);
 
 /*
  * Gives up the copies aggvm_dsm_fetch() brought here in guest range

@@ -456,12 +456,12 @@ void Node::fetch(uint64_t gpa, uint64_t size, Access access) {
   run_fetch(std::move(f), "fetch");
 }
 
-void Node::peek(uint64_t gpa, uint64_t size) {
+uint64_t Node::peek(uint64_t gpa, uint64_t size) {
   Fetch f;
   f.ranges = page_ranges(gpa, size);
   f.peek = true;
-  if (mapped_here(f.ranges, Access::kRead)) return;
-  run_fetch(std::move(f), "peek");
+  if (mapped_here(f.ranges, Access::kRead)) return 0;
+  return run_fetch(std::move(f), "peek");
 }
 
 void Node::release(uint64_t gpa, uint64_t size) {
@@ -471,10 +471,10 @@ void Node::release(uint64_t gpa, uint64_t size) {
   run_fetch(std::move(f), "release");
 }
 
-void Node::run_fetch(Fetch f, std::string_view what) {
+uint64_t Node::run_fetch(Fetch f, std::string_view what) {
   if (std::this_thread::get_id() == thread_.get_id())
     fail(EDEADLK, "node {}: {} called on the memory service's own thread", cfg_.self, what);
-  std::future<void> done = f.done.get_future();
+  std::future<uint64_t> done = f.done.get_future();
   if (!started_) fail(ENOTCONN, "node not started");
   throw_if_failed();
   {
@@ -483,7 +483,7 @@ void Node::run_fetch(Fetch f, std::string_view what) {
     fetch_requests_.push_back(std::move(f));
   }
   wake_service();
-  done.get();  // bounded: each request by the timeout, or the node fails
+  return done.get();  // bounded: each request by the timeout, or the node fails
 }
 
 // From the caller's thread, without the service thread's state: the
@@ -550,12 +550,11 @@ bool Node::serve_fetches() {
     if (f.peek) {
       // A run of pages to each home per message (protocol/peek.h).
       const uint64_t n = std::min<uint64_t>({r.end - f.next, kMaxPeekRun, kPeekWindow - f.in_flight.size()});
-      engine_->peek(PageKey(r.region, f.next), n, now);
+      f.asked += engine_->peek(PageKey(r.region, f.next), n, now);
       for (uint64_t k = 0; k < n; ++k)
         if (engine_->cache().pending(PageKey(r.region, f.next + k)) != Cache::Pending::kNone)
           f.in_flight.push_back(PageKey(r.region, f.next + k));
       f.next += n;
-      asked += n;
       continue;
     }
     const PageKey page(r.region, f.next++);
@@ -565,13 +564,14 @@ bool Node::serve_fetches() {
     // An Exclusive copy becomes writable at once, without a request.
     if (engine_->cache().pending(page) != Cache::Pending::kNone) f.in_flight.push_back(page);
   }
-  if (asked) {
+  if (asked) {  // a peek's are the engine's (snapshots)
     std::lock_guard lock(stats_mu_);
     (f.release ? counters_.released_pages : counters_.fetched_pages) += asked;
   }
+  f.asked += asked;
   if (f.range == f.ranges.size() && f.in_flight.empty()) {
     sync_counters();  // the caller may read the statistics as soon as it returns
-    f.done.set_value();
+    f.done.set_value(f.asked);
     fetch_.reset();
   }
   return progress;

@@ -130,8 +130,9 @@ class Node final : private Env, private FabricSink {
   // held here, a run of pages per message to each home, no directory state
   // changed (protocol/peek.h), and waits until each was answered.  The
   // caller promises that no node writes the range until release() drops
-  // the snapshots.  Throws as fetch() does.
-  void peek(uint64_t gpa, uint64_t size);
+  // the snapshots.  Returns how many pages it asked for (0: all were
+  // here).  Throws as fetch() does.
+  uint64_t peek(uint64_t gpa, uint64_t size);
   // Gives up the copies fetch() brought here in [gpa, gpa + size) that no
   // thread here faulted on since, of pages homed elsewhere, owned ones with
   // their data (Cache::release_fetched), and returns once each is unmapped
@@ -180,7 +181,8 @@ class Node final : private Env, private FabricSink {
     size_t range = 0;               // the range and page asked for next
     uint64_t next = 0;
     std::vector<PageKey> in_flight;  // asked for, not granted yet
-    std::promise<void> done;
+    uint64_t asked = 0;              // pages asked for (released) so far
+    std::promise<uint64_t> done;     // their number
   };
   struct Outgoing {
     NodeId to;
@@ -223,7 +225,7 @@ class Node final : private Env, private FabricSink {
   void check_liveness(std::chrono::steady_clock::time_point now);
   void serve_home_moves();
   void serve_drop_copies();
-  void run_fetch(Fetch f, std::string_view what);  // fetch() and release(): queued, waited for
+  uint64_t run_fetch(Fetch f, std::string_view what);  // fetch(), peek(), release(): queued, waited for
   bool serve_fetches();
   bool held_for(PageKey page, Access access) const;
   bool mapped_here(const std::vector<PageRange>& ranges, Access access) const;

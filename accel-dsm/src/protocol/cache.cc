@@ -425,12 +425,13 @@ uint64_t Cache::release_fetched(PageKey first, uint64_t count) {
 
 // ---- snapshot reads (protocol/peek.h) ---------------------------------------
 
-void Cache::peek(PageKey first, uint64_t count) {
+uint64_t Cache::peek(PageKey first, uint64_t count) {
   auto at = [&](uint64_t i) { return PageKey(first.region(), first.index() + i); };
   auto askable = [&](PageKey p) {
     const Entry& e = entry(p);
     return e.state == PageState::kInvalid && !e.snapshot && e.pending == Pending::kNone;
   };
+  uint64_t asked = 0;
   for (uint64_t i = 0; i < count;) {
     if (!askable(at(i))) {
       ++i;
@@ -445,8 +446,10 @@ void Cache::peek(PageKey first, uint64_t count) {
       entry(at(i + k)).pending = Pending::kPeek;
     }
     send_peek(at(i), n, to);
+    asked += n;
     i += n;
   }
+  return asked;
 }
 
 void Cache::send_peek(PageKey first, uint64_t count, NodeId to) {

@@ -70,7 +70,8 @@ class Cache {
   // for them.  A snapshot is not a copy the directory knows of; a write
   // here drops it and asks for the page as usual.  A page the answer
   // refuses is asked for as a fetch ahead of use would (Engine::fetch).
-  void peek(PageKey first, uint64_t count);
+  // Returns how many pages it asked for.
+  uint64_t peek(PageKey first, uint64_t count);
   void on_peek_resp(const Message& m);
   bool snapshot(PageKey page) const { return entry(page).snapshot; }
   uint64_t snapshot_pages() const { return snapshots_; }

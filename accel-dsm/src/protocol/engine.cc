@@ -36,10 +36,11 @@ void Engine::on_fault(PageKey page, Access access, int tid, uint64_t now_ns) {
   drain_local();
 }
 
-void Engine::peek(PageKey first, uint64_t count, uint64_t now_ns) {
+uint64_t Engine::peek(PageKey first, uint64_t count, uint64_t now_ns) {
   ctx_.now_ns = now_ns;
-  cache_.peek(first, count);
+  const uint64_t asked = cache_.peek(first, count);
   drain_local();
+  return asked;
 }
 
 uint64_t Engine::release(PageKey first, uint64_t count, uint64_t now_ns) {

@@ -34,7 +34,8 @@ class Engine {
   void fetch(PageKey page, Access access, uint64_t now_ns) { on_fault(page, access, kNoThread, now_ns); }
   // Asks for read-only snapshots of pages [first, first + count) of one
   // region that nobody writes meanwhile (protocol/peek.h).
-  void peek(PageKey first, uint64_t count, uint64_t now_ns);
+  // Returns how many it asked for.
+  uint64_t peek(PageKey first, uint64_t count, uint64_t now_ns);
   // Gives up what a fetch (or a peek) brought of pages [first, first + count) of one
   // region and nothing here used since (Cache::release_fetched); returns
   // how many pages it gave up.
