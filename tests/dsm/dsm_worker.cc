@@ -197,9 +197,20 @@ class Cluster {
   std::atomic<uint64_t> page_changes_{0}, page_changes_off_thread_{0};
 };
 
-void print_stats(Cluster& c) {
+AggvmDsmNodeStats node_stats(Cluster& c) {
   AggvmDsmNodeStats s{};
   aggvm_dsm_node_stats(c.dsm(), &s);
+  return s;
+}
+
+// Faults this node's threads took so far, read and write.
+uint64_t fault_count(Cluster& c) {
+  const AggvmDsmNodeStats s = node_stats(c);
+  return s.faults.read_faults + s.faults.write_faults;
+}
+
+void print_stats(Cluster& c) {
+  const AggvmDsmNodeStats s = node_stats(c);
   std::printf("stats: node=%d read_faults=%lu write_faults=%lu local_faults=%lu bytes_sent=%lu "
               "bytes_received=%lu invalidations=%lu evictions=%lu writebacks=%lu resident_pages=%lu "
               "resident_peak_pages=%lu rejected=%lu\n",
@@ -680,6 +691,35 @@ int aggregate(Cluster& c, const Options& o) {
   return ok ? 0 : 1;
 }
 
+// ---- pattern pages: fetch and peek --------------------------------------
+
+// The word a pattern test writes at word `word` of page `page` in `round`.
+uint64_t round_pattern(uint64_t page, uint64_t word, uint64_t round) {
+  return (page * 0x9e3779b97f4a7c15ull) ^ word ^ (round << 56);
+}
+
+// Writes round's pattern to every 64th word of each page of [first, end)
+// for which mine(page) holds.
+template <typename Mine>
+void fill_pattern(Cluster& c, uint64_t first, uint64_t end, uint64_t round, Mine mine) {
+  for (uint64_t p = first; p < end; ++p) {
+    if (!mine(p)) continue;
+    auto* w = c.at<uint64_t>(p * kPage);
+    for (uint64_t k = 0; k < kPage / 8; k += 64) w[k] = round_pattern(p, k, round);
+  }
+}
+
+// Words of pages [first, end) that do not hold round_of(page)'s pattern.
+template <typename RoundOf>
+uint64_t bad_pattern_words(Cluster& c, uint64_t first, uint64_t end, RoundOf round_of) {
+  uint64_t bad = 0;
+  for (uint64_t p = first; p < end; ++p) {
+    const auto* w = c.at<uint64_t>(p * kPage);
+    for (uint64_t k = 0; k < kPage / 8; k += 64) bad += w[k] != round_pattern(p, k, round_of(p));
+  }
+  return bad;
+}
+
 // ---- fetch: pages brought here ahead of use, without faults ---------------
 //
 // Node 1 writes every page; node 0 fetches them all for reading and must
@@ -692,32 +732,12 @@ int aggregate(Cluster& c, const Options& o) {
 int fetch(Cluster& c, const Options&) {
   constexpr uint64_t kFirst = 8;  // pages 0-7 hold the barrier's counter
   const uint64_t pages = c.size() / kPage;
-  auto pattern = [](uint64_t page, uint64_t word, uint64_t round) {
-    return (page * 0x9e3779b97f4a7c15ull) ^ word ^ (round << 56);
-  };
-  auto fill = [&](uint64_t round) {
-    for (uint64_t p = kFirst; p < pages; ++p) {
-      auto* w = c.at<uint64_t>(p * kPage);
-      for (uint64_t k = 0; k < kPage / 8; k += 64) w[k] = pattern(p, k, round);
-    }
-  };
+  auto fill = [&](uint64_t round) { fill_pattern(c, kFirst, pages, round, [](uint64_t) { return true; }); };
   auto bad_words = [&](uint64_t round) {
-    uint64_t bad = 0;
-    for (uint64_t p = kFirst; p < pages; ++p) {
-      const auto* w = c.at<uint64_t>(p * kPage);
-      for (uint64_t k = 0; k < kPage / 8; k += 64) bad += w[k] != pattern(p, k, round);
-    }
-    return bad;
+    return bad_pattern_words(c, kFirst, pages, [round](uint64_t) { return round; });
   };
-  auto stats = [&] {
-    AggvmDsmNodeStats s{};
-    aggvm_dsm_node_stats(c.dsm(), &s);
-    return s;
-  };
-  auto faults = [&] {
-    const AggvmDsmNodeStats s = stats();
-    return s.faults.read_faults + s.faults.write_faults;
-  };
+  auto stats = [&] { return node_stats(c); };
+  auto faults = [&] { return fault_count(c); };
   auto fetched = [&] { return stats().fetched_pages; };
   auto fetch_all = [&](int write) {
     char* err = nullptr;
@@ -842,35 +862,14 @@ int peek(Cluster& c, const Options&) {
   constexpr uint64_t kFirst = 8;     // pages 0-7 hold the barrier's counter
   constexpr uint64_t kWritten = 64;  // pages node 0 writes over its snapshots
   const uint64_t pages = c.size() / kPage;
-  auto pattern = [](uint64_t page, uint64_t word, uint64_t round) {
-    return (page * 0x9e3779b97f4a7c15ull) ^ word ^ (round << 56);
-  };
   auto writer = [&](uint64_t page) { return static_cast<int>(1 + page % (c.nodes() - 1)); };
   auto round_after_node0_wrote = [](uint64_t page) { return page < kFirst + kWritten ? 3u : 2u; };
   auto fill = [&](uint64_t first, uint64_t end, uint64_t round, int who) {
-    for (uint64_t p = first; p < end; ++p) {
-      if (who >= 0 && writer(p) != who) continue;
-      auto* w = c.at<uint64_t>(p * kPage);
-      for (uint64_t k = 0; k < kPage / 8; k += 64) w[k] = pattern(p, k, round);
-    }
+    fill_pattern(c, first, end, round, [&](uint64_t p) { return who < 0 || writer(p) == who; });
   };
-  auto bad_words = [&](auto round_of) {
-    uint64_t bad = 0;
-    for (uint64_t p = kFirst; p < pages; ++p) {
-      const auto* w = c.at<uint64_t>(p * kPage);
-      for (uint64_t k = 0; k < kPage / 8; k += 64) bad += w[k] != pattern(p, k, round_of(p));
-    }
-    return bad;
-  };
-  auto stats = [&] {
-    AggvmDsmNodeStats s{};
-    aggvm_dsm_node_stats(c.dsm(), &s);
-    return s;
-  };
-  auto faults = [&] {
-    const AggvmDsmNodeStats s = stats();
-    return s.faults.read_faults + s.faults.write_faults;
-  };
+  auto bad_words = [&](auto round_of) { return bad_pattern_words(c, kFirst, pages, round_of); };
+  auto stats = [&] { return node_stats(c); };
+  auto faults = [&] { return fault_count(c); };
   char* err = nullptr;
   auto peek_all = [&] {  // the pages it asked for
     uint64_t asked = 0;
