@@ -340,6 +340,7 @@ void Cache::install_home_copy(PageKey page, PageView data) {
   if (e.state != PageState::kInvalid)
     fail(EPROTO, "home copy of page {:#x} installed over a {} copy", ctx_.space->gpa(page),
          to_string(e.state));
+  if (e.snapshot) drop_snapshots(page, 1);  // the home's copy replaces it
   make_room();
   ctx_.env->install(page, data, false);
   mapped(page, e, PageState::kShared);
@@ -477,14 +478,19 @@ void Cache::on_peek_resp(const Message& m) {
   // Everything is checked before anything is installed.
   uint32_t with_data = 0;
   for (uint32_t i = 0; i < w.count; ++i) {
-    const uint16_t a = answers[i];
+    uint16_t& a = answers[i];
     auto it = ops_.find(at(i));
     if (entry(at(i)).pending != Pending::kPeek || it == ops_.end() || it->second.asked != m.src)
       throw Rejected(fmt::format("PeekResp for page {:#x}, which this node did not ask node {} for",
                                  ctx_.space->gpa(at(i)), m.src));
-    const bool names_owner = a < ctx_.n_nodes && a != ctx_.self && a != m.src && !ctx_.gone.test(a);
-    if (a != kPeekData && a != kPeekZero && a != kPeekRefused && !names_owner)
+    if (a != kPeekData && a != kPeekZero && a != kPeekRefused && a >= kMaxNodes)
       throw Rejected(fmt::format("PeekResp answers {:#x} for page {:#x}", a, ctx_.space->gpa(at(i))));
+    // Only the page's home names its owner, and only once: the owner
+    // answers for itself.  Any other name (this node, the answering node,
+    // one not in the cluster) is a refusal: the page is asked for as usual.
+    const bool owner_ok = a < ctx_.n_nodes && a != ctx_.self && a != m.src && !ctx_.gone.test(a) &&
+                          m.src == home(at(i));
+    if (a < kMaxNodes && !owner_ok) a = kPeekRefused;
     with_data += a == kPeekData;
   }
   if (m.payload.size() != peek_resp_size(w.count, with_data))

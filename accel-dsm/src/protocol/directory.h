@@ -54,6 +54,8 @@ class Directory {
   // Entries kept: one per page homed on this node (none for the others).
   uint64_t entries() const { return entry_count_; }
   bool busy(PageKey p) const { return txns_.count(p) != 0; }
+  // In a range whose home is moving (hold()): its entry may not be final.
+  bool held(PageKey p) const;
   size_t transactions() const { return txns_.size(); }
   void check_timeouts() const;
 
@@ -109,7 +111,6 @@ class Directory {
   Cache& cache_;
   std::vector<std::vector<Segment>> segments_;  // per region, by first page
   uint64_t entry_count_ = 0;
-  bool held(PageKey p) const;
   std::vector<PageKey> pages_with_txns(const PageRange& r) const;
 
   std::unordered_map<PageKey, Txn, PageKeyHash> txns_;  // pages with a transaction

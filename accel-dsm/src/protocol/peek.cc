@@ -13,7 +13,8 @@ uint16_t answer_for(PageKey p, NodeId asker, const EngineContext& ctx, const Cac
                     const Directory& directory) {
   const bool held = cache.state(p) != PageState::kInvalid && cache.pending(p) == Cache::Pending::kNone;
   if (ctx.home(p) != ctx.self) return held && owns(cache.state(p)) ? kPeekData : kPeekRefused;
-  if (directory.busy(p)) return kPeekRefused;
+  // A transaction, or a home move whose entries may not have arrived yet.
+  if (directory.busy(p) || directory.held(p)) return kPeekRefused;
   const DirEntry& d = directory.entry(p);
   if (d.owner == kNoNode) {
     // The home keeps a copy of every page written and owned by no one.
