@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "error.h"
+#include "protocol/peek.h"
 
 namespace aggvm::dsm {
 
@@ -464,12 +465,7 @@ void Cache::send_peek(PageKey first, uint64_t count, NodeId to) {
 }
 
 void Cache::on_peek_resp(const Message& m) {
-  PeekWire w;
-  if (m.payload.size() < sizeof(w)) throw Rejected("PeekResp without its run");
-  std::memcpy(&w, m.payload.data(), sizeof(w));
-  const uint64_t region_pages = ctx_.space->regions()[m.page.region()].pages;
-  if (w.count == 0 || w.count > kMaxPeekRun || m.page.index() + w.count > region_pages)
-    throw Rejected(fmt::format("PeekResp for {} pages from page {:#x}", w.count, ctx_.space->gpa(m.page)));
+  const PeekWire w = peek_run(m, *ctx_.space);
   std::vector<uint16_t> answers(w.count);
   if (m.payload.size() < peek_resp_size(w.count, 0))
     throw Rejected(fmt::format("PeekResp of {} bytes too short for {} answers", m.payload.size(), w.count));

@@ -27,13 +27,18 @@ uint16_t answer_for(PageKey p, NodeId asker, const EngineContext& ctx, const Cac
 
 }  // namespace
 
-void answer_peek(const Message& m, EngineContext& ctx, const Cache& cache, const Directory& directory) {
+PeekWire peek_run(const Message& m, const PageSpace& space) {
   PeekWire w;
-  if (m.payload.size() != sizeof(w)) throw Rejected("Peek without its run");
+  if (m.payload.size() < sizeof(w)) throw Rejected(fmt::format("{} without its run", to_string(m.type)));
   std::memcpy(&w, m.payload.data(), sizeof(w));
-  if (w.count == 0 || w.count > kMaxPeekRun ||
-      m.page.index() + w.count > ctx.space->regions()[m.page.region()].pages)
-    throw Rejected(fmt::format("Peek for {} pages from page {:#x}", w.count, ctx.space->gpa(m.page)));
+  if (w.count == 0 || w.count > kMaxPeekRun || m.page.index() + w.count > space.regions()[m.page.region()].pages)
+    throw Rejected(fmt::format("{} for {} pages from page {:#x}", to_string(m.type), w.count, space.gpa(m.page)));
+  return w;
+}
+
+void answer_peek(const Message& m, EngineContext& ctx, const Cache& cache, const Directory& directory) {
+  if (m.payload.size() != sizeof(PeekWire)) throw Rejected("Peek carries more than its run");
+  const PeekWire w = peek_run(m, *ctx.space);
 
   std::vector<uint16_t> answers(w.count);
   uint32_t with_data = 0;

@@ -22,6 +22,10 @@
 
 namespace aggvm::dsm {
 
+// The run of pages a Peek or PeekResp names, checked: 1 to kMaxPeekRun
+// pages, all in the message's region.  Throws Rejected otherwise.
+PeekWire peek_run(const Message& m, const PageSpace& space);
+
 // Answers a Peek from m.src with what this node can vouch for: as a page's
 // home, its own copy when no other node owns the page (or zero, never
 // written), else the owner's name; as a page's owner, its copy.  Anything
