@@ -65,6 +65,8 @@ for test in failures:
     print(f"--- {test['name']} ({test['result']}): the last {min(len(out), 30)} lines of its output")
     for text in out[-30:]:
         print(f"    {text}")
+for test in failures:
+    print(f"failed: {test['name']} ({test['result']})")
 for p in problems:
     print(f"error: {p}")
 print(f'tests: {counts["passed"]} passed, {counts["failed"]} failed, {counts["skipped"]} skipped')

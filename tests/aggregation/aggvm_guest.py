@@ -630,14 +630,15 @@ def finish(args, nodes, check, results, report, t0):
     vcpus, numa = guest_facts(args, results)
     report.update(results=results, failures=check.failures, guest_vcpus=vcpus,
                   guest_numa_nodes=numa, status="fail" if check.failures else "pass")
-    for f in check.failures:
-        log(f"FAIL: {f}")
     if check.failures:
         for n in nodes:
             if n.index != 0:
                 tail = n.tail()
                 if tail:
                     print(f"--- node {n.index} log tail ({n.log_path}):\n{tail}", end="")
+    # After the nodes' logs: CI keeps only the end of a failed test's output.
+    for f in check.failures:
+        log(f"FAIL: {f}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     log(f"{args.guest} {args.accel} hosts={args.hosts} vcpus={args.vcpus} "

@@ -558,14 +558,15 @@ class Run:
                 g.stop()
         self.report.update(failures=self.check.failures,
                            status="fail" if self.check.failures else "pass")
-        for f in self.check.failures:
-            log(f"FAIL: {f}")
         if self.check.failures:
             for g in self.guests:
                 for n in g.nodes:
                     tail = n.tail()
                     if tail:
                         print(f"--- {g.name} node {n.index} log tail ({n.log_path}):\n{tail}", end="")
+        # After the nodes' logs: CI keeps only the end of a failed test's output.
+        for f in self.check.failures:
+            log(f"FAIL: {f}")
         if self.opts.json:
             Path(self.opts.json).write_text(json.dumps(self.report, indent=2))
         log(f"{self.opts.scenario} {self.opts.accel}: status={self.report['status']}")
