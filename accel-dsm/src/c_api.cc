@@ -55,6 +55,12 @@ AggvmDsm* aggvm_dsm_new(const AggvmDsmOptions* opts, char** errmsg) {
     cfg.late = aggvm::dsm::NodeSet(opts->late_nodes);
     cfg.timeout = std::chrono::milliseconds(opts->timeout_ms ? opts->timeout_ms : 5000);
     cfg.service_spin = std::chrono::microseconds(opts->service_spin_us);
+    if (opts->limit_cpu_latency) {
+      if (opts->cpu_latency_us > static_cast<uint32_t>(INT32_MAX))
+        aggvm::dsm::fail(EINVAL, "CPU wake-up latency of {} us is out of range (at most {})", opts->cpu_latency_us,
+                         INT32_MAX);
+      cfg.cpu_latency_us = opts->cpu_latency_us;
+    }
     cfg.transports = opts->ucx_transports ? opts->ucx_transports : "tcp";
     if (opts->frame_protection != AGGVM_DSM_FRAMES_SEALED && opts->frame_protection != AGGVM_DSM_FRAMES_PLAIN)
       aggvm::dsm::fail(EINVAL, "frame_protection {} is neither SEALED (0) nor PLAIN (1)", opts->frame_protection);

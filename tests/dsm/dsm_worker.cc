@@ -44,6 +44,7 @@ struct Options {
   std::string ucx_transports;  // empty: the library's default (tcp)
   std::string frames = "sealed";  // frame protection: sealed (AES-256-GCM) | plain
   uint32_t spin_us = 0;           // the service thread's polling before it sleeps
+  int64_t cpu_latency_us = -1;  // held on the host while the node runs; -1: leave it be
   int threads = 2;
   uint64_t ops = 2000;
   uint64_t iterations = 100000;
@@ -52,6 +53,16 @@ struct Options {
   std::vector<int> late;   // nodes that join the running cluster later
   uint32_t start_delay_ms = 0;
 };
+
+// The host's CPU wake-up latency bound in force now (PM QoS), -1 if unreadable.
+int32_t host_cpu_latency_us() {
+  int32_t v = -1;
+  if (FILE* f = std::fopen("/dev/cpu_dma_latency", "rbe")) {
+    if (std::fread(&v, sizeof v, 1, f) != 1) v = -1;
+    std::fclose(f);
+  }
+  return v;
+}
 
 [[noreturn]] void die(int code, const std::string& msg) {
   std::fprintf(stderr, "dsm-worker: %s\n", msg.c_str());
@@ -99,6 +110,8 @@ class Cluster {
     opts.frame_protection = o.frames == "plain" ? AGGVM_DSM_FRAMES_PLAIN : AGGVM_DSM_FRAMES_SEALED;
     opts.late_nodes = late;
     opts.service_spin_us = o.spin_us;
+    opts.limit_cpu_latency = o.cpu_latency_us >= 0;
+    opts.cpu_latency_us = static_cast<uint32_t>(std::max<int64_t>(o.cpu_latency_us, 0));
     // The hooks an embedder (QEMU) relies on: both on the service thread.
     opts.opaque = this;
     opts.on_service_thread = [](void* self, int starting) {
@@ -133,6 +146,7 @@ class Cluster {
       die(2, fmt::format("start failed: {}", err));
     std::printf("dsm-worker: node %d started (%zu nodes, %lu MiB)\n", o.node, o.addresses.size(),
                 static_cast<unsigned long>(o.region_mib));
+    if (o.cpu_latency_us >= 0) std::printf("cpu-latency: held_us=%d\n", host_cpu_latency_us());
     std::fflush(stdout);
     // Report a failure of the cluster from a thread of its own: the others
     // may be blocked in faults that will never be resolved.
@@ -1071,6 +1085,8 @@ int main(int argc, char** argv) {
   app.add_option("--frames", o.frames, "frame protection: sealed (AES-256-GCM, default) | plain (trusted fabric)")
       ->check(CLI::IsMember({"sealed", "plain"}));
   app.add_option("--spin-us", o.spin_us, "microseconds the service thread polls before it sleeps");
+  app.add_option("--cpu-latency-us", o.cpu_latency_us,
+                 "hold the host's CPU wake-up latency at most this many microseconds while the node runs");
   app.add_option("--threads", o.threads, "faulting threads");
   app.add_option("--ops", o.ops, "operations per thread (torture)");
   app.add_option("--iterations", o.iterations, "litmus iterations; bench: faults per figure");

@@ -21,6 +21,7 @@
 #ifndef AGGVM_DSM_H
 #define AGGVM_DSM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -115,6 +116,21 @@ typedef struct AggvmDsmOptions {
      * none is (docs/performance.md).
      */
     uint32_t service_spin_us;
+
+    /*
+     * With limit_cpu_latency, the node holds the host's CPU wake-up
+     * latency at most cpu_latency_us microseconds from aggvm_dsm_start()
+     * until it is freed (a PM QoS request through /dev/cpu_dma_latency,
+     * for every CPU of the host; 0: idle CPUs poll instead of halting).
+     * A thread woken on a halted CPU, such as a memory-service thread at
+     * each hop of a remote fault, waits for the CPU to wake: tens of
+     * microseconds on a virtualised host.  The cost is idle CPUs kept
+     * busy.  aggvm_dsm_start() fails when the request cannot be made
+     * (no such device, not permitted).  Off by default: the host's idle
+     * states are left alone.
+     */
+    bool limit_cpu_latency;
+    uint32_t cpu_latency_us;
 
     /*
      * As on_page_change, for copies this node gave up while no node

@@ -118,6 +118,8 @@ void Node::start() {
                     .timeout_ns = static_cast<uint64_t>(cfg_.timeout.count()) * 1'000'000},
       *space_, static_cast<Env&>(*this));
 
+  if (cfg_.cpu_latency_us) cpu_latency_.emplace(*cfg_.cpu_latency_us);
+
   // Every copy starts Invalid: discard what the regions held.
   uffd_ = std::make_unique<Userfaultfd>();
   for (const Region& r : regions_) {

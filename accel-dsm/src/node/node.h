@@ -21,6 +21,7 @@
 #include "aggvm/dsm.h"
 #include "error.h"
 #include "fault/userfaultfd.h"
+#include "node/cpu_latency.h"
 #include "node/liveness.h"
 #include "node/stats.h"
 #include "protocol/engine.h"
@@ -44,6 +45,9 @@ struct NodeConfig {
   // How long the service thread polls after its last event before it
   // sleeps (AggvmDsmOptions.service_spin_us).
   std::chrono::microseconds service_spin{0};
+  // While the node runs, hold the host's CPU wake-up latency at this bound
+  // (AggvmDsmOptions.cpu_latency_us; cpu_latency.h); unset: leave it be.
+  std::optional<uint32_t> cpu_latency_us;
   // Nodes that join the running cluster later (never node 0); they home
   // nothing at start.  A late node's start() joins: node 0 admits it.
   NodeSet late;
@@ -257,6 +261,7 @@ class Node final : private Env, private FabricSink {
   std::unique_ptr<PageSpace> space_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Userfaultfd> uffd_;
+  std::optional<CpuLatencyRequest> cpu_latency_;
   std::unique_ptr<Fabric> fabric_;
   std::map<uint16_t, ServiceHandler> services_;
   std::vector<NodeListener> listeners_;  // fixed once started
