@@ -7,7 +7,8 @@ to exit non-zero within a bound, with a message naming the problem:
 an unknown node id, a placement naming a vCPU the machine lacks, a wrong
 cluster secret, the bootstrap vCPU placed off node 0, an unreachable peer,
 late nodes that would home memory or run a vCPU at start, or that find no
-guest to join, guest RAM that is shared or file-backed, vmport asked for.  Exit 0 pass,
+guest to join, guest RAM that is shared or file-backed, vmport asked for, a
+CPU latency bound below -1.  Exit 0 pass,
 1 fail, 77 skip.
 """
 
@@ -149,6 +150,9 @@ def main():
         ("relative health file",
          [machine(qemu) + cluster_json(0, fresh(), key, **{"health-file": "failing"})],
          [r"health-file 'failing' must be an absolute path"]),
+        ("CPU latency bound below -1",
+         [machine(qemu) + cluster(0, fresh(), key, "cpu-latency-us=-2")],
+         [r"cpu-latency-us -2 is neither -1 \(leave the host's idle states alone\) nor a bound"]),
         # vmport reads and writes the calling vCPU's registers, which only
         # the node running that vCPU has.
         ("vmport asked for", [machine(qemu, machine_opts="pc,vmport=on") + cluster(0, fresh(), key)],
