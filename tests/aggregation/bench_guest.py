@@ -32,6 +32,12 @@ In one run, with the same QEMU build throughout:
             vCPU 0 (node 0, where the devices are) and from vCPU 1 (the
             worker): 2 hosts x 1 vCPU against the same guest, 2 vCPUs, in
             one stock process
+  [qos]     the boots and the disk guest again with the host's CPU wake-up
+            latency held at 0 us (PM QoS), stock and aggregated alike
+            (aggvm-cluster cpu-latency-us=0): idle CPUs poll instead of
+            halting, so a thread woken on one runs at once; the line
+            "guest-scaling-qos: tcg_linux_boot_ratio=Y blk_ratio=B
+            net_ratio=N shared_ratio=S" above the last gives its ratios
 compute, counters, pingpong and ipi run under KVM, or under TCG where
 /dev/kvm is unusable (said so above the last line).  The last line is
   guest-scaling: compute_ratio=X tcg_linux_boot_ratio=Y ipi_remote_us=R ipi_local_us=L
@@ -47,9 +53,11 @@ aggregated / stock time of the OpenMP stencil (GiantVM: 15; goal <= 3).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import tempfile
@@ -129,16 +137,33 @@ def fabric_rtt(args):
     return float(m.group(1))
 
 
-def disk_guest(args, aggregate):
+@contextlib.contextmanager
+def held_cpu_latency(us):
+    """The host's CPU wake-up latency held at `us` (a PM QoS request) for the
+    block: the stock runs' side of aggvm-cluster's cpu-latency-us, which the
+    aggregated nodes hold themselves."""
+    fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, struct.pack("i", us))
+        yield
+    finally:
+        os.close(fd)  # withdraws the request
+
+
+def disk_guest(args, aggregate, qos=False):
     """The Debian disk guest's fio and fetch figures, aggregated (2 hosts x 1
-    vCPU) or in one stock process (2 vCPUs)."""
+    vCPU) or in one stock process (2 vCPUs); with qos, the host's CPU wake-up
+    latency held at 0 us."""
     hosts = ["--hosts", "2", "--vcpus-per-host", "1"] if aggregate else \
         ["--hosts", "1", "--vcpus-per-host", "2", "--no-aggregate"]
-    r = aggregated(args, ["--guest", "linux", "--accel", "tcg", "--mem", "384", *hosts,
-                          "--kernel", args.disk_kernel, "--initrd", args.disk_initrd,
-                          "--disk-image", args.disk_image, "--linux-run", "topology,blk,net",
-                          "--net-bytes", str(NET_BYTES),
-                          "--append", "aggvm.io_cpus=0,1 aggvm.net_cpu=0,1", "--timeout", "900"])
+    if qos and aggregate:
+        hosts += ["--cluster-prop", "cpu-latency-us=0"]
+    with held_cpu_latency(0) if qos and not aggregate else contextlib.nullcontext():
+        r = aggregated(args, ["--guest", "linux", "--accel", "tcg", "--mem", "384", *hosts,
+                              "--kernel", args.disk_kernel, "--initrd", args.disk_initrd,
+                              "--disk-image", args.disk_image, "--linux-run", "topology,blk,net",
+                              "--net-bytes", str(NET_BYTES),
+                              "--append", "aggvm.io_cpus=0,1 aggvm.net_cpu=0,1", "--timeout", "900"])
     blk, net = r["results"]["blk"], r["results"]["net"]
     return {k: float(v) for k, v in {**blk, **net}.items() if re.match(r"cpu\d+_", k)}
 
@@ -198,23 +223,36 @@ def main():
         f"(aggvm-cluster spin-us=100): round trip {int(spun['results']['pingpong']['rtt_ns']) / 1000:.1f} us "
         f"(without: {pingpong_ns / 1000:.1f} us)")
 
-    stock_boot, stock_results = stock_linux(args)
-    agg = aggregated(args, ["--guest", "linux", "--accel", "tcg", "--hosts", "2",
-                            "--vcpus-per-host", "2", "--kernel", args.linux_kernel,
-                            "--initrd", args.linux_initrd])
-    agg_boot = agg["seconds_to_result"]
-    boot_ratio = agg_boot / stock_boot
-    say(f"linux boot to result (tcg, 4 vCPUs, 2 NUMA nodes): stock {stock_boot:.2f} s, "
-        f"aggregated 2 hosts {agg_boot:.2f} s, ratio {boot_ratio:.2f}")
-    # The same boots ran aggvm-omp: an OpenMP stencil whose threads share
-    # their boundary rows (across hosts when aggregated).
-    omp_stock = float(stock_results["omp"]["ms"])
-    omp_agg = float(agg["results"]["omp"]["ms"])
-    shared_ratio = omp_agg / max(omp_stock, 1.0)
-    say(f"openmp stencil (tcg, 4 threads, {agg['results']['omp']['grid']}^2 grid, "
-        f"{agg['results']['omp']['sweeps']} sweeps, result exact in both): stock {omp_stock:.0f} ms, "
-        f"aggregated 2 hosts {omp_agg:.0f} ms, ratio {shared_ratio:.1f} (GiantVM reports 15x "
-        "for memcpy-style sharing; the goal is 3x)")
+    def linux_boots(qos):
+        """Stock and aggregated Linux boots to the result; their ratio, and the
+        OpenMP stencil's they ran."""
+        tag = " [qos]" if qos else ""
+        with held_cpu_latency(0) if qos else contextlib.nullcontext():
+            stock_boot, stock_results = stock_linux(args)
+        agg = aggregated(args, ["--guest", "linux", "--accel", "tcg", "--hosts", "2",
+                                "--vcpus-per-host", "2", "--kernel", args.linux_kernel,
+                                "--initrd", args.linux_initrd]
+                         + (["--cluster-prop", "cpu-latency-us=0"] if qos else []))
+        agg_boot = agg["seconds_to_result"]
+        boot_ratio = agg_boot / stock_boot
+        say(f"linux boot to result{tag} (tcg, 4 vCPUs, 2 NUMA nodes): stock {stock_boot:.2f} s, "
+            f"aggregated 2 hosts {agg_boot:.2f} s, ratio {boot_ratio:.2f}")
+        # The same boots ran aggvm-omp: an OpenMP stencil whose threads share
+        # their boundary rows (across hosts when aggregated).
+        omp_stock = float(stock_results["omp"]["ms"])
+        omp_agg = float(agg["results"]["omp"]["ms"])
+        shared_ratio = omp_agg / max(omp_stock, 1.0)
+        say(f"openmp stencil{tag} (tcg, 4 threads, {agg['results']['omp']['grid']}^2 grid, "
+            f"{agg['results']['omp']['sweeps']} sweeps, result exact in both): stock {omp_stock:.0f} ms, "
+            f"aggregated 2 hosts {omp_agg:.0f} ms, ratio {shared_ratio:.1f} (GiantVM reports 15x "
+            "for memcpy-style sharing; the goal is 3x)")
+        return boot_ratio, shared_ratio
+
+    boot_ratio, shared_ratio = linux_boots(qos=False)
+    # [qos]: the host's CPU wake-up latency held at 0 us, stock and
+    # aggregated alike (aggvm-cluster cpu-latency-us=0): idle CPUs poll, and
+    # a thread woken on one does not wait for the hypervisor to run it.
+    qos_boot_ratio, qos_shared_ratio = linux_boots(qos=True)
 
     ipi = {}
     for wait in ("spin", "halt"):
@@ -238,19 +276,30 @@ def main():
         f"the remote IPI's floor is that plus the local IPI: {floor:.1f} us; remote IPI "
         f"{ipi['remote', 'halt']:.1f} us is {ipi['remote', 'halt'] / floor:.2f}x it (goal 3x)")
 
-    stock = disk_guest(args, aggregate=False)
-    agg = disk_guest(args, aggregate=True)
-    for cpu, where in ((0, "node 0's vCPU 0"), (1, "the worker's vCPU 1")):
-        say(f"Debian disk guest, {where}: fio 1 MiB write {stock[f'cpu{cpu}_seq_write_mb_s']:.1f} -> "
-            f"{agg[f'cpu{cpu}_seq_write_mb_s']:.1f} MB/s, read {stock[f'cpu{cpu}_seq_read_mb_s']:.1f} -> "
-            f"{agg[f'cpu{cpu}_seq_read_mb_s']:.1f} MB/s, 4 KiB random read "
-            f"{stock[f'cpu{cpu}_rand_read_iops']:.0f} -> {agg[f'cpu{cpu}_rand_read_iops']:.0f} IOPS; "
-            f"16 MiB fetch {stock[f'cpu{cpu}_mb_s']:.2f} -> {agg[f'cpu{cpu}_mb_s']:.2f} MB/s "
-            "(stock -> aggregated)")
-    blk_ratio = (agg["cpu0_seq_write_mb_s"] / stock["cpu0_seq_write_mb_s"]
-                 + agg["cpu0_seq_read_mb_s"] / stock["cpu0_seq_read_mb_s"]) / 2
-    net_ratio = agg["cpu0_mb_s"] / stock["cpu0_mb_s"]
+    def disk_and_net(qos):
+        """The Debian disk guest stock and aggregated: blk and net ratios."""
+        tag = " [qos]" if qos else ""
+        stock = disk_guest(args, aggregate=False, qos=qos)
+        agg = disk_guest(args, aggregate=True, qos=qos)
+        for cpu, where in ((0, "node 0's vCPU 0"), (1, "the worker's vCPU 1")):
+            say(f"Debian disk guest{tag}, {where}: fio 1 MiB write {stock[f'cpu{cpu}_seq_write_mb_s']:.1f} -> "
+                f"{agg[f'cpu{cpu}_seq_write_mb_s']:.1f} MB/s, read {stock[f'cpu{cpu}_seq_read_mb_s']:.1f} -> "
+                f"{agg[f'cpu{cpu}_seq_read_mb_s']:.1f} MB/s, 4 KiB random read "
+                f"{stock[f'cpu{cpu}_rand_read_iops']:.0f} -> {agg[f'cpu{cpu}_rand_read_iops']:.0f} IOPS; "
+                f"16 MiB fetch {stock[f'cpu{cpu}_mb_s']:.2f} -> {agg[f'cpu{cpu}_mb_s']:.2f} MB/s "
+                "(stock -> aggregated)")
+        blk = (agg["cpu0_seq_write_mb_s"] / stock["cpu0_seq_write_mb_s"]
+               + agg["cpu0_seq_read_mb_s"] / stock["cpu0_seq_read_mb_s"]) / 2
+        return blk, agg["cpu0_mb_s"] / stock["cpu0_mb_s"]
 
+    blk_ratio, net_ratio = disk_and_net(qos=False)
+    qos_blk_ratio, qos_net_ratio = disk_and_net(qos=True)
+
+    # The same figures with the host's CPU wake-up latency held at 0 us: the
+    # configuration a host whose idle CPUs halt slowly (a virtualised one
+    # like this) should run; the last line keeps the default's.
+    print(f"guest-scaling-qos: tcg_linux_boot_ratio={qos_boot_ratio:.2f} blk_ratio={qos_blk_ratio:.2f} "
+          f"net_ratio={qos_net_ratio:.2f} shared_ratio={qos_shared_ratio:.2f}", flush=True)
     print(f"guest-scaling: compute_ratio={compute_ratio:.3f} tcg_linux_boot_ratio={boot_ratio:.2f} "
           f"ipi_remote_us={ipi['remote', 'halt']:.1f} ipi_local_us={ipi['local', 'halt']:.1f} "
           f"ipi_floor_us={floor:.1f} blk_ratio={blk_ratio:.2f} net_ratio={net_ratio:.2f} "

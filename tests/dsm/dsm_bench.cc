@@ -12,9 +12,12 @@
 // Every latency is reported as p50 / p99 beside its floor:
 //   read fault  >= 64 B one-way (request) + 4 KiB one-way (page) + local uffd fault
 //   write fault >= 64 B round trip (request, grant; the home is the sharer) + local uffd fault
+// Two more runs over TCP: spin (the service thread polls 100 us before it
+// sleeps) and qos (the host's CPU wake-up latency held at 0 us for the run,
+// floor included: idle CPUs poll instead of halting).
 // The last line is "dsm-fault-latency: key=value ...": unprefixed keys are
-// the DSM and its TCP floor, shm_ keys the shared-memory floor and the
-// same DSM figures against it; floor_us/ratio are the read fault's,
+// the DSM and its TCP floor, spin_ and qos_ keys those runs, shm_ keys the
+// shared-memory floor and the same DSM figures against it; floor_us/ratio are the read fault's,
 // ucx_rtt/ucx_one_way the raw 4 KiB ping-pong's.
 //
 //   dsm-bench [DSM_WORKER [FAULTS [UCX_FLOOR]]]
@@ -29,6 +32,7 @@
 #include <vector>
 
 #include "harness.h"
+#include "node/cpu_latency.h"
 
 namespace {
 
@@ -42,6 +46,9 @@ struct Fabric {
   std::string why;       // what it stands for
   std::string no_dsm;    // empty: the DSM runs on it too; else why it cannot
   std::string spin_us = "0";  // the DSM service thread's polling before it sleeps
+  // Empty: the host's idle states as they are.  Else the bound the run
+  // holds on the host (cpu_latency.h), for the floor and the DSM alike.
+  std::string cpu_latency_us = "";
 };
 
 // "tcp" carries the connection manager in the shared-memory set; data goes
@@ -58,6 +65,11 @@ const std::vector<Fabric> kFabrics = {
     // and 2 faulting threads: the figure swings with what else runs.
     {"spin", "tcp", {}, "UCX/TCP, the DSM's service thread polling 100 us before it sleeps (service_spin_us)",
      "", "100"},
+    // A thread woken on a CPU that halted waits for the CPU first: on this
+    // virtualised host, for the hypervisor.  Holding the host's wake-up
+    // latency at 0 us keeps idle CPUs polling (QEMU's cpu-latency-us=0).
+    {"qos", "tcp", {}, "UCX/TCP, the host's CPU wake-up latency held at 0 us (cpu_latency_us; idle CPUs poll)",
+     "", "0", "0"},
     {"shm", "posix,cma,self,tcp", {{"UCX_MM_ERROR_HANDLING", "y"}},
      "UCX shared memory across namespaces (stand-in for an RDMA fabric's latency)",
      "the DSM keeps its lanes to its connection's device (UCX_CM_USE_ALL_DEVICES=n), so it cannot use "
@@ -154,7 +166,8 @@ std::optional<std::string> run_dsm(aggvm::harness::Cluster& cluster, const Fabri
     procs.push_back(cluster.host(i).spawn({worker, "--node", std::to_string(i), "--addresses", addresses,
                                            "--secret-file", secret.string(), "--mode", "bench", "--region-mib",
                                            "256", "--iterations", faults, "--ucx-transports", f.tls,
-                                           "--spin-us", f.spin_us},
+                                           "--spin-us", f.spin_us, "--cpu-latency-us",
+                                           f.cpu_latency_us.empty() ? "-1" : f.cpu_latency_us},
                                           f.env));
   std::optional<std::string> bad;
   for (int i = 0; i < 2; ++i)
@@ -264,6 +277,15 @@ int main(int argc, char** argv) {
   for (size_t k = 0; k < kFabrics.size(); ++k) {  // the floors, then the DSM, in one run
     const Fabric& f = kFabrics[k];
     const int port = 17500 + 10 * static_cast<int>(k);  // fresh ports per run: no TIME_WAIT clash
+    std::optional<aggvm::dsm::CpuLatencyRequest> held;
+    if (!f.cpu_latency_us.empty()) {
+      try {
+        held.emplace(static_cast<uint32_t>(std::stoul(f.cpu_latency_us)));
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "dsm-bench: [%s] %s: %s\n", f.name.c_str(), f.why.c_str(), e.what());
+        return 1;
+      }
+    }
     auto bad = run_floor(cluster, f, floor_bin, port + 5, "10000", figures[k], lane_info[k]);
     if (!bad && f.no_dsm.empty()) bad = run_dsm(cluster, f, worker, port, faults, figures[k]);
     if (bad) {
