@@ -71,6 +71,7 @@ import re
 import secrets
 import shlex
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -418,6 +419,7 @@ def run_cluster(args):
     results = {}
     rc = None
     t0 = time.monotonic()
+    report["cpu_latency_before_us"] = host_cpu_latency_us()
     try:
         # Workers first: node 0 waits for them (timeout) when it starts.
         late = None
@@ -478,6 +480,8 @@ def run_cluster(args):
             now = time.monotonic()
             if now - last_query > 1.0:
                 sample_rss(nodes, report)
+                seen = report.setdefault("cpu_latency_seen_us", [])
+                seen.append(host_cpu_latency_us())
             if info is None or now - last_query > 1.0:
                 try:
                     info = qmp.execute("x-query-aggvm")
@@ -627,6 +631,7 @@ def finish(args, nodes, check, results, report, t0):
     # Before reading the logs (the early return below runs ahead of finally).
     for n in nodes:
         n.stop()
+    judge_cpu_latency(args, report, check)
     vcpus, numa = guest_facts(args, results)
     report.update(results=results, failures=check.failures, guest_vcpus=vcpus,
                   guest_numa_nodes=numa, status="fail" if check.failures else "pass")
@@ -645,6 +650,34 @@ def finish(args, nodes, check, results, report, t0):
         f"guest_vcpus={vcpus} guest_numa_nodes={numa} "
         f"wall_s={time.monotonic() - t0:.1f} status={report['status']}")
     return 0 if not check.failures else 1
+
+
+CPU_LATENCY_DEVICE = "/dev/cpu_dma_latency"
+
+
+def host_cpu_latency_us():
+    """The host's CPU wake-up latency bound in force now (PM QoS); None if unreadable."""
+    try:
+        return struct.unpack("i", Path(CPU_LATENCY_DEVICE).read_bytes()[:4])[0]
+    except (OSError, struct.error):
+        return None
+
+
+def judge_cpu_latency(args, report, check):
+    """With cpu-latency-us=N, the nodes held the host's bound at N or less
+    all through the run, and gave it back when they exited."""
+    bounds = [int(p.split("=", 1)[1]) for p in args.cluster_prop if p.startswith("cpu-latency-us=")]
+    if not bounds or bounds[-1] < 0:
+        return
+    seen = [v for v in report.get("cpu_latency_seen_us", []) if v is not None]
+    before, after = report.get("cpu_latency_before_us"), host_cpu_latency_us()
+    log(f"host CPU wake-up latency bound: {before} us before, {min(seen, default=None)}-"
+        f"{max(seen, default=None)} us while the guest ran, {after} us after")
+    check.expect(bool(seen) and max(seen) <= bounds[-1],
+                 f"the nodes did not hold {CPU_LATENCY_DEVICE} at {bounds[-1]} us or less "
+                 f"while the guest ran: {seen}")
+    check.expect(after == before, f"{CPU_LATENCY_DEVICE} was {before} us before the guest "
+                 f"and is {after} us after it: the nodes' request was not withdrawn")
 
 
 def sample_rss(nodes, report):
