@@ -52,6 +52,10 @@ struct ClusterSpec {
   std::vector<NumaCell> cells;     // the domain's <cpu><numa>, by cell id
   std::string secret_file;
   uint32_t timeout_ms = kDefaultTimeoutMs;
+  // <aggvm:cluster cpu-latency-us>: every node holds its host's CPU wake-up
+  // latency at this bound while it runs (aggvm-cluster cpu-latency-us);
+  // unset: the hosts' idle states are left alone.
+  std::optional<uint32_t> cpu_latency_us;
 
   // "address:port" of every node's fabric endpoint, by node id.
   std::vector<std::string> fabric_addresses() const;

@@ -172,6 +172,7 @@ std::vector<std::string> cluster_args(const ClusterSpec& spec, uint16_t node, co
                   {"timeout", spec.timeout_ms},
                   {"addresses", spec.fabric_addresses()},
                   {"numa-node-hosts", spec.cell_hosts()}};
+  if (spec.cpu_latency_us) cluster["cpu-latency-us"] = *spec.cpu_latency_us;
   return {"-object", secret.dump(), "-object", cluster.dump()};
 }
 

@@ -48,6 +48,14 @@ TEST(ClusterSpec, ParsesTwoHosts) {
   EXPECT_EQ(spec->timeout_ms, 3000u);
   EXPECT_EQ(spec->cell_hosts(), (std::vector<uint16_t>{0, 1}));
   EXPECT_EQ(spec->secret_file, "/etc/aggvm/cluster.key");
+  EXPECT_FALSE(spec->cpu_latency_us);  // the hosts' idle states left alone
+}
+
+TEST(ClusterSpec, ReadsTheCpuLatencyBound) {
+  auto spec = parse_cluster_spec(domain(cluster(kTwoHosts, "cpu-latency-us='0'")));
+  ASSERT_TRUE(spec);
+  ASSERT_TRUE(spec->cpu_latency_us);
+  EXPECT_EQ(*spec->cpu_latency_us, 0u);
 }
 
 TEST(ClusterSpec, ReadsLibvirtStatusXml) {
@@ -98,6 +106,8 @@ TEST(ClusterSpec, MistakesAreNamed) {
                       "<aggvm:host id='1' address='10.0.0.2' cells='7'/>")),
        "names cell 7, but the domain's <cpu><numa> has 2 cell(s)"},
       {domain(cluster(kTwoHosts, "port='99999'")), "<aggvm:cluster port>: '99999' is not a number"},
+      {domain(cluster(kTwoHosts, "cpu-latency-us='-1'")), "<aggvm:cluster cpu-latency-us>: '-1'"},
+      {domain(cluster(kTwoHosts, "cpu-latency='0'")), "unknown attribute 'cpu-latency'"},
       {domain(cluster(kTwoHosts + "<aggvm:hots/>")), "unknown element <hots>"},
       {domain("<cluster xmlns='https://aggvm.dev/xmlns/libvirt/2'/>"), "aggvm's is 'https://aggvm.dev"},
       {domain("<aggvm:cluster xmlns:aggvm='https://aggvm.dev/xmlns/libvirt/1'>" + kTwoHosts +

@@ -79,8 +79,20 @@ TEST(QemuArgv, HeadKeepsLibvirtsLineAndAddsTheCluster) {
   EXPECT_EQ(cluster["addresses"], nlohmann::json({"10.0.0.1:7100", "10.0.0.2:7100"}));
   EXPECT_EQ(cluster["numa-node-hosts"], nlohmann::json({0, 1}));
   EXPECT_EQ(cluster["timeout"], 4000);
+  EXPECT_FALSE(cluster.contains("cpu-latency-us"));  // left to QEMU's default
   auto secret = nlohmann::json::parse(value_after(argv, "-object", 3));
   EXPECT_EQ(secret["file"], "/etc/aggvm/head.key");  // a path: the secret itself is on no command line
+}
+
+TEST(QemuArgv, EveryNodeHoldsTheCpuLatencyTheDomainAsks) {
+  ClusterSpec spec = two_hosts();
+  spec.cpu_latency_us = 0;
+  auto head = nlohmann::json::parse(
+      value_after(head_command(kLibvirtArgv, "/usr/libexec/aggvm/qemu-system-x86_64", spec), "-object", 4));
+  auto worker = nlohmann::json::parse(
+      value_after(worker_command(kLibvirtArgv, "/opt/q", spec, 1, "/etc/aggvm/cluster.key"), "-object", 3));
+  EXPECT_EQ(head["cpu-latency-us"], 0);
+  EXPECT_EQ(worker["cpu-latency-us"], 0);
 }
 
 TEST(QemuArgv, WorkerRunsTheSameMachineWithNullBackends) {
