@@ -56,9 +56,7 @@ AggvmDsm* aggvm_dsm_new(const AggvmDsmOptions* opts, char** errmsg) {
     cfg.timeout = std::chrono::milliseconds(opts->timeout_ms ? opts->timeout_ms : 5000);
     cfg.service_spin = std::chrono::microseconds(opts->service_spin_us);
     if (opts->limit_cpu_latency) {
-      if (opts->cpu_latency_us > static_cast<uint32_t>(INT32_MAX))
-        aggvm::dsm::fail(EINVAL, "CPU wake-up latency of {} us is out of range (at most {})", opts->cpu_latency_us,
-                         INT32_MAX);
+      aggvm::dsm::CpuLatencyRequest::check_bound(opts->cpu_latency_us);  // refused now, not at start
       cfg.cpu_latency_us = opts->cpu_latency_us;
     }
     cfg.transports = opts->ucx_transports ? opts->ucx_transports : "tcp";

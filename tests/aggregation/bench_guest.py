@@ -142,7 +142,7 @@ def held_cpu_latency(us):
     """The host's CPU wake-up latency held at `us` (a PM QoS request) for the
     block: the stock runs' side of aggvm-cluster's cpu-latency-us, which the
     aggregated nodes hold themselves."""
-    fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY | os.O_CLOEXEC)
+    fd = os.open(aggvm_guest.CPU_LATENCY_DEVICE, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, struct.pack("i", us))
         yield

@@ -24,6 +24,7 @@
 
 #include "aggvm/dsm.h"
 #include "bench_floor.h"
+#include "node/cpu_latency.h"
 
 std::atomic<uint64_t> g_pongs{0};
 
@@ -53,16 +54,6 @@ struct Options {
   std::vector<int> late;   // nodes that join the running cluster later
   uint32_t start_delay_ms = 0;
 };
-
-// The host's CPU wake-up latency bound in force now (PM QoS), -1 if unreadable.
-int32_t host_cpu_latency_us() {
-  int32_t v = -1;
-  if (FILE* f = std::fopen("/dev/cpu_dma_latency", "rbe")) {
-    if (std::fread(&v, sizeof v, 1, f) != 1) v = -1;
-    std::fclose(f);
-  }
-  return v;
-}
 
 [[noreturn]] void die(int code, const std::string& msg) {
   std::fprintf(stderr, "dsm-worker: %s\n", msg.c_str());
@@ -146,7 +137,7 @@ class Cluster {
       die(2, fmt::format("start failed: {}", err));
     std::printf("dsm-worker: node %d started (%zu nodes, %lu MiB)\n", o.node, o.addresses.size(),
                 static_cast<unsigned long>(o.region_mib));
-    if (o.cpu_latency_us >= 0) std::printf("cpu-latency: held_us=%d\n", host_cpu_latency_us());
+    if (o.cpu_latency_us >= 0) std::printf("cpu-latency: held_us=%d\n", aggvm::dsm::CpuLatencyRequest::current());
     std::fflush(stdout);
     // Report a failure of the cluster from a thread of its own: the others
     // may be blocked in faults that will never be resolved.

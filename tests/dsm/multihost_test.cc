@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "harness.h"
+#include "node/cpu_latency.h"
 
 namespace {
 
@@ -281,22 +282,15 @@ TEST_F(MultiHost, KilledPeerIsReportedWithinTimeout) {
   }
 }
 
-// The host's CPU wake-up latency bound (PM QoS) in force now; -1 if unreadable.
-int32_t host_cpu_latency_us() {
-  int32_t v = -1;
-  std::ifstream f("/dev/cpu_dma_latency", std::ios::binary);
-  if (!f.read(reinterpret_cast<char*>(&v), sizeof v)) return -1;
-  return v;
-}
-
 // --cpu-latency-us (AggvmDsmOptions.limit_cpu_latency): the node holds the
 // host's bound while it runs, memory stays coherent, and the bound is back
 // to what it was once the node is gone.  A bound the device cannot take is
 // refused before the node starts.
 TEST_F(MultiHost, NodeHoldsCpuLatencyWhileItRuns) {
-  if (::access("/dev/cpu_dma_latency", W_OK) != 0)
-    GTEST_SKIP() << "skip: /dev/cpu_dma_latency is not writable here (needs root and PM QoS)";
-  const int32_t before = host_cpu_latency_us();
+  using aggvm::dsm::CpuLatencyRequest;
+  if (::access(CpuLatencyRequest::kDevice, W_OK) != 0)
+    GTEST_SKIP() << "skip: " << CpuLatencyRequest::kDevice << " is not writable here (needs root and PM QoS)";
+  const int32_t before = CpuLatencyRequest::current();
   ASSERT_GT(before, 0) << "another process holds the host at 0 us: nothing to observe";
   Cluster c(ClusterOptions{.hosts = 2, .name = "qos"});
   auto procs = start(c, {"--mode", "torture", "--region-mib", "64", "--threads", "2", "--ops", "1000"}, {},
@@ -306,7 +300,7 @@ TEST_F(MultiHost, NodeHoldsCpuLatencyWhileItRuns) {
   EXPECT_EQ(procs[1].log().find("cpu-latency:"), std::string::npos) << procs[1].log();
   const std::string r = result_line(procs[0]);
   EXPECT_NE(r.find("counter_total=4000 records=4000 expected=4000 torn=0 status=pass"), std::string::npos) << r;
-  EXPECT_EQ(host_cpu_latency_us(), before);
+  EXPECT_EQ(CpuLatencyRequest::current(), before);
 
   auto bad = start(c, {"--mode", "idle", "--region-mib", "16", "--cpu-latency-us", "3000000000"});
   for (auto& p : bad) {

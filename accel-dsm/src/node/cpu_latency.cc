@@ -10,10 +10,13 @@
 
 namespace aggvm::dsm {
 
+void CpuLatencyRequest::check_bound(uint32_t max_us) {
+  constexpr auto kMax = static_cast<uint32_t>(std::numeric_limits<int32_t>::max());
+  if (max_us > kMax) fail(EINVAL, "CPU wake-up latency of {} us is out of range (at most {})", max_us, kMax);
+}
+
 CpuLatencyRequest::CpuLatencyRequest(uint32_t max_us, const std::string& device) {
-  // The device takes a binary s32; anything larger is not a bound.
-  if (max_us > static_cast<uint32_t>(std::numeric_limits<int32_t>::max()))
-    fail(EINVAL, "CPU wake-up latency of {} us is out of range", max_us);
+  check_bound(max_us);
   fd_ = ::open(device.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd_ < 0) fail_errno(fmt::format("holding the host's CPU wake-up latency at {} us: opening {}", max_us, device));
   const int32_t value = static_cast<int32_t>(max_us);

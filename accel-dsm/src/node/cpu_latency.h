@@ -27,6 +27,10 @@ class CpuLatencyRequest final {
   CpuLatencyRequest(const CpuLatencyRequest&) = delete;
   CpuLatencyRequest& operator=(const CpuLatencyRequest&) = delete;
 
+  // Throws DsmError (EINVAL) for a bound the device cannot take (a binary
+  // s32): the constructor's check, for callers that validate ahead of it.
+  static void check_bound(uint32_t max_us);
+
   // The bound in force now on the host: the smallest of every request.
   static int32_t current(const std::string& device = kDevice);
 
