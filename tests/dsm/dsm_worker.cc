@@ -862,7 +862,11 @@ int fetch(Cluster& c, const Options&) {
 // it without a fault, and releases it with no eviction sent.  The workers
 // then write new values, which node 0 must read (no stale snapshot); node
 // 0 peeks again and writes some pages itself (a write on a snapshot asks
-// for the page as usual), and the workers read what node 0 wrote.
+// for the page as usual), and the workers read what node 0 wrote.  The
+// first peek and release name the pages scattered, a page per range
+// (aggvm_dsm_peek_ranges(), as a device's buffers come), in two calls:
+// the odd pages, then the even ones; the second round takes the region
+// whole.
 int peek(Cluster& c, const Options&) {
   constexpr uint64_t kFirst = 8;     // pages 0-7 hold the barrier's counter
   constexpr uint64_t kWritten = 64;  // pages node 0 writes over its snapshots
@@ -886,6 +890,31 @@ int peek(Cluster& c, const Options&) {
     if (aggvm_dsm_release(c.dsm(), kFirst * kPage, (pages - kFirst) * kPage, &err) != 0)
       die(1, fmt::format("release: {}", err));
   };
+  // Every other page from `parity` on, a range each, the last first.
+  auto scattered = [&](uint64_t parity) {
+    std::vector<AggvmDsmRange> ranges;
+    for (uint64_t p = pages - 1; p >= kFirst; --p)
+      if (p % 2 == parity) ranges.push_back({.gpa = p * kPage, .size = kPage});
+    return ranges;
+  };
+  auto peek_scattered = [&] {
+    uint64_t asked = 0;
+    for (uint64_t parity : {1u, 0u}) {
+      const std::vector<AggvmDsmRange> ranges = scattered(parity);
+      uint64_t n = 0;
+      if (aggvm_dsm_peek_ranges(c.dsm(), ranges.data(), ranges.size(), &n, &err) != 0)
+        die(1, fmt::format("peek_ranges: {}", err));
+      asked += n;
+    }
+    return asked;
+  };
+  auto release_scattered = [&] {
+    std::vector<AggvmDsmRange> ranges = scattered(1);
+    const std::vector<AggvmDsmRange> even = scattered(0);
+    ranges.insert(ranges.end(), even.begin(), even.end());
+    if (aggvm_dsm_release_ranges(c.dsm(), ranges.data(), ranges.size(), &err) != 0)
+      die(1, fmt::format("release_ranges: {}", err));
+  };
 
   if (c.self() != 0) {
     fill(kFirst, pages, 1, c.self());
@@ -902,9 +931,17 @@ int peek(Cluster& c, const Options&) {
     return bad == 0 ? 0 : 1;
   }
   c.barrier(1);
+  // One bad range among good ones: refused whole, nothing asked for.
+  const std::vector<AggvmDsmRange> bad_ranges = {{.gpa = kFirst * kPage, .size = kPage},
+                                                  {.gpa = c.size(), .size = kPage}};
+  uint64_t asked_bad = 0;
+  const int einval = aggvm_dsm_peek_ranges(c.dsm(), bad_ranges.data(), bad_ranges.size(), &asked_bad, &err);
+  std::printf("peek: a range beyond the region: %d %s\n", einval, err ? err : "");
+  aggvm_dsm_free_error(err);
+  err = nullptr;
   const AggvmDsmNodeStats s0 = stats();
   const auto t0 = Clock::now();
-  const uint64_t asked = peek_all();
+  const uint64_t asked = peek_scattered();
   const double peek_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   const AggvmDsmNodeStats s1 = stats();
   const uint64_t peeked = s1.peeked_pages - s0.peeked_pages, refused = s1.peeks_refused - s0.peeks_refused;
@@ -921,7 +958,7 @@ int peek(Cluster& c, const Options&) {
   const uint64_t bad = bad_words([](uint64_t) { return 1u; });
   const uint64_t read_faults = settled_faults() - f0;
   const uint64_t asked_again = peek_all() + stats().peeked_pages - s1.peeked_pages;
-  release_all();
+  release_scattered();
   const AggvmDsmNodeStats s2 = stats();
   const uint64_t sent_on_release = s2.evictions + s2.writebacks - s1.evictions - s1.writebacks;
   const uint64_t released = s2.released_pages - s1.released_pages;
@@ -936,16 +973,17 @@ int peek(Cluster& c, const Options&) {
   const AggvmDsmNodeStats s3 = stats();
   c.barrier(4);
   c.barrier(5);  // the workers read node 0's pages back
-  const bool ok = asked == pages - kFirst && peeked + refused == asked && refused == 0 && page_bytes >= peeked * kPage &&
+  const bool ok = einval == -EINVAL && asked_bad == 0 && s0.peeked_pages == 0 &&
+                  asked == pages - kFirst && peeked + refused == asked && refused == 0 && page_bytes >= peeked * kPage &&
                   bad == 0 && read_faults == 0 &&
                   asked_again == 0 && released == peeked && sent_on_release == 0 && s2.snapshot_pages == 0 &&
                   write_faults >= kWritten && bad_after == 0 && s3.snapshot_pages == 0;
   std::printf("result: peek node=0 pages=%lu peeked=%lu refused=%lu peek_ms=%.1f peek_mib_s=%.1f "
               "messages_per_page=%.2f page_bytes_received=%lu faults_after_peek=%lu bad_words=%lu asked_again=%lu released=%lu "
-              "evictions_sent=%lu snapshots_left=%lu write_faults=%lu bad_words_after_write=%lu status=%s\n",
+              "evictions_sent=%lu snapshots_left=%lu write_faults=%lu bad_words_after_write=%lu einval=%d status=%s\n",
               pages - kFirst, peeked, refused, peek_ms, (pages - kFirst) * kPage / 1048576.0 / (peek_ms / 1000.0),
               messages_per_page, page_bytes, read_faults, bad, asked_again, released, sent_on_release,
-              s2.snapshot_pages + s3.snapshot_pages, write_faults, bad_after, ok ? "pass" : "fail");
+              s2.snapshot_pages + s3.snapshot_pages, write_faults, bad_after, einval == -EINVAL, ok ? "pass" : "fail");
   return ok ? 0 : 1;
 }
 

@@ -401,6 +401,27 @@ int aggvm_dsm_peek(AggvmDsm *dsm, uint64_t gpa, uint64_t size,
 int aggvm_dsm_release(AggvmDsm *dsm, uint64_t gpa, uint64_t size,
                       char **errmsg);
 
+/* Guest addresses [gpa, gpa + size), page aligned. */
+typedef struct AggvmDsmRange {
+    uint64_t gpa;
+    uint64_t size;
+} AggvmDsmRange;
+
+/*
+ * aggvm_dsm_peek() and aggvm_dsm_release() for @n ranges in one call:
+ * every page of every range is asked for before any answer is waited for,
+ * so a device model reading a guest buffer made of scattered pages (a
+ * virtio request's out descriptors) pays one round of messages, not one
+ * per piece.  Every range is checked first: one that is not page aligned
+ * or not wholly in registered regions (or n = 0) fails the call with
+ * -EINVAL and nothing asked for.  Same promise and errors as the
+ * one-range calls.
+ */
+int aggvm_dsm_peek_ranges(AggvmDsm *dsm, const AggvmDsmRange *ranges,
+                          size_t n, uint64_t *asked, char **errmsg);
+int aggvm_dsm_release_ranges(AggvmDsm *dsm, const AggvmDsmRange *ranges,
+                             size_t n, char **errmsg);
+
 /* ---- leaving a running cluster (evacuation) --------------------------- */
 
 /*

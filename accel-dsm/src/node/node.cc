@@ -459,18 +459,39 @@ void Node::fetch(uint64_t gpa, uint64_t size, Access access) {
 }
 
 uint64_t Node::peek(uint64_t gpa, uint64_t size) {
+  const GuestRange r{.gpa = gpa, .size = size};
+  return peek(std::span(&r, 1));
+}
+
+uint64_t Node::peek(std::span<const GuestRange> ranges) {
   Fetch f;
-  f.ranges = page_ranges(gpa, size);
+  f.ranges = page_ranges(ranges);
   f.peek = true;
   if (mapped_here(f.ranges, Access::kRead)) return 0;
   return run_fetch(std::move(f), "peek");
 }
 
 void Node::release(uint64_t gpa, uint64_t size) {
+  const GuestRange r{.gpa = gpa, .size = size};
+  release(std::span(&r, 1));
+}
+
+void Node::release(std::span<const GuestRange> ranges) {
   Fetch f;
-  f.ranges = page_ranges(gpa, size);
+  f.ranges = page_ranges(ranges);
   f.release = true;
   run_fetch(std::move(f), "release");
+}
+
+// Every range checked before any is used: a bad one asks for nothing.
+std::vector<PageRange> Node::page_ranges(std::span<const GuestRange> ranges) const {
+  if (ranges.empty()) fail(EINVAL, "no guest range given");
+  std::vector<PageRange> out;
+  for (const GuestRange& r : ranges) {
+    const std::vector<PageRange> pieces = page_ranges(r.gpa, r.size);
+    out.insert(out.end(), pieces.begin(), pieces.end());
+  }
+  return out;
 }
 
 uint64_t Node::run_fetch(Fetch f, std::string_view what) {

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,6 +33,12 @@ class Welcome;
 }
 
 namespace aggvm::dsm {
+
+// Guest addresses [gpa, gpa + size), page aligned.
+struct GuestRange {
+  uint64_t gpa = 0;
+  uint64_t size = 0;
+};
 
 struct NodeConfig {
   NodeId self = 0;
@@ -137,11 +144,17 @@ class Node final : private Env, private FabricSink {
   // the snapshots.  Returns how many pages it asked for (0: all were
   // here).  Throws as fetch() does.
   uint64_t peek(uint64_t gpa, uint64_t size);
+  // The same for several ranges in one call, all of them asked for before
+  // any is waited for: a device's scattered buffers cost one round of
+  // messages, not one per buffer.  Each range is checked before anything
+  // is asked for.
+  uint64_t peek(std::span<const GuestRange> ranges);
   // Gives up the copies fetch() brought here in [gpa, gpa + size) that no
   // thread here faulted on since, of pages homed elsewhere, owned ones with
   // their data (Cache::release_fetched), and returns once each is unmapped
   // and its home told (the acks come later).  Throws as fetch() does.
   void release(uint64_t gpa, uint64_t size);
+  void release(std::span<const GuestRange> ranges);
   // The node this node asks for the page at gpa: its home, as known here.
   NodeId home_of(uint64_t gpa) const;
   std::vector<HomeRange> home_ranges() const;
@@ -229,6 +242,7 @@ class Node final : private Env, private FabricSink {
   void check_liveness(std::chrono::steady_clock::time_point now);
   void serve_home_moves();
   void serve_drop_copies();
+  std::vector<PageRange> page_ranges(std::span<const GuestRange> ranges) const;
   uint64_t run_fetch(Fetch f, std::string_view what);  // fetch(), peek(), release(): queued, waited for
   bool serve_fetches();
   bool held_for(PageKey page, Access access) const;
