@@ -389,6 +389,8 @@ def describe_query(info):
                  f"faults, {d.get('fault-latency-avg-us', 0)} us mean, "
                  f"{d.get('bytes-received', 0) >> 10} KiB received, "
                  f"{d.get('resident-pages', 0)} pages resident")
+    lines.append(f"  snapshots: {d.get('peeked-pages', 0)} pages taken, "
+                 f"{d.get('snapshot-pages', 0)} held")
     lines.append(f"  devices: {d.get('io-served', 0)} accesses served for other nodes; "
                  f"interrupts {d.get('interrupts-sent', 0)} sent, "
                  f"{d.get('interrupts-received', 0)} received")
@@ -610,6 +612,7 @@ def run_cluster(args):
             report["query_aggvm"] = info
             if mover:
                 mover.judge(info, check, report)
+            judge_dma_snapshots(args, info, check)
             if args.scenario in ("run", "stopcont", "nmi", "migrate", "badmoves", "evacuate",
                                  "join"):
                 # Node 0 shares its clock before any vCPU runs.
@@ -975,6 +978,19 @@ def pause_and_resume(args, nodes, qmp, check):
     check.expect(status["running"], f"node 0 is {status['status']} after cont")
     log(f"paused {args.pause_s:.1f} s and resumed")
     return {"seconds": args.pause_s, "worker_cpu_s": used}
+
+
+def judge_dma_snapshots(args, info, check):
+    """A Debian guest that wrote its disk from a vCPU on another node: node 0's
+    device models read those buffers through snapshots (aggvm-cluster
+    dma-snapshots, on unless turned off), not a fault a page."""
+    off = "dma-snapshots=off" in args.cluster_prop
+    wrote = {"fileio", "blk"} & set(args.linux_run.split(","))
+    if args.guest != "linux" or not args.disk_image or args.hosts < 2 or not wrote or off:
+        return
+    peeked = info.get("dsm", {}).get("peeked-pages", 0)
+    check.expect(peeked > 0, f"node 0 took no snapshot of guest pages for its devices "
+                 f"while vCPUs on other nodes ran {'/'.join(sorted(wrote))}")
 
 
 def judge_disk(disk, check, report):
