@@ -985,7 +985,7 @@ def judge_dma_snapshots(args, info, check):
     device models read those buffers through snapshots (aggvm-cluster
     dma-snapshots, on unless turned off), not a fault a page."""
     off = "dma-snapshots=off" in args.cluster_prop
-    wrote = {"fileio", "blk"} & set(args.linux_run.split(","))
+    wrote = {"fileio", "blk"} & set(args.linux_run)
     if args.guest != "linux" or not args.disk_image or args.hosts < 2 or not wrote or off:
         return
     peeked = info.get("dsm", {}).get("peeked-pages", 0)
