@@ -171,6 +171,15 @@ std::vector<aggvm::dsm::GuestRange> guest_ranges(const AggvmDsmRange* ranges, si
 }
 }  // namespace
 
+int aggvm_dsm_fetch_ranges(AggvmDsm* dsm, const AggvmDsmRange* ranges, size_t n, int write, uint64_t* asked,
+                           char** errmsg) {
+  return guarded(errmsg, [&] {
+    const uint64_t k =
+        dsm->node->fetch(guest_ranges(ranges, n), write ? aggvm::dsm::Access::kWrite : aggvm::dsm::Access::kRead);
+    if (asked) *asked = k;
+  });
+}
+
 int aggvm_dsm_peek_ranges(AggvmDsm* dsm, const AggvmDsmRange* ranges, size_t n, uint64_t* asked, char** errmsg) {
   return guarded(errmsg, [&] {
     const uint64_t k = dsm->node->peek(guest_ranges(ranges, n));

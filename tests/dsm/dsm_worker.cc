@@ -732,8 +732,10 @@ uint64_t bad_pattern_words(Cluster& c, uint64_t first, uint64_t end, RoundOf rou
 // then releases the range (aggvm_dsm_release()): the copies it fetched of
 // node 1's pages go, the pages a thread of node 0 faulted in before the
 // fetch stay, and reading every page again brings the released ones back
-// with their content.  Last, node 0 fetches them for writing and must
-// write them without a fault, and node 1 reads node 0's values back.
+// with their content.  Last, node 0 fetches them for writing, a page per
+// range (aggvm_dsm_fetch_ranges(), as a device's buffers come: the odd
+// pages, then the even ones), and must write them without a fault, and
+// node 1 reads node 0's values back.
 int fetch(Cluster& c, const Options&) {
   constexpr uint64_t kFirst = 8;  // pages 0-7 hold the barrier's counter
   const uint64_t pages = c.size() / kPage;
@@ -744,10 +746,23 @@ int fetch(Cluster& c, const Options&) {
   auto stats = [&] { return node_stats(c); };
   auto faults = [&] { return fault_count(c); };
   auto fetched = [&] { return stats().fetched_pages; };
+  char* err = nullptr;
   auto fetch_all = [&](int write) {
-    char* err = nullptr;
     if (aggvm_dsm_fetch(c.dsm(), kFirst * kPage, (pages - kFirst) * kPage, write, &err) != 0)
       die(1, fmt::format("fetch (write={}): {}", write, err));
+  };
+  auto fetch_scattered = [&](int write) {  // the pages it asked for
+    uint64_t asked = 0;
+    for (uint64_t parity : {1u, 0u}) {
+      std::vector<AggvmDsmRange> ranges;
+      for (uint64_t p = kFirst; p < pages; ++p)
+        if (p % 2 == parity) ranges.push_back({.gpa = p * kPage, .size = kPage});
+      uint64_t n = 0;
+      if (aggvm_dsm_fetch_ranges(c.dsm(), ranges.data(), ranges.size(), write, &n, &err) != 0)
+        die(1, fmt::format("fetch_ranges (write={}): {}", write, err));
+      asked += n;
+    }
+    return asked;
   };
   if (c.self() == 1) {
     fill(1);
@@ -782,10 +797,10 @@ int fetch(Cluster& c, const Options&) {
   uint64_t in_use_sum = 0;
   for (uint64_t p : in_use) in_use_sum += *c.at<volatile uint64_t>(p * kPage);
   // A range beyond the region is refused, with nothing asked for.
-  char* err = nullptr;
   const int einval = aggvm_dsm_fetch(c.dsm(), 0, c.size() + kPage, 0, &err);
   std::printf("fetch: beyond the region: %d %s\n", einval, err ? err : "");
   aggvm_dsm_free_error(err);
+  err = nullptr;
   const uint64_t fetched0 = fetched();
   const auto t0 = Clock::now();
   fetch_all(0);
@@ -830,8 +845,19 @@ int fetch(Cluster& c, const Options&) {
               refaults_after_release, released_again, in_use_sum);
   c.barrier(2);
   c.barrier(3);  // node 1 read its own copies
+  // One bad range among good ones: refused whole, nothing asked for.
+  const std::vector<AggvmDsmRange> bad_ranges = {{.gpa = kFirst * kPage, .size = kPage},
+                                                  {.gpa = kFirst * kPage + 1, .size = kPage}};
+  const uint64_t fetched2 = fetched();
+  uint64_t asked_bad = 1;
+  const int einval_ranges =
+      aggvm_dsm_fetch_ranges(c.dsm(), bad_ranges.data(), bad_ranges.size(), 1, &asked_bad, &err);
+  std::printf("fetch: an unaligned range among good ones: %d %s\n", einval_ranges, err ? err : "");
+  aggvm_dsm_free_error(err);
+  err = nullptr;
+  const bool refused_whole = einval_ranges == -EINVAL && fetched() == fetched2 && asked_bad == 1;
   const auto t1 = Clock::now();
-  fetch_all(1);
+  const uint64_t asked_write = fetch_scattered(1);
   const double write_ms = std::chrono::duration<double, std::milli>(Clock::now() - t1).count();
   f0 = faults();
   fill(2);
@@ -841,13 +867,14 @@ int fetch(Cluster& c, const Options&) {
   // loaded 2-core machine): node 0 must not stop meanwhile, or its stop
   // waits for node 1's goodbye no longer than the peer timeout.
   c.barrier(5);
-  const bool ok = einval == -EINVAL && fetched_read >= pages / 2 && bad == 0 && read_faults == 0 &&
+  const bool ok = einval == -EINVAL && refused_whole && asked_write > 0 && fetched_read >= pages / 2 && bad == 0 && read_faults == 0 &&
                   refetched == 0 && write_faults == 0 && release_ok;
   std::printf("result: fetch node=0 pages=%lu fetched_for_reading=%lu read_fetch_ms=%.1f read_mib_s=%.1f "
               "faults_after_read_fetch=%lu bad_words=%lu asked_again=%lu write_fetch_ms=%.1f "
               "faults_after_write_fetch=%lu einval=%d release=%s status=%s\n",
               pages - kFirst, fetched_read, read_ms, (pages - kFirst) * kPage / 1048576.0 / (read_ms / 1000.0),
-              read_faults, bad, refetched, write_ms, write_faults, einval == -EINVAL, release_ok ? "ok" : "wrong",
+              read_faults, bad, refetched, write_ms, write_faults, einval == -EINVAL && refused_whole,
+              release_ok ? "ok" : "wrong",
               ok ? "pass" : "fail");
   return ok ? 0 : 1;
 }

@@ -408,15 +408,19 @@ typedef struct AggvmDsmRange {
 } AggvmDsmRange;
 
 /*
- * aggvm_dsm_peek() and aggvm_dsm_release() for @n ranges in one call:
- * every page of every range is asked for before any answer is waited for,
- * so a device model reading a guest buffer made of scattered pages (a
- * virtio request's out descriptors) pays one round of messages, not one
- * per piece.  Every range is checked first: one that is not page aligned
- * or not wholly in registered regions (or n = 0) fails the call with
- * -EINVAL and nothing asked for.  Same promise and errors as the
- * one-range calls.
+ * aggvm_dsm_fetch(), aggvm_dsm_peek() and aggvm_dsm_release() for @n
+ * ranges in one call: every page of every range is asked for before any
+ * answer is waited for, so a device model reading or writing a guest
+ * buffer made of scattered pages (a virtio request's descriptors) pays
+ * one round of messages, not one per piece.  Every range is checked
+ * first: one that is not page aligned or not wholly in registered regions
+ * (or n = 0) fails the call with -EINVAL and nothing asked for.  Same
+ * promises and errors as the one-range calls; *@asked (if not NULL) is
+ * set to the number of pages asked for, 0 when every page was here.
  */
+int aggvm_dsm_fetch_ranges(AggvmDsm *dsm, const AggvmDsmRange *ranges,
+                           size_t n, int write, uint64_t *asked,
+                           char **errmsg);
 int aggvm_dsm_peek_ranges(AggvmDsm *dsm, const AggvmDsmRange *ranges,
                           size_t n, uint64_t *asked, char **errmsg);
 int aggvm_dsm_release_ranges(AggvmDsm *dsm, const AggvmDsmRange *ranges,

@@ -451,11 +451,16 @@ constexpr size_t kPeekWindow = 16 * kMaxPeekRun;
 constexpr size_t kReleaseWindow = 4096;
 
 void Node::fetch(uint64_t gpa, uint64_t size, Access access) {
+  const GuestRange r{.gpa = gpa, .size = size};
+  fetch(std::span(&r, 1), access);
+}
+
+uint64_t Node::fetch(std::span<const GuestRange> ranges, Access access) {
   Fetch f;
-  f.ranges = page_ranges(gpa, size);
+  f.ranges = page_ranges(ranges);
   f.access = access;
-  if (mapped_here(f.ranges, access)) return;
-  run_fetch(std::move(f), "fetch");
+  if (mapped_here(f.ranges, access)) return 0;
+  return run_fetch(std::move(f), "fetch");
 }
 
 uint64_t Node::peek(uint64_t gpa, uint64_t size) {

@@ -137,6 +137,10 @@ class Node final : private Env, private FabricSink {
   // DsmError: EINVAL (bad range), ECANCELED (the node stops), or the
   // node's failure; each request is bounded by the node's timeout.
   void fetch(uint64_t gpa, uint64_t size, Access access);
+  // The same for several ranges in one call, every page of every range
+  // asked for before any grant is waited for.  Returns how many pages it
+  // asked for (0: all were held here).
+  uint64_t fetch(std::span<const GuestRange> ranges, Access access);
   // Maps here a read-only snapshot of every page of [gpa, gpa + size) not
   // held here, a run of pages per message to each home, no directory state
   // changed (protocol/peek.h), and waits until each was answered.  The
