@@ -983,8 +983,8 @@ def pause_and_resume(args, nodes, qmp, check):
 def judge_dma_snapshots(args, info, check):
     """A Debian guest that wrote its disk from a vCPU on another node: node 0's
     device models read those buffers through snapshots (aggvm-cluster
-    dma-snapshots, on unless turned off), not a fault a page."""
-    off = "dma-snapshots=off" in args.cluster_prop
+    dma-prefetch, on unless turned off), not a fault a page."""
+    off = "dma-prefetch=off" in args.cluster_prop
     wrote = {"fileio", "blk"} & set(args.linux_run)
     if args.guest != "linux" or not args.disk_image or args.hosts < 2 or not wrote or off:
         return

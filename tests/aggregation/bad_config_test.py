@@ -153,9 +153,9 @@ def main():
         ("CPU latency bound below -1",
          [machine(qemu) + cluster(0, fresh(), key, "cpu-latency-us=-2")],
          [r"cpu-latency-us -2 is neither -1 \(leave the host's idle states alone\) nor a bound"]),
-        ("dma-snapshots that is not a boolean",
-         [machine(qemu) + cluster(0, fresh(), key, "dma-snapshots=sometimes")],
-         [r"dma-snapshots.*'on' or 'off'|dma-snapshots.*bool"]),
+        ("dma-prefetch that is not a boolean",
+         [machine(qemu) + cluster(0, fresh(), key, "dma-prefetch=sometimes")],
+         [r"dma-prefetch.*'on' or 'off'|dma-prefetch.*bool"]),
         # vmport reads and writes the calling vCPU's registers, which only
         # the node running that vCPU has.
         ("vmport asked for", [machine(qemu, machine_opts="pc,vmport=on") + cluster(0, fresh(), key)],
