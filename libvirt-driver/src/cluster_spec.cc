@@ -184,10 +184,12 @@ std::optional<ClusterSpec> parse_cluster_spec(std::string_view xml) {
 
   // Every attribute and child is known: a misspelt one is an error, not a
   // silently ignored setting.
-  static const std::set<std::string> kClusterAttrs = {"port", "timeout-ms", "noded-port", "cpu-latency-us"};
+  static const std::set<std::string> kClusterAttrs = {"port", "timeout-ms", "noded-port", "cpu-latency-us",
+                                                      "dma-prefetch"};
   for (xmlAttr* a = cluster->properties; a; a = a->next)
     if (!kClusterAttrs.count(reinterpret_cast<const char*>(a->name)))
-      fail("<aggvm:cluster>: unknown attribute '{}' (known: port, noded-port, timeout-ms, cpu-latency-us)",
+      fail("<aggvm:cluster>: unknown attribute '{}' (known: port, noded-port, timeout-ms, cpu-latency-us, "
+           "dma-prefetch)",
            reinterpret_cast<const char*>(a->name));
   const auto port = parse_number<uint16_t>(attribute(cluster, "port").value_or("7100"),
                                            "<aggvm:cluster port>", 1, 65535);
@@ -197,6 +199,10 @@ std::optional<ClusterSpec> parse_cluster_spec(std::string_view xml) {
                                            "<aggvm:cluster timeout-ms>", 100, 600000);
   if (auto us = attribute(cluster, "cpu-latency-us"))
     spec.cpu_latency_us = parse_number<uint32_t>(*us, "<aggvm:cluster cpu-latency-us>", 0, 2000000000);
+  if (auto on = attribute(cluster, "dma-prefetch")) {
+    if (*on != "on" && *on != "off") fail("<aggvm:cluster dma-prefetch>: '{}' is neither 'on' nor 'off'", *on);
+    spec.dma_prefetch = *on == "on";
+  }
 
   std::set<uint32_t> placed_cells;
   for (xmlNode* child = cluster->children; child; child = child->next) {

@@ -56,6 +56,10 @@ struct ClusterSpec {
   // latency at this bound while it runs (aggvm-cluster cpu-latency-us);
   // unset: the hosts' idle states are left alone.
   std::optional<uint32_t> cpu_latency_us;
+  // <aggvm:cluster dma-prefetch='on|off'>: node 0's virtio devices ask for
+  // the pages of other nodes' buffers at once (aggvm-cluster dma-prefetch);
+  // unset: QEMU's default (on).
+  std::optional<bool> dma_prefetch;
 
   // "address:port" of every node's fabric endpoint, by node id.
   std::vector<std::string> fabric_addresses() const;

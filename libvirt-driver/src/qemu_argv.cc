@@ -173,6 +173,7 @@ std::vector<std::string> cluster_args(const ClusterSpec& spec, uint16_t node, co
                   {"addresses", spec.fabric_addresses()},
                   {"numa-node-hosts", spec.cell_hosts()}};
   if (spec.cpu_latency_us) cluster["cpu-latency-us"] = *spec.cpu_latency_us;
+  if (spec.dma_prefetch) cluster["dma-prefetch"] = *spec.dma_prefetch;
   return {"-object", secret.dump(), "-object", cluster.dump()};
 }
 

@@ -49,6 +49,17 @@ TEST(ClusterSpec, ParsesTwoHosts) {
   EXPECT_EQ(spec->cell_hosts(), (std::vector<uint16_t>{0, 1}));
   EXPECT_EQ(spec->secret_file, "/etc/aggvm/cluster.key");
   EXPECT_FALSE(spec->cpu_latency_us);  // the hosts' idle states left alone
+  EXPECT_FALSE(spec->dma_prefetch);    // QEMU's default
+}
+
+TEST(ClusterSpec, ReadsDmaPrefetch) {
+  auto off = parse_cluster_spec(domain(cluster(kTwoHosts, "dma-prefetch='off'")));
+  ASSERT_TRUE(off);
+  ASSERT_TRUE(off->dma_prefetch);
+  EXPECT_FALSE(*off->dma_prefetch);
+  auto on = parse_cluster_spec(domain(cluster(kTwoHosts, "dma-prefetch='on'")));
+  ASSERT_TRUE(on && on->dma_prefetch);
+  EXPECT_TRUE(*on->dma_prefetch);
 }
 
 TEST(ClusterSpec, ReadsTheCpuLatencyBound) {
@@ -108,6 +119,7 @@ TEST(ClusterSpec, MistakesAreNamed) {
       {domain(cluster(kTwoHosts, "port='99999'")), "<aggvm:cluster port>: '99999' is not a number"},
       {domain(cluster(kTwoHosts, "cpu-latency-us='-1'")), "<aggvm:cluster cpu-latency-us>: '-1'"},
       {domain(cluster(kTwoHosts, "cpu-latency='0'")), "unknown attribute 'cpu-latency'"},
+      {domain(cluster(kTwoHosts, "dma-prefetch='yes'")), "<aggvm:cluster dma-prefetch>: 'yes' is neither 'on' nor 'off'"},
       {domain(cluster(kTwoHosts + "<aggvm:hots/>")), "unknown element <hots>"},
       {domain("<cluster xmlns='https://aggvm.dev/xmlns/libvirt/2'/>"), "aggvm's is 'https://aggvm.dev"},
       {domain("<aggvm:cluster xmlns:aggvm='https://aggvm.dev/xmlns/libvirt/1'>" + kTwoHosts +

@@ -80,6 +80,7 @@ TEST(QemuArgv, HeadKeepsLibvirtsLineAndAddsTheCluster) {
   EXPECT_EQ(cluster["numa-node-hosts"], nlohmann::json({0, 1}));
   EXPECT_EQ(cluster["timeout"], 4000);
   EXPECT_FALSE(cluster.contains("cpu-latency-us"));  // left to QEMU's default
+  EXPECT_FALSE(cluster.contains("dma-prefetch"));
   auto secret = nlohmann::json::parse(value_after(argv, "-object", 3));
   EXPECT_EQ(secret["file"], "/etc/aggvm/head.key");  // a path: the secret itself is on no command line
 }
@@ -93,6 +94,14 @@ TEST(QemuArgv, EveryNodeHoldsTheCpuLatencyTheDomainAsks) {
       value_after(worker_command(kLibvirtArgv, "/opt/q", spec, 1, "/etc/aggvm/cluster.key"), "-object", 3));
   EXPECT_EQ(head["cpu-latency-us"], 0);
   EXPECT_EQ(worker["cpu-latency-us"], 0);
+}
+
+TEST(QemuArgv, DmaPrefetchTurnedOffReachesTheHead) {
+  ClusterSpec spec = two_hosts();
+  spec.dma_prefetch = false;
+  auto head = nlohmann::json::parse(
+      value_after(head_command(kLibvirtArgv, "/usr/libexec/aggvm/qemu-system-x86_64", spec), "-object", 4));
+  EXPECT_EQ(head["dma-prefetch"], false);
 }
 
 TEST(QemuArgv, WorkerRunsTheSameMachineWithNullBackends) {
