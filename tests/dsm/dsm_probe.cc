@@ -159,6 +159,11 @@ int scenario_idle(Node& nd, uint32_t timeout_ms) {
   std::printf("result: idle node=%d ms=%ld failed_node=%d on_failure_node=%d on_failure_err=%d\n", nd.self,
               ms_since(t0), aggvm_dsm_failed_node(nd.dsm), g_failure_node.load(), g_failure_err.load());
   std::fflush(stdout);
+  // The other nodes time the frozen peer out a few milliseconds later;
+  // vanishing at once would have them blame this node's closed connection
+  // instead (seen in CI).  A real node does not vanish the instant it
+  // notices a failure either.
+  std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
   _exit(0);
 }
 
