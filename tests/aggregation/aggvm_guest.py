@@ -613,7 +613,7 @@ def run_cluster(args):
             report["query_aggvm"] = info
             if mover:
                 mover.judge(info, check, report)
-            judge_dma_snapshots(args, info, check)
+            judge_dma_prefetch(args, info, check)
             if args.scenario in ("run", "stopcont", "nmi", "migrate", "badmoves", "evacuate",
                                  "join"):
                 # Node 0 shares its clock before any vCPU runs.
@@ -981,7 +981,7 @@ def pause_and_resume(args, nodes, qmp, check):
     return {"seconds": args.pause_s, "worker_cpu_s": used}
 
 
-def judge_dma_snapshots(args, info, check):
+def judge_dma_prefetch(args, info, check):
     """A Debian guest that wrote its disk from a vCPU on another node: node 0's
     device models fetched those buffers ahead of use (aggvm-cluster
     dma-prefetch, on unless turned off), not a fault a page, and gave the
