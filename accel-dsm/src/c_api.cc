@@ -2,7 +2,7 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
-#include <vector>
+#include <span>
 
 #include "aggvm/dsm.h"
 #include "c_api_guard.h"
@@ -163,32 +163,24 @@ int aggvm_dsm_release(AggvmDsm* dsm, uint64_t gpa, uint64_t size, char** errmsg)
   return guarded(errmsg, [&] { dsm->node->release(gpa, size); });
 }
 
-namespace {
-std::vector<aggvm::dsm::GuestRange> guest_ranges(const AggvmDsmRange* ranges, size_t n) {
-  std::vector<aggvm::dsm::GuestRange> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = {.gpa = ranges[i].gpa, .size = ranges[i].size};
-  return out;
-}
-}  // namespace
-
 int aggvm_dsm_fetch_ranges(AggvmDsm* dsm, const AggvmDsmRange* ranges, size_t n, int write, uint64_t* asked,
                            char** errmsg) {
   return guarded(errmsg, [&] {
     const uint64_t k =
-        dsm->node->fetch(guest_ranges(ranges, n), write ? aggvm::dsm::Access::kWrite : aggvm::dsm::Access::kRead);
+        dsm->node->fetch(std::span(ranges, n), write ? aggvm::dsm::Access::kWrite : aggvm::dsm::Access::kRead);
     if (asked) *asked = k;
   });
 }
 
 int aggvm_dsm_peek_ranges(AggvmDsm* dsm, const AggvmDsmRange* ranges, size_t n, uint64_t* asked, char** errmsg) {
   return guarded(errmsg, [&] {
-    const uint64_t k = dsm->node->peek(guest_ranges(ranges, n));
+    const uint64_t k = dsm->node->peek(std::span(ranges, n));
     if (asked) *asked = k;
   });
 }
 
 int aggvm_dsm_release_ranges(AggvmDsm* dsm, const AggvmDsmRange* ranges, size_t n, char** errmsg) {
-  return guarded(errmsg, [&] { dsm->node->release(guest_ranges(ranges, n)); });
+  return guarded(errmsg, [&] { dsm->node->release(std::span(ranges, n)); });
 }
 
 int aggvm_dsm_drop_copies(AggvmDsm* dsm, char** errmsg) {

@@ -451,11 +451,11 @@ constexpr size_t kPeekWindow = 16 * kMaxPeekRun;
 constexpr size_t kReleaseWindow = 4096;
 
 void Node::fetch(uint64_t gpa, uint64_t size, Access access) {
-  const GuestRange r{.gpa = gpa, .size = size};
+  const AggvmDsmRange r{.gpa = gpa, .size = size};
   fetch(std::span(&r, 1), access);
 }
 
-uint64_t Node::fetch(std::span<const GuestRange> ranges, Access access) {
+uint64_t Node::fetch(std::span<const AggvmDsmRange> ranges, Access access) {
   Fetch f;
   f.ranges = page_ranges(ranges);
   f.access = access;
@@ -464,11 +464,11 @@ uint64_t Node::fetch(std::span<const GuestRange> ranges, Access access) {
 }
 
 uint64_t Node::peek(uint64_t gpa, uint64_t size) {
-  const GuestRange r{.gpa = gpa, .size = size};
+  const AggvmDsmRange r{.gpa = gpa, .size = size};
   return peek(std::span(&r, 1));
 }
 
-uint64_t Node::peek(std::span<const GuestRange> ranges) {
+uint64_t Node::peek(std::span<const AggvmDsmRange> ranges) {
   Fetch f;
   f.ranges = page_ranges(ranges);
   f.peek = true;
@@ -477,11 +477,11 @@ uint64_t Node::peek(std::span<const GuestRange> ranges) {
 }
 
 void Node::release(uint64_t gpa, uint64_t size) {
-  const GuestRange r{.gpa = gpa, .size = size};
+  const AggvmDsmRange r{.gpa = gpa, .size = size};
   release(std::span(&r, 1));
 }
 
-void Node::release(std::span<const GuestRange> ranges) {
+void Node::release(std::span<const AggvmDsmRange> ranges) {
   Fetch f;
   f.ranges = page_ranges(ranges);
   f.release = true;
@@ -489,10 +489,10 @@ void Node::release(std::span<const GuestRange> ranges) {
 }
 
 // Every range checked before any is used: a bad one asks for nothing.
-std::vector<PageRange> Node::page_ranges(std::span<const GuestRange> ranges) const {
+std::vector<PageRange> Node::page_ranges(std::span<const AggvmDsmRange> ranges) const {
   if (ranges.empty()) fail(EINVAL, "no guest range given");
   std::vector<PageRange> out;
-  for (const GuestRange& r : ranges) {
+  for (const AggvmDsmRange& r : ranges) {
     const std::vector<PageRange> pieces = page_ranges(r.gpa, r.size);
     out.insert(out.end(), pieces.begin(), pieces.end());
   }

@@ -34,12 +34,6 @@ class Welcome;
 
 namespace aggvm::dsm {
 
-// Guest addresses [gpa, gpa + size), page aligned.
-struct GuestRange {
-  uint64_t gpa = 0;
-  uint64_t size = 0;
-};
-
 struct NodeConfig {
   NodeId self = 0;
   uint16_t n_nodes = 1;
@@ -140,7 +134,7 @@ class Node final : private Env, private FabricSink {
   // The same for several ranges in one call, every page of every range
   // asked for before any grant is waited for.  Returns how many pages it
   // asked for (0: all were held here).
-  uint64_t fetch(std::span<const GuestRange> ranges, Access access);
+  uint64_t fetch(std::span<const AggvmDsmRange> ranges, Access access);
   // Maps here a read-only snapshot of every page of [gpa, gpa + size) not
   // held here, a run of pages per message to each home, no directory state
   // changed (protocol/peek.h), and waits until each was answered.  The
@@ -152,13 +146,13 @@ class Node final : private Env, private FabricSink {
   // any is waited for: a device's scattered buffers cost one round of
   // messages, not one per buffer.  Each range is checked before anything
   // is asked for.
-  uint64_t peek(std::span<const GuestRange> ranges);
+  uint64_t peek(std::span<const AggvmDsmRange> ranges);
   // Gives up the copies fetch() brought here in [gpa, gpa + size) that no
   // thread here faulted on since, of pages homed elsewhere, owned ones with
   // their data (Cache::release_fetched), and returns once each is unmapped
   // and its home told (the acks come later).  Throws as fetch() does.
   void release(uint64_t gpa, uint64_t size);
-  void release(std::span<const GuestRange> ranges);
+  void release(std::span<const AggvmDsmRange> ranges);
   // The node this node asks for the page at gpa: its home, as known here.
   NodeId home_of(uint64_t gpa) const;
   std::vector<HomeRange> home_ranges() const;
@@ -246,7 +240,7 @@ class Node final : private Env, private FabricSink {
   void check_liveness(std::chrono::steady_clock::time_point now);
   void serve_home_moves();
   void serve_drop_copies();
-  std::vector<PageRange> page_ranges(std::span<const GuestRange> ranges) const;
+  std::vector<PageRange> page_ranges(std::span<const AggvmDsmRange> ranges) const;
   uint64_t run_fetch(Fetch f, std::string_view what);  // fetch(), peek(), release(): queued, waited for
   bool serve_fetches();
   bool held_for(PageKey page, Access access) const;
