@@ -725,6 +725,15 @@ uint64_t bad_pattern_words(Cluster& c, uint64_t first, uint64_t end, RoundOf rou
   return bad;
 }
 
+// Pages [first, end) of one parity, a one-page range each, as a device's
+// scattered buffers come to the *_ranges calls.
+std::vector<AggvmDsmRange> every_other_page(uint64_t first, uint64_t end, uint64_t parity) {
+  std::vector<AggvmDsmRange> ranges;
+  for (uint64_t p = first; p < end; ++p)
+    if (p % 2 == parity) ranges.push_back({.gpa = p * kPage, .size = kPage});
+  return ranges;
+}
+
 // ---- fetch: pages brought here ahead of use, without faults ---------------
 //
 // Node 1 writes every page; node 0 fetches them all for reading and must
@@ -754,9 +763,7 @@ int fetch(Cluster& c, const Options&) {
   auto fetch_scattered = [&](int write) {  // the pages it asked for
     uint64_t asked = 0;
     for (uint64_t parity : {1u, 0u}) {
-      std::vector<AggvmDsmRange> ranges;
-      for (uint64_t p = kFirst; p < pages; ++p)
-        if (p % 2 == parity) ranges.push_back({.gpa = p * kPage, .size = kPage});
+      const std::vector<AggvmDsmRange> ranges = every_other_page(kFirst, pages, parity);
       uint64_t n = 0;
       if (aggvm_dsm_fetch_ranges(c.dsm(), ranges.data(), ranges.size(), write, &n, &err) != 0)
         die(1, fmt::format("fetch_ranges (write={}): {}", write, err));
@@ -867,8 +874,8 @@ int fetch(Cluster& c, const Options&) {
   // loaded 2-core machine): node 0 must not stop meanwhile, or its stop
   // waits for node 1's goodbye no longer than the peer timeout.
   c.barrier(5);
-  const bool ok = einval == -EINVAL && refused_whole && asked_write > 0 && fetched_read >= pages / 2 && bad == 0 && read_faults == 0 &&
-                  refetched == 0 && write_faults == 0 && release_ok;
+  const bool ok = einval == -EINVAL && refused_whole && asked_write > 0 && fetched_read >= pages / 2 && bad == 0 &&
+                  read_faults == 0 && refetched == 0 && write_faults == 0 && release_ok;
   std::printf("result: fetch node=0 pages=%lu fetched_for_reading=%lu read_fetch_ms=%.1f read_mib_s=%.1f "
               "faults_after_read_fetch=%lu bad_words=%lu asked_again=%lu write_fetch_ms=%.1f "
               "faults_after_write_fetch=%lu einval=%d release=%s status=%s\n",
@@ -917,11 +924,10 @@ int peek(Cluster& c, const Options&) {
     if (aggvm_dsm_release(c.dsm(), kFirst * kPage, (pages - kFirst) * kPage, &err) != 0)
       die(1, fmt::format("release: {}", err));
   };
-  // Every other page from `parity` on, a range each, the last first.
+  // Every other page, a range each, the last first.
   auto scattered = [&](uint64_t parity) {
-    std::vector<AggvmDsmRange> ranges;
-    for (uint64_t p = pages - 1; p >= kFirst; --p)
-      if (p % 2 == parity) ranges.push_back({.gpa = p * kPage, .size = kPage});
+    std::vector<AggvmDsmRange> ranges = every_other_page(kFirst, pages, parity);
+    std::ranges::reverse(ranges);
     return ranges;
   };
   auto peek_scattered = [&] {
