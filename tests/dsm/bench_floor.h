@@ -89,7 +89,9 @@ class Mapping {
 // handler is stopped through an eventfd in its poll set, so shutdown does
 // not race.  A handler error unregisters the range, which wakes the
 // faulting thread (its page then reads as zero), and is thrown here.
-inline Percentiles local_uffd_fault_us(size_t faults) {
+// With `polling`, the handler never sleeps (poll with no timeout, as the
+// DSM's service thread does when it spins): the floor of a DSM that polls.
+inline Percentiles local_uffd_fault_us(size_t faults, bool polling = false) {
   constexpr size_t kPage = 4096;
   constexpr char kFill = 1;
   if (faults == 0) return {};
@@ -115,7 +117,9 @@ inline Percentiles local_uffd_fault_us(size_t faults) {
     };
     for (;;) {
       pollfd p[2] = {{uffd.get(), POLLIN, 0}, {stop.get(), POLLIN, 0}};
-      if (::poll(p, 2, -1) < 0) {
+      const int ready = ::poll(p, 2, polling ? 0 : -1);
+      if (ready == 0) continue;
+      if (ready < 0) {
         if (errno == EINTR) continue;
         return fail("poll");
       }

@@ -17,8 +17,9 @@
 // floor included: idle CPUs poll instead of halting).
 // The last line is "dsm-fault-latency: key=value ...": unprefixed keys are
 // the DSM and its TCP floor, spin_ and qos_ keys those runs, shm_ keys the
-// shared-memory floor and the same DSM figures against it; floor_us/ratio are the read fault's,
-// ucx_rtt/ucx_one_way the raw 4 KiB ping-pong's.
+// DSM over shared memory (its service threads polling) and that floor;
+// floor_us/ratio are the read fault's, ucx_rtt/ucx_one_way the raw 4 KiB
+// ping-pong's.
 //
 //   dsm-bench [DSM_WORKER [FAULTS [UCX_FLOOR]]]
 #include <cstdio>
@@ -44,36 +45,38 @@ struct Fabric {
   std::string tls;   // UCX_TLS, for the floor and the DSM alike
   std::map<std::string, std::string> env;
   std::string why;       // what it stands for
-  std::string no_dsm;    // empty: the DSM runs on it too; else why it cannot
   std::string spin_us = "0";  // the DSM service thread's polling before it sleeps
   // Empty: the host's idle states as they are.  Else the bound the run
   // holds on the host (cpu_latency.h), for the floor and the DSM alike.
   std::string cpu_latency_us = "";
 };
 
+// Longer than the bench: a service thread that polls "for good".
+constexpr const char* kWholeRunUs = "600000000";
+
 // "tcp" carries the connection manager in the shared-memory set; data goes
-// over posix (the floor's log shows the lanes).  UCX 1.13 selects shared
-// memory for endpoints with peer error handling only with
-// UCX_MM_ERROR_HANDLING=y.  The DSM itself keeps its lanes to the device
-// its connection came through (UCX_CM_USE_ALL_DEVICES=n, fabric.cc), so
-// it would run over TCP there whatever UCX_TLS says: it is measured once,
-// over TCP, and put beside both floors.
+// over posix (the floor's log shows the lanes, the DSM's log says so too).
+// UCX 1.13 selects shared memory for endpoints with peer error handling
+// only with UCX_MM_ERROR_HANDLING=y (the DSM sets it itself).  UCX wakes a sleeping receiver of shared memory
+// through an abstract unix socket, which belongs to one network namespace:
+// between the two hosts no wake-up arrives, so the DSM's service threads
+// poll all through that run (as the floor does).
 const std::vector<Fabric> kFabrics = {
-    {"tcp", "tcp", {}, "UCX/TCP on veth (the DSM's default)", ""},
+    {"tcp", "tcp", {}, "UCX/TCP on veth (the DSM's default)"},
     // Where a core is free for the service thread, polling saves its
     // wake-up at every hop.  This machine has 2 cores for 2 service threads
     // and 2 faulting threads: the figure swings with what else runs.
     {"spin", "tcp", {}, "UCX/TCP, the DSM's service thread polling 100 us before it sleeps (service_spin_us)",
-     "", "100"},
+     "100"},
     // A thread woken on a CPU that halted waits for the CPU first: on this
     // virtualised host, for the hypervisor.  Holding the host's wake-up
     // latency at 0 us keeps idle CPUs polling (QEMU's cpu-latency-us=0).
     {"qos", "tcp", {}, "UCX/TCP, the host's CPU wake-up latency held at 0 us (cpu_latency_us; idle CPUs poll)",
-     "", "0", "0"},
+     "0", "0"},
     {"shm", "posix,cma,self,tcp", {{"UCX_MM_ERROR_HANDLING", "y"}},
-     "UCX shared memory across namespaces (stand-in for an RDMA fabric's latency)",
-     "the DSM keeps its lanes to its connection's device (UCX_CM_USE_ALL_DEVICES=n), so it cannot use "
-     "shared memory: its figures here are the TCP run's, against this floor"},
+     "UCX shared memory across namespaces (stand-in for an RDMA fabric's latency), the DSM's service threads "
+     "polling all through (shared memory's wake-ups do not cross namespaces)",
+     kWholeRunUs},
 };
 
 // key=value words of the lines that start with `prefix`; keys get `tag`.
@@ -208,41 +211,37 @@ void print_readable(const Fabric& f, const Figures& g, const std::string& lane_i
   };
   const Summary s = summarize(g);
   const char* n = f.name.c_str();
-  const char* dsm = f.no_dsm.empty() ? "" : " (TCP)";
   std::printf("dsm-bench: [%s] raw UCX stream ping-pong, lanes %s\n", n, lane_info.c_str());
   std::printf("dsm-bench: [%s]   64 B round trip           %s us   one-way %s us\n", n, pp("ucx_64_rtt").c_str(),
               pp("ucx_64_one_way").c_str());
   std::printf("dsm-bench: [%s]   4 KiB round trip          %s us   one-way %s us\n", n, pp("ucx_4096_rtt").c_str(),
               pp("ucx_4096_one_way").c_str());
-  std::printf("dsm-bench: [%s] local uffd fault (COPY)     %s us\n", n, pp("local_uffd_fault").c_str());
-  if (!f.no_dsm.empty()) std::printf("dsm-bench: [%s] %s\n", n, f.no_dsm.c_str());
-  std::printf("dsm-bench: [%s] DSM service 4 KiB rtt%-6s%s us   (%.1fx the raw 4 KiB rtt at p50)\n", n, dsm,
+  std::printf("dsm-bench: [%s] local uffd fault (COPY)     %s us%s\n", n, pp("local_uffd_fault").c_str(),
+              f.spin_us != "0" ? "   (its handler polling)" : "");
+  // More polling threads than CPUs: a thread they wake waits for a CPU.
+  // The service round trip's caller sleeps on a condition variable, so it
+  // measures that wait; a fault's thread is woken by the kernel's
+  // UFFDIO_COPY on the polling thread's CPU and mostly runs at once.
+  if (f.spin_us == kWholeRunUs && std::thread::hardware_concurrency() < 4)
+    std::printf("dsm-bench: [%s] note: 2 service threads poll on this machine's %u CPUs: a thread they wake waits "
+                "for a CPU, so the service round trip measures the host's scheduler, not the path\n",
+                n, std::thread::hardware_concurrency());
+  std::printf("dsm-bench: [%s] DSM service 4 KiB rtt      %s us   (%.1fx the raw 4 KiB rtt at p50)\n", n,
               pp("service_rtt").c_str(), v("service_rtt_p50_us") / v("ucx_4096_rtt_p50_us"));
-  std::printf("dsm-bench: [%s] remote read fault%-10s%s us   floor %7.1f / %7.1f us   ratio %.2f / %.2f\n", n,
-              dsm, pp("remote_read_fault").c_str(), s.read_floor50, s.read_floor99, s.read50 / s.read_floor50,
+  std::printf("dsm-bench: [%s] remote read fault         %s us   floor %7.1f / %7.1f us   ratio %.2f / %.2f\n", n,
+              pp("remote_read_fault").c_str(), s.read_floor50, s.read_floor99, s.read50 / s.read_floor50,
               s.read99 / s.read_floor99);
-  std::printf("dsm-bench: [%s] write, 1 sharer inv.%-7s%s us   floor %7.1f / %7.1f us   ratio %.2f / %.2f\n", n,
-              dsm, pp("write_invalidate_one_sharer").c_str(), s.write_floor50, s.write_floor99,
+  std::printf("dsm-bench: [%s] write, 1 sharer inv.      %s us   floor %7.1f / %7.1f us   ratio %.2f / %.2f\n", n,
+              pp("write_invalidate_one_sharer").c_str(), s.write_floor50, s.write_floor99,
               s.write50 / s.write_floor50, s.write99 / s.write_floor99);
-  if (f.no_dsm.empty())
-    std::printf("dsm-bench: [%s] faults/s: %.0f with 1 thread, %.0f with 2\n", n, v("faults_per_s_1_thread"),
+  std::printf("dsm-bench: [%s] faults/s: %.0f with 1 thread, %.0f with 2\n", n, v("faults_per_s_1_thread"),
                 v("faults_per_s_2_threads"));
 }
 
-std::string last_line_keys(const std::string& prefix, const Figures& g, bool with_dsm) {
+std::string last_line_keys(const std::string& prefix, const Figures& g) {
   auto v = [&](const std::string& k) { return g.at(k); };
   const Summary s = summarize(g);
   char buf[1024];
-  if (!with_dsm) {  // the floor, and the DSM's (TCP) figures against it
-    std::snprintf(buf, sizeof buf,
-                  "%1$sfloor_us=%2$.1f %1$sratio=%3$.2f %1$swrite_floor_us=%4$.1f %1$swrite_ratio=%5$.2f "
-                  "%1$sucx_rtt_p50_us=%6$.1f %1$sucx_rtt_p99_us=%7$.1f %1$sucx_one_way_p50_us=%8$.1f "
-                  "%1$sucx_one_way_p99_us=%9$.1f %1$sucx_rtt_64_p50_us=%10$.1f",
-                  prefix.c_str(), s.read_floor50, s.read50 / s.read_floor50, s.write_floor50,
-                  s.write50 / s.write_floor50, v("ucx_4096_rtt_p50_us"), v("ucx_4096_rtt_p99_us"),
-                  v("ucx_4096_one_way_p50_us"), v("ucx_4096_one_way_p99_us"), v("ucx_64_rtt_p50_us"));
-    return buf;
-  }
   std::snprintf(buf, sizeof buf,
                 "%1$sread_p50_us=%2$.1f %1$sread_p99_us=%3$.1f %1$swrite_p50_us=%4$.1f %1$swrite_p99_us=%5$.1f "
                 "%1$sfloor_us=%6$.1f %1$sratio=%7$.2f %1$swrite_floor_us=%8$.1f %1$swrite_ratio=%9$.2f "
@@ -287,7 +286,7 @@ int main(int argc, char** argv) {
       }
     }
     auto bad = run_floor(cluster, f, floor_bin, port + 5, "10000", figures[k], lane_info[k]);
-    if (!bad && f.no_dsm.empty()) bad = run_dsm(cluster, f, worker, port, faults, figures[k]);
+    if (!bad) bad = run_dsm(cluster, f, worker, port, faults, figures[k]);
     if (bad) {
       std::fprintf(stderr, "dsm-bench: [%s] %s: %s", f.name.c_str(), f.why.c_str(), bad->c_str());
       return 1;
@@ -295,22 +294,22 @@ int main(int argc, char** argv) {
   }
   for (size_t k = 0; k < kFabrics.size(); ++k) {
     const Fabric& f = kFabrics[k];
-    if (!f.no_dsm.empty())  // the DSM's own figures, from the run on the first fabric
-      for (const auto& [key, value] : figures[0])
-        if (key.rfind("ucx_", 0) != 0) figures[k].emplace(key, value);
-    // The local fault is part of the floor, and dsm-worker measures it in
-    // its own process: beside a polling service thread it measures the
-    // polling.  The polling run's floor takes the first run's.
-    if (f.spin_us != "0")
-      for (const char* key : {"local_uffd_fault_p50_us", "local_uffd_fault_p99_us"})
-        figures[k][key] = figures[0].at(key);
-    std::printf("dsm-bench: [%s] %s, UCX_TLS=%s%s\n", f.name.c_str(), f.why.c_str(), f.tls.c_str(),
-                f.no_dsm.empty() ? (", DSM: " + faults + " faults per figure").c_str() : "");
+    // The local fault is part of the floor.  A DSM whose service thread
+    // polls is put beside a fault whose handler polls too; dsm-worker
+    // measures both kinds in its own process, and beside a polling service
+    // thread it would measure the polling: a polling run takes the first
+    // run's, measured while the service thread slept.
+    if (f.spin_us != "0") {
+      figures[k]["local_uffd_fault_p50_us"] = figures[0].at("polled_uffd_fault_p50_us");
+      figures[k]["local_uffd_fault_p99_us"] = figures[0].at("polled_uffd_fault_p99_us");
+    }
+    std::printf("dsm-bench: [%s] %s, UCX_TLS=%s, DSM: %s faults per figure\n", f.name.c_str(), f.why.c_str(),
+                f.tls.c_str(), faults.c_str());
     print_readable(f, figures[k], lane_info[k]);
   }
   std::string last = "dsm-fault-latency:";
   for (size_t k = 0; k < kFabrics.size(); ++k)
-    last += " " + last_line_keys(k == 0 ? "" : kFabrics[k].name + "_", figures[k], kFabrics[k].no_dsm.empty());
+    last += " " + last_line_keys(k == 0 ? "" : kFabrics[k].name + "_", figures[k]);
   std::printf("%s\n", last.c_str());
   return 0;
 }

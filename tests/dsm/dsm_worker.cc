@@ -1066,6 +1066,9 @@ int bench(Cluster& c, const Options& o) {
       const auto uffd = aggvm::bench::local_uffd_fault_us(n);
       std::printf("bench: local_uffd_fault_p50_us=%.2f local_uffd_fault_p99_us=%.2f samples=%lu\n", uffd.p50,
                   uffd.p99, static_cast<unsigned long>(n));
+      const auto polled = aggvm::bench::local_uffd_fault_us(n, true);
+      std::printf("bench: polled_uffd_fault_p50_us=%.2f polled_uffd_fault_p99_us=%.2f samples=%lu\n",
+                  polled.p50, polled.p99, static_cast<unsigned long>(n));
     } catch (const std::exception& e) {
       die(1, fmt::format("local userfaultfd floor: {}", e.what()));
     }

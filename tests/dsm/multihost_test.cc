@@ -381,6 +381,33 @@ TEST_F(MultiHost, TortureTwoHostsPlainFrames) {
   EXPECT_NE(r.find("counter_total=8000 records=8000 expected=8000 torn=0 status=pass"), std::string::npos) << r;
 }
 
+// Frames between the hosts go through UCX's shared memory when the
+// transports name it (this machine's stand-in for an RDMA fabric), memory
+// stays coherent, each node says which transport its frames take, and TCP
+// still listens on the configured address alone.  Shared memory's wake-ups
+// do not cross network namespaces: the service threads poll throughout.
+TEST_F(MultiHost, TortureTwoHostsOverSharedMemory) {
+  Cluster c(ClusterOptions{.hosts = 2, .name = "shm"});
+  auto procs = start(c, {"--mode", "torture", "--region-mib", "64", "--threads", "2", "--ops", "2000",
+                         "--ucx-transports", "posix,cma,self,tcp", "--spin-us", "600000000"});
+  for (auto& p : procs) ASSERT_TRUE(p.wait_for_line("authenticated", 60s)) << p.log();
+  for (int i = 0; i < c.size(); ++i) {
+    const auto sockets = listening(c.host(i), procs[i].pid());
+    for (const auto& s : sockets) EXPECT_EQ(s.rfind(c.host(i).address() + ":", 0), 0u) << "stray listener " << s;
+  }
+  expect_all_pass(procs, 180s);
+  const std::string r = result_line(procs[0]);
+  EXPECT_NE(r.find("counter_total=8000 records=8000 expected=8000 torn=0 status=pass"), std::string::npos) << r;
+  for (auto& p : procs) {
+    std::smatch m;
+    const std::string log = p.log();
+    ASSERT_TRUE(std::regex_search(log, m, std::regex("authenticated; frames sealed \\(AES-256-GCM\\) over ([^\n]*)")))
+        << log;
+    EXPECT_NE(m[1].str().find("posix/"), std::string::npos) << m.str();
+    EXPECT_EQ(m[1].str().find("tcp/"), std::string::npos) << m.str();
+  }
+}
+
 // Nodes that disagree on frame protection do not start, and say why.
 TEST_F(MultiHost, DifferentFrameProtectionFailsStart) {
   Cluster c(ClusterOptions{.hosts = 2, .name = "frames"});

@@ -54,7 +54,15 @@ typedef struct AggvmDsmOptions {
     size_t n_home_ranges;
     uint64_t resident_cap_bytes;   /* 0: no cap */
     uint32_t timeout_ms;           /* peer answer / connect timeout; 0: 5000 */
-    const char *ucx_transports;    /* UCX_TLS; NULL: "tcp" */
+    /*
+     * UCX_TLS; NULL: "tcp".  With a shared-memory transport (posix, cma...)
+     * nodes on one host exchange frames through memory; the connection is
+     * still made over TCP.  UCX wakes a sleeping receiver of shared memory
+     * through a unix socket of its network namespace, so between namespaces
+     * no wake-up arrives: there the service must poll for the node's whole
+     * life (service_spin_us longer than any quiet spell).
+     */
+    const char *ucx_transports;
 
     /*
      * Called once, on the service thread, when the node can no longer keep

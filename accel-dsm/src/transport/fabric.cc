@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -94,6 +95,44 @@ bool tcp_only(const std::string& transports) {
   return any;
 }
 
+// True when UCX_TLS names a shared-memory transport.
+bool names_shared_memory(const std::string& transports) {
+  static const std::vector<std::string> kShared = {"sm", "shm", "posix", "sysv", "cma", "knem", "xpmem", "mm"};
+  std::stringstream in(transports);
+  std::string t;
+  while (std::getline(in, t, ','))
+    if (std::find(kShared.begin(), kShared.end(), t) != kShared.end()) return true;
+  return false;
+}
+
+// The transports an endpoint's lanes use ("posix/memory.0, tcp/eth0.0"),
+// from ucp_ep_print_info(): UCX 1.13 has no query for them.  A user on an
+// RDMA fabric reads here whether frames go over verbs or fell back to TCP.
+std::string lanes_of(ucp_ep_h ep) {
+  char* text = nullptr;
+  size_t len = 0;
+  FILE* f = open_memstream(&text, &len);
+  if (!f) return "?";
+  ucp_ep_print_info(ep, f);
+  std::fclose(f);
+  std::istringstream in(std::string(text, len));
+  std::free(text);
+  std::string out;
+  for (std::string line; std::getline(in, line);) {
+    // "#   lane[1]:  0:posix/memory.0 md[0] ...": the word after the colon.
+    const auto lane = line.find("lane[");
+    const auto colon = lane == std::string::npos ? lane : line.find(':', lane);
+    if (colon == std::string::npos) continue;
+    std::istringstream words(line.substr(colon + 1));
+    std::string word;
+    words >> word;
+    if (word == "cm") continue;  // the connection manager's lane carries no frames
+    const std::string tl = word.substr(word.find(':') + 1);
+    if (out.find(tl) == std::string::npos) out += (out.empty() ? "" : ", ") + tl;
+  }
+  return out.empty() ? "?" : out;
+}
+
 void modify(ucp_config_t* ucfg, const char* name, const std::string& value) {
   if (ucs_status_t s = ucp_config_modify(ucfg, name, value.c_str()); s != UCS_OK)
     fail(EINVAL, "UCX_{}={}: {}", name, value, ucs_status_string(s));
@@ -104,7 +143,16 @@ void modify(ucp_config_t* ucfg, const char* name, const std::string& value) {
 // up).  Keep it to the interface of our own address, so nothing listens
 // anywhere the configuration does not name.
 void restrict_devices(ucp_config_t* ucfg, const FabricConfig& cfg, const sockaddr_storage& addr) {
-  modify(ucfg, "CM_USE_ALL_DEVICES", "n");  // lanes only on the device the connection came through
+  // Lanes only on the device the connection came through, unless shared
+  // memory was asked for: UCX adds its lanes to a connection only when it
+  // may use every device.  NET_DEVICES below still keeps TCP to our
+  // address's interface, and shared memory listens on no network.  UCX
+  // 1.13 gives endpoints that handle peer failures, as ours do, shared
+  // memory only with MM_ERROR_HANDLING: without it, frames would go over
+  // TCP without a word.
+  const bool shared_memory = names_shared_memory(cfg.transports);
+  modify(ucfg, "CM_USE_ALL_DEVICES", shared_memory ? "y" : "n");
+  if (shared_memory) modify(ucfg, "MM_ERROR_HANDLING", "y");
   if (!tcp_only(cfg.transports)) return;    // verbs devices are named differently: leave them
   const std::string& address = cfg.addresses[cfg.self];
   if (std::getenv("UCX_NET_DEVICES")) {
@@ -468,8 +516,9 @@ void Fabric::handshake(Conn& c, const WireHeader& h, std::span<const std::byte> 
   c.ready = true;  // frames are checked against the full limits from now on
   c.reader->set_max_payload(kMaxPayload);
   peers_[c.peer] = &c;
-  log().debug("aggvm-dsm: node {} authenticated at {} (frames: {})", c.peer, c.remote,
-                to_string(cfg_.frame_protection));
+  log().info("aggvm-dsm: node {} at {} authenticated; frames {} over {}", c.peer, c.remote,
+             cfg_.frame_protection == FrameProtection::kAesGcm ? "sealed (AES-256-GCM)" : "in clear",
+             lanes_of(c.ep));
   if (absent_.test(c.peer)) {
     // A late node, even one that came while this node was still starting:
     // node 0 must admit it either way.
