@@ -179,6 +179,14 @@ int aggvm_dsm_peek_ranges(AggvmDsm* dsm, const AggvmDsmRange* ranges, size_t n, 
   });
 }
 
+int aggvm_dsm_read_ranges(AggvmDsm* dsm, const AggvmDsmRange* ranges, size_t n, void* buf, size_t buf_size,
+                          uint64_t* asked, char** errmsg) {
+  return guarded(errmsg, [&] {
+    const uint64_t k = dsm->node->read(std::span(ranges, n), std::span(static_cast<std::byte*>(buf), buf_size));
+    if (asked) *asked = k;
+  });
+}
+
 int aggvm_dsm_release_ranges(AggvmDsm* dsm, const AggvmDsmRange* ranges, size_t n, char** errmsg) {
   return guarded(errmsg, [&] { dsm->node->release(std::span(ranges, n)); });
 }

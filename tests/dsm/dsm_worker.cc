@@ -886,6 +886,102 @@ int fetch(Cluster& c, const Options&) {
   return ok ? 0 : 1;
 }
 
+// ---- read: guest pages copied into a private buffer -----------------------
+//
+// Three nodes; the workers write every page (homed on all three) and keep
+// them Modified.  Node 0 copies them into a buffer, every other page a
+// range, in reverse, as a device's scattered buffers come: the data must
+// be right, nothing mapped on node 0, no snapshot left, and the workers
+// must write their next round without a single fault (their copies were
+// never taken).  Node 0 then reads that round the same way, plus a range
+// it holds itself (read from its own mapping).  A bad range or a buffer of
+// the wrong size is refused whole.
+int read_into_buffer(Cluster& c, const Options&) {
+  constexpr uint64_t kFirst = 8;  // pages 0-7 hold the barrier's counter
+  const uint64_t pages = c.size() / kPage;
+  auto writer = [&](uint64_t page) { return static_cast<int>(1 + page % (c.nodes() - 1)); };
+  auto stats = [&] { return node_stats(c); };
+  char* err = nullptr;
+  if (c.self() != 0) {
+    fill_pattern(c, kFirst, pages, 1, [&](uint64_t p) { return writer(p) == c.self(); });
+    c.barrier(1);
+    c.barrier(2);  // node 0 read round 1
+    // The service thread counts a fault just after it wakes the faulting
+    // thread: each count waits for the barrier's last one to land.
+    auto settled_faults = [&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      return fault_count(c);
+    };
+    const uint64_t f0 = settled_faults();
+    fill_pattern(c, kFirst, pages, 2, [&](uint64_t p) { return writer(p) == c.self(); });
+    const uint64_t write_faults = settled_faults() - f0;
+    c.barrier(3);
+    c.barrier(4);  // node 0 read round 2
+    std::printf("result: read node=%d faults_writing_after_read=%lu status=%s\n", c.self(), write_faults,
+                write_faults == 0 ? "pass" : "fail");
+    return write_faults == 0 ? 0 : 1;
+  }
+  std::vector<AggvmDsmRange> ranges = every_other_page(kFirst, pages, 1);
+  const std::vector<AggvmDsmRange> even = every_other_page(kFirst, pages, 0);
+  ranges.insert(ranges.end(), even.begin(), even.end());
+  std::ranges::reverse(ranges);
+  std::vector<std::byte> buf(ranges.size() * kPage);
+  // Words of buf that do not hold round's pattern of the page it came from.
+  auto bad_words = [&](uint64_t round) {
+    uint64_t bad = 0;
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      const uint64_t p = ranges[i].gpa / kPage;
+      const auto* w = reinterpret_cast<const uint64_t*>(buf.data() + i * kPage);
+      for (uint64_t k = 0; k < kPage / 8; k += 64) bad += w[k] != round_pattern(p, k, round);
+    }
+    return bad;
+  };
+  auto read = [&] {
+    uint64_t asked = 0;
+    if (aggvm_dsm_read_ranges(c.dsm(), ranges.data(), ranges.size(), buf.data(), buf.size(), &asked, &err) != 0)
+      die(1, fmt::format("read_ranges: {}", err));
+    return asked;
+  };
+  c.barrier(1);
+  const std::vector<AggvmDsmRange> bad_range = {{.gpa = kFirst * kPage, .size = kPage},
+                                                 {.gpa = c.size(), .size = kPage}};
+  const int einval_range =
+      aggvm_dsm_read_ranges(c.dsm(), bad_range.data(), bad_range.size(), buf.data(), 2 * kPage, nullptr, &err);
+  aggvm_dsm_free_error(std::exchange(err, nullptr));
+  const int einval_size =
+      aggvm_dsm_read_ranges(c.dsm(), ranges.data(), ranges.size(), buf.data(), buf.size() - kPage, nullptr, &err);
+  aggvm_dsm_free_error(std::exchange(err, nullptr));
+  const AggvmDsmNodeStats s0 = stats();
+  const auto t0 = Clock::now();
+  const uint64_t asked = read();
+  const double read_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  const AggvmDsmNodeStats s1 = stats();
+  const uint64_t bad1 = bad_words(1);
+  const uint64_t copied = s1.copied_pages - s0.copied_pages;
+  // Node 0 holds at most the barrier's pages: none of those it read.
+  const bool nothing_kept = s1.resident_pages < kFirst && s1.snapshot_pages == 0 &&
+                            s1.fetched_pages == s0.fetched_pages;
+  c.barrier(2);
+  c.barrier(3);  // the workers wrote round 2
+  // A page node 0 holds (a thread of it read it) is read from its mapping.
+  const uint64_t held = ranges.front().gpa / kPage;
+  const uint64_t bad_held = bad_pattern_words(c, held, held + 1, [](uint64_t) { return 2u; });
+  const AggvmDsmNodeStats s2 = stats();
+  const uint64_t asked2 = read();
+  const uint64_t bad2 = bad_words(2);
+  const AggvmDsmNodeStats s3 = stats();
+  c.barrier(4);
+  const bool ok = einval_range == -EINVAL && einval_size == -EINVAL && asked == ranges.size() &&
+                  copied == asked && bad1 == 0 && nothing_kept && bad_held == 0 && asked2 == ranges.size() - 1 &&
+                  s3.copied_pages - s2.copied_pages == asked2 && bad2 == 0;
+  std::printf("result: read node=0 pages=%zu asked=%lu copied=%lu read_ms=%.1f read_mib_s=%.1f bad_words=%lu "
+              "nothing_kept=%d (resident %lu -> %lu, snapshots %lu, fetched %lu -> %lu) asked_again=%lu bad_words_round2=%lu einval=%d status=%s\n",
+              ranges.size(), asked, copied, read_ms, ranges.size() * kPage / 1048576.0 / (read_ms / 1000.0), bad1,
+              nothing_kept, s0.resident_pages, s1.resident_pages, s1.snapshot_pages, s0.fetched_pages,
+              s1.fetched_pages, asked2, bad2, einval_range == -EINVAL && einval_size == -EINVAL, ok ? "pass" : "fail");
+  return ok ? 0 : 1;
+}
+
 // ---- peek: snapshots of a region nobody writes meanwhile -----------------
 //
 // Three nodes (or more; with two, node 1 writes every page).  Nodes 1 and
@@ -1145,7 +1241,7 @@ int main(int argc, char** argv) {
   app.add_option("--region-mib", o.region_mib, "shared region size");
   app.add_option("--cap-mib", o.cap_mib, "resident cap per node (0: none)");
   app.add_option("--timeout-ms", o.timeout_ms, "peer timeout");
-  app.add_option("--mode", o.mode, "torture | sb | mp | aggregate | bench | endless | idle | evacuate | join | fetch")->required();
+  app.add_option("--mode", o.mode, "torture | sb | mp | aggregate | bench | endless | idle | evacuate | join | fetch | peek | read")->required();
   app.add_option("--ucx-transports", o.ucx_transports, "UCX_TLS for the fabric (default: tcp)");
   app.add_option("--frames", o.frames, "frame protection: sealed (AES-256-GCM, default) | plain (trusted fabric)")
       ->check(CLI::IsMember({"sealed", "plain"}));
@@ -1176,6 +1272,7 @@ int main(int argc, char** argv) {
     else if (o.mode == "join") rc = join(c, o);
     else if (o.mode == "fetch") rc = fetch(c, o);
     else if (o.mode == "peek") rc = peek(c, o);
+    else if (o.mode == "read") rc = read_into_buffer(c, o);
     else die(2, "unknown mode " + o.mode);
     if (!c.has_left()) {
       print_stats(c);

@@ -266,6 +266,24 @@ TEST_F(MultiHost, PeekMapsSnapshotsAndDropsThemSilently) {
   }
 }
 
+// Node 0 copies pages the two workers wrote (homed on all three hosts)
+// into a private buffer, a page per range: the data is right, nothing is
+// kept on node 0, and the workers write their next values without a
+// fault.  Node 0 reads those too, one page from its own mapping.
+TEST_F(MultiHost, ReadCopiesIntoABufferAndTakesNothing) {
+  Cluster c(ClusterOptions{.hosts = 3, .name = "read"});
+  auto procs = start(c, {"--mode", "read", "--region-mib", "48"});
+  expect_all_pass(procs, 120s);
+  const std::string r0 = result_line(procs[0]);
+  std::cout << r0 << "\n" << result_line(procs[1]) << "\n" << result_line(procs[2]) << "\n";
+  EXPECT_NE(r0.find(" bad_words=0 nothing_kept=1 "), std::string::npos) << r0;
+  EXPECT_NE(r0.find(" bad_words_round2=0 einval=1 status=pass"), std::string::npos) << r0 << "\n" << procs[0].log();
+  for (size_t k = 1; k < 3; ++k) {
+    const std::string r = result_line(procs[k]);
+    EXPECT_NE(r.find(" faults_writing_after_read=0 status=pass"), std::string::npos) << r;
+  }
+}
+
 TEST_F(MultiHost, KilledPeerIsReportedWithinTimeout) {
   Cluster c(ClusterOptions{.hosts = 3, .name = "kill"});
   auto procs = start(c, {"--mode", "endless", "--region-mib", "64", "--threads", "2", "--timeout-ms", "2000"});

@@ -137,6 +137,86 @@ TEST(Peek, FaultsJoiningAPeekAreServed) {
   EXPECT_TRUE(c.engine(0).idle());
 }
 
+// A peek into a private buffer (Node::read): the same answers, copied
+// into the buffer and mapped nowhere.  Nothing is left here to drop, the
+// owner keeps writing its Modified copy, and node 0 reads its next value.
+TEST(Peek, CopiesIntoABufferAndMapsNothing) {
+  ModelCluster c(3, 8);
+  const PageKey home_owned = c.page_homed_on(1, 0), third_owned = c.page_homed_on(1, 1),
+                shared = c.page_homed_on(1, 2);  // and page 3, never written
+  c.write_byte(1, home_owned, 11);
+  c.write_byte(2, third_owned, 22);
+  c.write_byte(2, shared, 33);
+  ASSERT_EQ(c.read_byte(1, shared), 33);
+  std::vector<std::byte> buf(4 * kPageSize, std::byte{0x5a});
+  bool copied[4] = {};
+
+  EXPECT_EQ(c.engine(0).peek(home_owned, 4, c.now() + 1, buf.data(), copied), 4u);
+  c.deliver_all_fifo();
+
+  const uint8_t expect[] = {11, 22, 33, 0};
+  for (uint64_t i = 0; i < 4; ++i) {
+    const PageKey p = c.page_homed_on(1, i);
+    EXPECT_TRUE(copied[i]) << i;
+    EXPECT_EQ(static_cast<uint8_t>(buf[i * kPageSize]), expect[i]) << i;
+    EXPECT_EQ(static_cast<uint8_t>(buf[i * kPageSize + kPageSize - 1]), 0) << i << ": the page's last byte";
+    EXPECT_FALSE(c.node(0).page(p).mapped) << i;
+    EXPECT_FALSE(c.engine(0).cache().snapshot(p)) << i;
+    EXPECT_EQ(c.engine(0).cache().state(p), S::kInvalid) << i;
+  }
+  EXPECT_EQ(c.engine(0).counters().copied, 4u);
+  EXPECT_EQ(c.engine(0).counters().snapshots, 0u);
+  EXPECT_EQ(c.engine(0).cache().snapshot_pages(), 0u);
+  EXPECT_EQ(c.engine(2).cache().state(third_owned), S::kModified) << "the owner kept it writable";
+  EXPECT_TRUE(c.engine(0).idle());
+  EXPECT_EQ(c.engine(0).release(home_owned, 4, c.now() + 1), 0u) << "nothing to give back";
+
+  c.write_byte(2, third_owned, 23);
+  EXPECT_TRUE(c.net().in_flight.empty()) << "the owner's write asked for something";
+  EXPECT_EQ(c.read_byte(0, third_owned), 23);
+  for (NodeId k = 0; k < 3; ++k) EXPECT_TRUE(c.node(k).rejections.empty()) << c.node(k).rejections.front();
+}
+
+// A copy the home refuses (a transaction runs) is fetched as usual and not
+// marked copied: the caller reads it from the mapping.
+TEST(Peek, CopyRefusedIsFetchedAndLeftToTheMapping) {
+  ModelCluster c(3, 8);
+  const PageKey p = c.page_homed_on(1, 0);
+  c.write_byte(1, p, 7);
+  c.fault(2, p, Access::kRead);
+  c.deliver(static_cast<size_t>(c.find(MsgType::kReadReq, 1)));
+  ASSERT_TRUE(c.engine(1).directory().busy(p));
+  std::vector<std::byte> buf(kPageSize);
+  bool copied = false;
+  c.engine(0).peek(p, 1, c.now() + 1, buf.data(), &copied);
+  c.deliver_all_fifo();
+  EXPECT_FALSE(copied);
+  EXPECT_EQ(c.engine(0).counters().peeks_refused, 1u);
+  EXPECT_EQ(c.engine(0).counters().copied, 0u);
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kShared) << "fetched as usual";
+  EXPECT_EQ(static_cast<uint8_t>(c.node(0).page(p).data[0]), 7);
+  EXPECT_TRUE(c.engine(0).idle());
+}
+
+// A thread that faults on a page while its copy is in flight is not served
+// by the copy (nothing is mapped): it asks for the page as usual after it.
+TEST(Peek, FaultJoiningACopyAsksAsUsual) {
+  ModelCluster c(2, 8);
+  const PageKey p = c.page_homed_on(1, 0);
+  c.write_byte(1, p, 5);
+  std::vector<std::byte> buf(kPageSize);
+  bool copied = false;
+  c.engine(0).peek(p, 1, c.now() + 1, buf.data(), &copied);
+  c.fault(0, p, Access::kRead, 1);
+  c.deliver_all_fifo();
+  EXPECT_TRUE(copied);
+  EXPECT_EQ(static_cast<uint8_t>(buf[0]), 5);
+  EXPECT_TRUE(c.node(0).blocked.empty()) << "the thread still waits";
+  EXPECT_EQ(c.engine(0).cache().state(p), S::kShared);
+  EXPECT_EQ(static_cast<uint8_t>(c.node(0).page(p).data[0]), 5);
+  EXPECT_TRUE(c.engine(0).idle());
+}
+
 Message peek_resp(PageKey first, NodeId src, std::vector<uint16_t> answers, uint32_t data_pages,
                   std::vector<std::byte>& buf) {
   const PeekWire w{.count = static_cast<uint32_t>(answers.size()), .reserved = 0};

@@ -271,6 +271,7 @@ typedef struct AggvmDsmNodeStats {
     uint64_t peeked_pages;         /* snapshots aggvm_dsm_peek() mapped, in all */
     uint64_t peeks_refused;        /* pages a peek then fetched as usual */
     uint64_t peeks_answered;       /* pages this node answered a peek with */
+    uint64_t copied_pages;         /* pages aggvm_dsm_read_ranges() had answered into a buffer */
 } AggvmDsmNodeStats;
 
 int aggvm_dsm_node_stats(AggvmDsm *dsm, AggvmDsmNodeStats *out);
@@ -431,6 +432,26 @@ int aggvm_dsm_fetch_ranges(AggvmDsm *dsm, const AggvmDsmRange *ranges,
                            char **errmsg);
 int aggvm_dsm_peek_ranges(AggvmDsm *dsm, const AggvmDsmRange *ranges,
                           size_t n, uint64_t *asked, char **errmsg);
+/*
+ * Copies guest ranges, one after the other, into @buf (the sum of their
+ * sizes), coherent, and keeps nothing here: for a device model reading a
+ * guest buffer once, such as a disk write or a packet to send from a
+ * vCPU on another node.  A page this node holds is read from guest RAM
+ * (it may fault back if taken away meanwhile).  Every other page is asked
+ * of its home, or of the owner the home names, in one round of messages
+ * for all of them, as aggvm_dsm_peek() asks.  The answer is copied into
+ * @buf and mapped nowhere, and no directory changes: the owner keeps its
+ * copy and writes on without a fault.  Each page is as it was when its
+ * holder answered, so, unlike a peek, this is safe while the guest runs.
+ * A page that cannot be answered at once (a transaction on it runs) is
+ * fetched as aggvm_dsm_fetch() would, and read from guest RAM.
+ * *@asked (if not NULL) is set to the number of pages asked for.
+ * -EINVAL for a bad range (every range is checked first) or a buffer size
+ * that is not their sum; other errors as aggvm_dsm_fetch()'s.
+ */
+int aggvm_dsm_read_ranges(AggvmDsm *dsm, const AggvmDsmRange *ranges,
+                          size_t n, void *buf, size_t buf_size,
+                          uint64_t *asked, char **errmsg);
 int aggvm_dsm_release_ranges(AggvmDsm *dsm, const AggvmDsmRange *ranges,
                              size_t n, char **errmsg);
 

@@ -304,6 +304,7 @@ void Node::sync_counters() {
   counters_.peeked_pages = engine_->counters().snapshots;
   counters_.peeks_refused = engine_->counters().peeks_refused;
   counters_.peeks_answered = engine_->counters().peeks_answered;
+  counters_.copied_pages = engine_->counters().copied;
 }
 
 // ---- moving homes -----------------------------------------------------------
@@ -476,6 +477,38 @@ uint64_t Node::peek(std::span<const AggvmDsmRange> ranges) {
   return run_fetch(std::move(f), "peek");
 }
 
+uint64_t Node::read(std::span<const AggvmDsmRange> ranges, std::span<std::byte> buf) {
+  Fetch f;
+  uint64_t pages = 0;  // of the buffer, so far
+  for (const AggvmDsmRange& r : ranges) {
+    for (const PageRange& piece : page_ranges(r.gpa, r.size)) {
+      f.buf_page.push_back(pages + (regions_[piece.region].gpa + piece.first * kPageSize - r.gpa) / kPageSize);
+      f.ranges.push_back(piece);
+    }
+    pages += r.size / kPageSize;
+  }
+  if (ranges.empty()) fail(EINVAL, "no guest range given");
+  if (buf.size() != pages * kPageSize)
+    fail(EINVAL, "a buffer of {} bytes for {} bytes of guest ranges", buf.size(), pages * kPageSize);
+  auto copied = std::make_unique<bool[]>(pages);  // all false
+  const std::vector<PageRange> pieces = f.ranges;
+  const std::vector<uint64_t> bases = f.buf_page;
+  uint64_t asked = 0;
+  if (!mapped_here(f.ranges, Access::kRead)) {
+    f.peek = true;
+    f.copy_to = buf.data();
+    f.copied = copied.get();
+    asked = run_fetch(std::move(f), "read");
+  }
+  // The rest from guest RAM: held here, asked for already, or refused
+  // and fetched.  A page taken away meanwhile faults back, coherent.
+  for (size_t i = 0; i < pieces.size(); ++i)
+    for (uint64_t p = pieces[i].first; p < pieces[i].end; ++p)
+      if (const uint64_t at = bases[i] + (p - pieces[i].first); !copied[at])
+        std::memcpy(buf.data() + at * kPageSize, host(PageKey(pieces[i].region, p)), kPageSize);
+  return asked;
+}
+
 void Node::release(uint64_t gpa, uint64_t size) {
   const AggvmDsmRange r{.gpa = gpa, .size = size};
   release(std::span(&r, 1));
@@ -578,7 +611,9 @@ bool Node::serve_fetches() {
     if (f.peek) {
       // A run of pages to each home per message (protocol/peek.h).
       const uint64_t n = std::min<uint64_t>({r.end - f.next, kMaxPeekRun, kPeekWindow - f.in_flight.size()});
-      f.asked += engine_->peek(PageKey(r.region, f.next), n, now);
+      const uint64_t at = f.copy_to ? f.buf_page[f.range] + (f.next - r.first) : 0;
+      f.asked += engine_->peek(PageKey(r.region, f.next), n, now, f.copy_to ? f.copy_to + at * kPageSize : nullptr,
+                               f.copy_to ? f.copied + at : nullptr);
       for (uint64_t k = 0; k < n; ++k)
         if (engine_->cache().pending(PageKey(r.region, f.next + k)) != Cache::Pending::kNone)
           f.in_flight.push_back(PageKey(r.region, f.next + k));

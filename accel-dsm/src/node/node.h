@@ -147,6 +147,15 @@ class Node final : private Env, private FabricSink {
   // messages, not one per buffer.  Each range is checked before anything
   // is asked for.
   uint64_t peek(std::span<const AggvmDsmRange> ranges);
+  // Copies the ranges, one after the other, into buf (their total size),
+  // coherent and without keeping anything here: a page held here is read
+  // from guest RAM (a fault, if it is taken away meanwhile), any other is
+  // asked of its home as a peek is, the answer copied into buf and not
+  // mapped, so its owner keeps its copy and writes on without a fault.  A
+  // device reading a guest's buffer once (a disk write, a packet to send)
+  // costs one round of messages and leaves no copy to give back.  Returns
+  // how many pages it asked for.  Throws as fetch() does.
+  uint64_t read(std::span<const AggvmDsmRange> ranges, std::span<std::byte> buf);
   // Gives up the copies fetch() brought here in [gpa, gpa + size) that no
   // thread here faulted on since, of pages homed elsewhere, owned ones with
   // their data (Cache::release_fetched), and returns once each is unmapped
@@ -193,6 +202,11 @@ class Node final : private Env, private FabricSink {
     Access access = Access::kRead;
     bool release = false;           // release(), not fetch()
     bool peek = false;              // peek(), not fetch()
+    // read(): peeks answered into copy_to (buf_page[i]: the buffer's page
+    // for ranges[i].first), copied[] set for each page that got there.
+    std::byte* copy_to = nullptr;
+    bool* copied = nullptr;
+    std::vector<uint64_t> buf_page;
     size_t range = 0;               // the range and page asked for next
     uint64_t next = 0;
     std::vector<PageKey> in_flight;  // asked for, not granted yet

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -427,7 +428,7 @@ uint64_t Cache::release_fetched(PageKey first, uint64_t count) {
 
 // ---- snapshot reads (protocol/peek.h) ---------------------------------------
 
-uint64_t Cache::peek(PageKey first, uint64_t count) {
+uint64_t Cache::peek(PageKey first, uint64_t count, std::byte* copy_to, bool* copied) {
   auto at = [&](uint64_t i) { return PageKey(first.region(), first.index() + i); };
   auto askable = [&](PageKey p) {
     const Entry& e = entry(p);
@@ -445,6 +446,8 @@ uint64_t Cache::peek(PageKey first, uint64_t count) {
     for (uint64_t k = 0; k < n; ++k) {
       Op& op = ops_[at(i + k)];
       op.waiters.push_back(Waiter{kNoThread, ctx_.now_ns, Access::kRead});
+      op.copy_to = copy_to ? copy_to + (i + k) * kPageSize : nullptr;
+      op.copied = copy_to ? copied + i + k : nullptr;
       entry(at(i + k)).pending = Pending::kPeek;
     }
     send_peek(at(i), n, to);
@@ -493,12 +496,17 @@ void Cache::on_peek_resp(const Message& m) {
     throw Rejected(fmt::format("PeekResp of {} bytes for {} pages of data", m.payload.size(), with_data));
 
   const std::byte* data = m.payload.data() + peek_resp_size(w.count, 0);
+  auto copy_to = [&](uint32_t i) { return ops_.at(at(i)).copy_to; };
   for (uint32_t i = 0; i < w.count;) {
     const uint16_t a = answers[i];
-    uint32_t n = 1;  // a run of the same answer
-    while (i + n < w.count && answers[i + n] == a) ++n;
+    const bool copy = copy_to(i) != nullptr;
+    uint32_t n = 1;  // a run of the same answer, for the same kind of peek
+    while (i + n < w.count && answers[i + n] == a && (copy_to(i + n) != nullptr) == copy) ++n;
     if (a < kMaxNodes) {  // the owner has them: one message for the run
       send_peek(at(i), n, a);
+    } else if (a == kPeekData && copy) {  // into the caller's buffer
+      for (uint32_t k = 0; k < n; ++k) std::memcpy(copy_to(i + k), data + k * kPageSize, kPageSize);
+      data += n * kPageSize;
     } else if (a == kPeekData) {  // pages in a row: mapped in one go
       ctx_.env->install_range(at(i), n, std::span(data, n * kPageSize));
       data += n * kPageSize;
@@ -513,6 +521,7 @@ void Cache::on_peek_resp(const Message& m) {
 void Cache::snapshot_answered(PageKey page, uint16_t answer, NodeId from) {
   Entry& e = entry(page);
   e.pending = Pending::kNone;
+  if (Op& op = ops_.at(page); op.copy_to) return copy_answered(page, e, op, answer);
   if (answer == kPeekRefused) {  // asked for as usual: a fetch ahead of use
     ++ctx_.counters.peeks_refused;
     return request_for_waiters(page, e);
@@ -528,6 +537,23 @@ void Cache::snapshot_answered(PageKey page, uint16_t answer, NodeId from) {
     return true;
   });
   if (!op.waiters.empty()) drop_snapshots(page, 1);  // a writer joined: it needs the page itself
+  request_for_waiters(page, e);
+}
+
+// A page answered for a private buffer: its data is there already, or it
+// was never written, or it is refused and fetched as usual.  Nothing is
+// mapped; a thread that faulted on the page meanwhile asks for it now.
+void Cache::copy_answered(PageKey page, Entry& e, Op& op, uint16_t answer) {
+  std::byte* to = std::exchange(op.copy_to, nullptr);
+  bool* copied = std::exchange(op.copied, nullptr);
+  if (answer == kPeekRefused) {  // the copier's waiter stays: a fetch
+    ++ctx_.counters.peeks_refused;
+    return request_for_waiters(page, e);
+  }
+  if (answer == kPeekZero) std::memset(to, 0, kPageSize);
+  *copied = true;
+  ++ctx_.counters.copied;
+  std::erase_if(op.waiters, [](const Waiter& w) { return w.tid == kNoThread; });
   request_for_waiters(page, e);
 }
 

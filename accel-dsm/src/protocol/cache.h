@@ -71,7 +71,15 @@ class Cache {
   // here drops it and asks for the page as usual.  A page the answer
   // refuses is asked for as a fetch ahead of use would (Engine::fetch).
   // Returns how many pages it asked for.
-  uint64_t peek(PageKey first, uint64_t count);
+  //
+  // With copy_to, the answers go into a private buffer instead: page
+  // first + i's data into copy_to + i pages (zeros for a page never
+  // written), copied[i] set once it is there, and nothing is mapped or
+  // kept here, so the promise is not needed: each page is as its home or
+  // owner held it when it answered.  A refused page is fetched as usual
+  // (copied[i] stays false: read it from the mapping); a page not asked
+  // for (held here, or asked for already) is left to the caller alike.
+  uint64_t peek(PageKey first, uint64_t count, std::byte* copy_to = nullptr, bool* copied = nullptr);
   void on_peek_resp(const Message& m);
   bool snapshot(PageKey page) const { return entry(page).snapshot; }
   uint64_t snapshot_pages() const { return snapshots_; }
@@ -139,6 +147,10 @@ class Cache {
     // comes from it, even when the page's home has moved meanwhile.
     NodeId asked = kNoNode;
     std::unique_ptr<std::array<std::byte, kPageSize>> writeback;  // data kept until acked
+    // A peek into a private buffer (peek()'s copy_to): where the answer
+    // goes, and the flag that says it went.
+    std::byte* copy_to = nullptr;
+    bool* copied = nullptr;
   };
 
   Entry& entry(PageKey p) { return entries_[p.region()][p.index()]; }
@@ -157,6 +169,7 @@ class Cache {
   void send_peek(PageKey first, uint64_t count, NodeId to);
   void snapshot_answered(PageKey page, uint16_t answer, NodeId from);
   void drop_snapshots(PageKey first, uint64_t count);  // each of them a snapshot
+  void copy_answered(PageKey page, Entry& e, Op& op, uint16_t answer);
 
   void evict(PageKey page, Entry& e);
   void send_evict(PageKey page, Entry& e);  // a Shared copy, unmapped already

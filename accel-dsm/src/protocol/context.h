@@ -51,6 +51,7 @@ struct EngineCounters {
   uint64_t rehomed_in_pages = 0;   // pages whose home moved to this node
   uint64_t snapshots = 0;          // pages a peek mapped here (protocol/peek.h)
   uint64_t peeks_refused = 0;      // pages a peek then asked for as usual
+  uint64_t copied = 0;             // pages a peek copied into a caller's buffer
   uint64_t peeks_answered = 0;     // pages this node answered a peek with (data or zero)
 };
 

@@ -36,9 +36,9 @@ void Engine::on_fault(PageKey page, Access access, int tid, uint64_t now_ns) {
   drain_local();
 }
 
-uint64_t Engine::peek(PageKey first, uint64_t count, uint64_t now_ns) {
+uint64_t Engine::peek(PageKey first, uint64_t count, uint64_t now_ns, std::byte* copy_to, bool* copied) {
   ctx_.now_ns = now_ns;
-  const uint64_t asked = cache_.peek(first, count);
+  const uint64_t asked = cache_.peek(first, count, copy_to, copied);
   drain_local();
   return asked;
 }

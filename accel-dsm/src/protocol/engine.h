@@ -35,7 +35,9 @@ class Engine {
   // Asks for read-only snapshots of pages [first, first + count) of one
   // region that nobody writes meanwhile (protocol/peek.h).
   // Returns how many it asked for.
-  uint64_t peek(PageKey first, uint64_t count, uint64_t now_ns);
+  // With copy_to, into a private buffer instead (Cache::peek).
+  uint64_t peek(PageKey first, uint64_t count, uint64_t now_ns, std::byte* copy_to = nullptr,
+                bool* copied = nullptr);
   // Gives up what a fetch (or a peek) brought of pages [first, first + count) of one
   // region and nothing here used since (Cache::release_fetched); returns
   // how many pages it gave up.
