@@ -187,6 +187,14 @@ int aggvm_dsm_read_ranges(AggvmDsm* dsm, const AggvmDsmRange* ranges, size_t n, 
   });
 }
 
+int aggvm_dsm_ranges_here(AggvmDsm* dsm, const AggvmDsmRange* ranges, size_t n, int write, char** errmsg) {
+  bool here = false;
+  const int ret = guarded(errmsg, [&] {
+    here = dsm->node->mapped_here(std::span(ranges, n), write ? aggvm::dsm::Access::kWrite : aggvm::dsm::Access::kRead);
+  });
+  return ret < 0 ? ret : here;
+}
+
 int aggvm_dsm_release_ranges(AggvmDsm* dsm, const AggvmDsmRange* ranges, size_t n, char** errmsg) {
   return guarded(errmsg, [&] { dsm->node->release(std::span(ranges, n)); });
 }

@@ -966,6 +966,12 @@ int read_into_buffer(Cluster& c, const Options&) {
   // A page node 0 holds (a thread of it read it) is read from its mapping.
   const uint64_t held = ranges.front().gpa / kPage;
   const uint64_t bad_held = bad_pattern_words(c, held, held + 1, [](uint64_t) { return 2u; });
+  // Which ranges are here, from the page table alone: the page it read,
+  // not the others; a bad range refused.
+  const int held_here = aggvm_dsm_ranges_here(c.dsm(), ranges.data(), 1, 0, nullptr);
+  const int all_here = aggvm_dsm_ranges_here(c.dsm(), ranges.data(), ranges.size(), 0, nullptr);
+  const int bad_here = aggvm_dsm_ranges_here(c.dsm(), bad_range.data(), bad_range.size(), 0, &err);
+  aggvm_dsm_free_error(std::exchange(err, nullptr));
   const AggvmDsmNodeStats s2 = stats();
   const uint64_t asked2 = read();
   const uint64_t bad2 = bad_words(2);
@@ -973,12 +979,14 @@ int read_into_buffer(Cluster& c, const Options&) {
   c.barrier(4);
   const bool ok = einval_range == -EINVAL && einval_size == -EINVAL && asked == ranges.size() &&
                   copied == asked && bad1 == 0 && nothing_kept && bad_held == 0 && asked2 == ranges.size() - 1 &&
-                  s3.copied_pages - s2.copied_pages == asked2 && bad2 == 0;
+                  s3.copied_pages - s2.copied_pages == asked2 && bad2 == 0 && held_here == 1 && all_here == 0 &&
+                  bad_here == -EINVAL;
   std::printf("result: read node=0 pages=%zu asked=%lu copied=%lu read_ms=%.1f read_mib_s=%.1f bad_words=%lu "
-              "nothing_kept=%d (resident %lu -> %lu, snapshots %lu, fetched %lu -> %lu) asked_again=%lu bad_words_round2=%lu einval=%d status=%s\n",
+              "nothing_kept=%d (resident %lu -> %lu, snapshots %lu, fetched %lu -> %lu) asked_again=%lu bad_words_round2=%lu "
+              "here=%d,%d,%d einval=%d status=%s\n",
               ranges.size(), asked, copied, read_ms, ranges.size() * kPage / 1048576.0 / (read_ms / 1000.0), bad1,
               nothing_kept, s0.resident_pages, s1.resident_pages, s1.snapshot_pages, s0.fetched_pages,
-              s1.fetched_pages, asked2, bad2, einval_range == -EINVAL && einval_size == -EINVAL, ok ? "pass" : "fail");
+              s1.fetched_pages, asked2, bad2, held_here, all_here, bad_here, einval_range == -EINVAL && einval_size == -EINVAL, ok ? "pass" : "fail");
   return ok ? 0 : 1;
 }
 

@@ -452,6 +452,16 @@ int aggvm_dsm_peek_ranges(AggvmDsm *dsm, const AggvmDsmRange *ranges,
 int aggvm_dsm_read_ranges(AggvmDsm *dsm, const AggvmDsmRange *ranges,
                           size_t n, void *buf, size_t buf_size,
                           uint64_t *asked, char **errmsg);
+
+/*
+ * 1 when every page of the @n ranges is mapped here, readable (or
+ * writable, for write = 1), as the process's page table shows now; 0 when
+ * not; -EINVAL for a bad range.  Asks nothing of anyone: for a caller that
+ * reads guest RAM directly when it can (a page may be taken away right
+ * after; its reader then faults as usual).
+ */
+int aggvm_dsm_ranges_here(AggvmDsm *dsm, const AggvmDsmRange *ranges,
+                          size_t n, int write, char **errmsg);
 int aggvm_dsm_release_ranges(AggvmDsm *dsm, const AggvmDsmRange *ranges,
                              size_t n, char **errmsg);
 

@@ -156,6 +156,11 @@ class Node final : private Env, private FabricSink {
   // costs one round of messages and leaves no copy to give back.  Returns
   // how many pages it asked for.  Throws as fetch() does.
   uint64_t read(std::span<const AggvmDsmRange> ranges, std::span<std::byte> buf);
+  // Whether every page of the ranges is mapped here for access, as the
+  // page table shows now (mapped_here()).  Throws EINVAL for a bad range.
+  bool mapped_here(std::span<const AggvmDsmRange> ranges, Access access) const {
+    return mapped_here(page_ranges(ranges), access);
+  }
   // Gives up the copies fetch() brought here in [gpa, gpa + size) that no
   // thread here faulted on since, of pages homed elsewhere, owned ones with
   // their data (Cache::release_fetched), and returns once each is unmapped
