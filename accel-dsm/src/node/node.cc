@@ -551,19 +551,53 @@ uint64_t Node::run_fetch(Fetch f, std::string_view what) {
 // kernel's page table says whether each page is mapped (held at least
 // Shared) and, for writing, not write-protected (held Modified).  A page
 // may be taken away right after: its user then faults as usual.
+//
+// The ranges are read in order of host address, one pread() for each
+// window of up to 512 pages that holds them: a device's buffer of 256
+// scattered pages near one another costs a few system calls, not 256
+// (0.7 us each here).
 bool Node::mapped_here(const std::vector<PageRange>& ranges, Access access) const {
   constexpr uint64_t kPresent = uint64_t{1} << 63, kUffdWp = uint64_t{1} << 57;
+  constexpr uint64_t kWindow = 512;
   if (pagemap_fd_ < 0) return false;
-  std::array<uint64_t, 512> entries;
-  for (const PageRange& r : ranges)
-    for (uint64_t first = r.first; first < r.end; first += entries.size()) {
-      const uint64_t n = std::min<uint64_t>(entries.size(), r.end - first);
-      const auto at = reinterpret_cast<uintptr_t>(host(PageKey(r.region, first))) / kPageSize * sizeof(uint64_t);
-      const ssize_t got = ::pread(pagemap_fd_, entries.data(), n * sizeof(uint64_t), static_cast<off_t>(at));
-      if (got != static_cast<ssize_t>(n * sizeof(uint64_t))) return false;
-      for (uint64_t i = 0; i < n; ++i)
-        if (!(entries[i] & kPresent) || (access == Access::kWrite && (entries[i] & kUffdWp))) return false;
+  struct Span {
+    uint64_t first, end;  // host page numbers
+  };
+  std::vector<Span> spans;
+  spans.reserve(ranges.size());
+  for (const PageRange& r : ranges) {
+    const uint64_t first = reinterpret_cast<uintptr_t>(host(PageKey(r.region, r.first))) / kPageSize;
+    spans.push_back({first, first + r.pages()});
+  }
+  std::ranges::sort(spans, {}, &Span::first);
+  std::array<uint64_t, kWindow> entries;
+  for (size_t i = 0; i < spans.size();) {
+    // A window from spans[i].first: the spans that end within it, whole.
+    const uint64_t start = spans[i].first;
+    size_t j = i;
+    uint64_t end = start;
+    while (j < spans.size() && spans[j].end - start <= kWindow) end = std::max(end, spans[j++].end);
+    if (j == i) {  // one span longer than a window: a window at a time
+      for (uint64_t first = start; first < spans[i].end; first += kWindow) {
+        const uint64_t n = std::min(kWindow, spans[i].end - first);
+        const ssize_t got = ::pread(pagemap_fd_, entries.data(), n * sizeof(uint64_t),
+                                    static_cast<off_t>(first * sizeof(uint64_t)));
+        if (got != static_cast<ssize_t>(n * sizeof(uint64_t))) return false;
+        for (uint64_t k = 0; k < n; ++k)
+          if (!(entries[k] & kPresent) || (access == Access::kWrite && (entries[k] & kUffdWp))) return false;
+      }
+      ++i;
+      continue;
     }
+    const ssize_t got = ::pread(pagemap_fd_, entries.data(), (end - start) * sizeof(uint64_t),
+                                static_cast<off_t>(start * sizeof(uint64_t)));
+    if (got != static_cast<ssize_t>((end - start) * sizeof(uint64_t))) return false;
+    for (; i < j; ++i)
+      for (uint64_t page = spans[i].first; page < spans[i].end; ++page) {
+        const uint64_t e = entries[page - start];
+        if (!(e & kPresent) || (access == Access::kWrite && (e & kUffdWp))) return false;
+      }
+  }
   return true;
 }
 
