@@ -115,13 +115,29 @@ class Node:
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
+    # A message of QEMU's or of libaggvm-dsm's on stderr.  Both write a
+    # whole line at once, but it can land in the middle of a line of the
+    # guest's console (stdout, the same pipe): "testos: result ... ops_pe"
+    # + "qemu-system-x86_64: info: aggvm: node 2 joined ..." + "r_s=...".
+    HOST_MESSAGE = re.compile(r"qemu-system-\w+: |\[\d{4}-\d\d-\d\d [\d:.]+\] \[\w+\] aggvm-dsm: ")
+
     def _read(self):
         with open(self.log_path, "w") as f:
-            for raw in iter(self.proc.stdout.readline, b""):
-                line = raw.decode(errors="replace").rstrip("\r\n")
+            def emit(line):
                 f.write(line + "\n")
                 f.flush()
                 self.lines.put((time.monotonic(), line))
+            cut = ""  # the start of a console line a message interrupted
+            for raw in iter(self.proc.stdout.readline, b""):
+                line = cut + raw.decode(errors="replace").rstrip("\r\n")
+                cut = ""
+                m = self.HOST_MESSAGE.search(line, 1)
+                if m:  # the message on its own; the console line goes on after it
+                    cut = line[:m.start()]
+                    line = line[m.start():]
+                emit(line)
+            if cut:
+                emit(cut)
         self.lines.put(None)
 
     def wait(self, timeout):

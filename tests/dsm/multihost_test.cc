@@ -408,7 +408,7 @@ TEST_F(MultiHost, TortureTwoHostsOverSharedMemory) {
   Cluster c(ClusterOptions{.hosts = 2, .name = "shm"});
   auto procs = start(c, {"--mode", "torture", "--region-mib", "64", "--threads", "2", "--ops", "2000",
                          "--ucx-transports", "posix,cma,self,tcp", "--spin-us", "600000000"});
-  for (auto& p : procs) ASSERT_TRUE(p.wait_for_line("authenticated", 60s)) << p.log();
+  for (auto& p : procs) ASSERT_TRUE(p.wait_for_line("connected; frames", 60s)) << p.log();
   for (int i = 0; i < c.size(); ++i) {
     const auto sockets = listening(c.host(i), procs[i].pid());
     for (const auto& s : sockets) EXPECT_EQ(s.rfind(c.host(i).address() + ":", 0), 0u) << "stray listener " << s;
@@ -419,7 +419,7 @@ TEST_F(MultiHost, TortureTwoHostsOverSharedMemory) {
   for (auto& p : procs) {
     std::smatch m;
     const std::string log = p.log();
-    ASSERT_TRUE(std::regex_search(log, m, std::regex("authenticated; frames sealed \\(AES-256-GCM\\) over ([^\n]*)")))
+    ASSERT_TRUE(std::regex_search(log, m, std::regex("connected; frames sealed \\(AES-256-GCM\\) over ([^\n]*)")))
         << log;
     EXPECT_NE(m[1].str().find("posix/"), std::string::npos) << m.str();
     EXPECT_EQ(m[1].str().find("tcp/"), std::string::npos) << m.str();

@@ -149,6 +149,12 @@ void Node::start() {
     for (NodeId n = 0; n < cfg_.n_nodes; ++n)
       if (fabric_->absent().test(n)) mark_gone(n);
   }
+  // Once, before the guest runs: whether frames go over verbs, shared
+  // memory or fell back to TCP (a late node's own connections log later,
+  // in its own process; the members' only at debug level).
+  log().info("aggvm-dsm: node {} connected; frames {} over {}", cfg_.self,
+             cfg_.frame_protection == FrameProtection::kAesGcm ? "sealed (AES-256-GCM)" : "in clear",
+             fabric_->frame_transports());
   // Silence counts from here: connecting may have taken far longer than
   // the timeout while the peers' processes started.
   liveness_.emplace(cfg_.self, cfg_.n_nodes, cfg_.timeout, std::chrono::steady_clock::now());

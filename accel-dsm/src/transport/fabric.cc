@@ -188,6 +188,7 @@ struct Fabric::Conn {
   bool refusing = false;
   bool failed = false;
   std::string failure;
+  std::string lanes;  // the transports its frames take, once authenticated
   // Frames sent since the last flush, sealed, in order: one UCX send (and
   // one system call) for many frames, not one for each.
   std::unique_ptr<std::vector<std::byte>> pending;
@@ -516,9 +517,9 @@ void Fabric::handshake(Conn& c, const WireHeader& h, std::span<const std::byte> 
   c.ready = true;  // frames are checked against the full limits from now on
   c.reader->set_max_payload(kMaxPayload);
   peers_[c.peer] = &c;
-  log().info("aggvm-dsm: node {} at {} authenticated; frames {} over {}", c.peer, c.remote,
-             cfg_.frame_protection == FrameProtection::kAesGcm ? "sealed (AES-256-GCM)" : "in clear",
-             lanes_of(c.ep));
+  c.lanes = lanes_of(c.ep);
+  log().debug("aggvm-dsm: node {} at {} authenticated (frames: {}, over {})", c.peer, c.remote,
+              to_string(cfg_.frame_protection), c.lanes);
   if (absent_.test(c.peer)) {
     // A late node, even one that came while this node was still starting:
     // node 0 must admit it either way.
@@ -526,6 +527,13 @@ void Fabric::handshake(Conn& c, const WireHeader& h, std::span<const std::byte> 
     log().info("aggvm-dsm: late node {} at {} connected", c.peer, c.remote);
     joined_.push_back(c.peer);
   }
+}
+
+std::string Fabric::frame_transports() const {
+  std::string out;
+  for (const Conn* c : peers_)
+    if (c && c->ready && out.find(c->lanes) == std::string::npos) out += (out.empty() ? "" : ", ") + c->lanes;
+  return out.empty() ? "?" : out;
 }
 
 void Fabric::drop(Conn& c, const std::string& why) {

@@ -77,6 +77,9 @@ class Fabric {
   // Late nodes not joined yet (this node aside): their connections are
   // still accepted.
   NodeSet absent() const { return absent_; }
+  // The transports the authenticated connections' frames take, each named
+  // once ("posix/memory.0, tcp/eth0.0"), as UCX chose them.
+  std::string frame_transports() const;
 
 
   // Queues a frame; header and payload are copied.
