@@ -12,6 +12,22 @@ namespace {
 
 using S = PageState;
 
+// One page of each kind a home can answer for, all homed on node 1 of 3.
+struct EveryKindOfPage {
+  PageKey home_owned, third_owned, shared;  // then one never written
+};
+
+// Writes them: 11 by the home, 22 by node 2 (it owns it), 33 by node 2
+// then read by the home (no owner: the home's copy).
+EveryKindOfPage write_every_kind_of_page(ModelCluster& c) {
+  const EveryKindOfPage p{c.page_homed_on(1, 0), c.page_homed_on(1, 1), c.page_homed_on(1, 2)};
+  c.write_byte(1, p.home_owned, 11);
+  c.write_byte(2, p.third_owned, 22);
+  c.write_byte(2, p.shared, 33);
+  EXPECT_EQ(c.read_byte(1, p.shared), 33);
+  return p;
+}
+
 // One page of each kind a home can answer for, all homed on node 1 of 3:
 // written and owned by the home, owned by node 2 (the home names it),
 // written by node 2 then read by node 1 (no owner: the home's copy), and
@@ -19,12 +35,7 @@ using S = PageState;
 // 2 for its page; no directory entry changes; releasing sends nothing.
 TEST(Peek, MapsSnapshotsWithoutChangingTheDirectory) {
   ModelCluster c(3, 8);
-  const PageKey home_owned = c.page_homed_on(1, 0), third_owned = c.page_homed_on(1, 1),
-                shared = c.page_homed_on(1, 2);  // and page 3, never written
-  c.write_byte(1, home_owned, 11);
-  c.write_byte(2, third_owned, 22);
-  c.write_byte(2, shared, 33);
-  ASSERT_EQ(c.read_byte(1, shared), 33);
+  const auto [home_owned, third_owned, shared] = write_every_kind_of_page(c);  // and page 3, never written
   std::vector<DirEntry> before;
   for (uint64_t i = 0; i < 4; ++i) before.push_back(c.engine(1).directory().entry(c.page_homed_on(1, i)));
   const uint64_t sent = c.net().sent;
@@ -142,12 +153,7 @@ TEST(Peek, FaultsJoiningAPeekAreServed) {
 // owner keeps writing its Modified copy, and node 0 reads its next value.
 TEST(Peek, CopiesIntoABufferAndMapsNothing) {
   ModelCluster c(3, 8);
-  const PageKey home_owned = c.page_homed_on(1, 0), third_owned = c.page_homed_on(1, 1),
-                shared = c.page_homed_on(1, 2);  // and page 3, never written
-  c.write_byte(1, home_owned, 11);
-  c.write_byte(2, third_owned, 22);
-  c.write_byte(2, shared, 33);
-  ASSERT_EQ(c.read_byte(1, shared), 33);
+  const auto [home_owned, third_owned, shared] = write_every_kind_of_page(c);  // and page 3, never written
   std::vector<std::byte> buf(4 * kPageSize, std::byte{0x5a});
   bool copied[4] = {};
 

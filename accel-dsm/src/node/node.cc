@@ -569,11 +569,12 @@ bool Node::mapped_here(const std::vector<PageRange>& ranges, Access access) cons
   struct Span {
     uint64_t first, end;  // host page numbers
   };
-  std::vector<Span> spans;
+  std::vector<Span> spans;  // none longer than a window
   spans.reserve(ranges.size());
   for (const PageRange& r : ranges) {
     const uint64_t first = reinterpret_cast<uintptr_t>(host(PageKey(r.region, r.first))) / kPageSize;
-    spans.push_back({first, first + r.pages()});
+    for (uint64_t at = first; at < first + r.pages(); at += kWindow)
+      spans.push_back({at, std::min(at + kWindow, first + r.pages())});
   }
   std::ranges::sort(spans, {}, &Span::first);
   std::array<uint64_t, kWindow> entries;
@@ -583,18 +584,6 @@ bool Node::mapped_here(const std::vector<PageRange>& ranges, Access access) cons
     size_t j = i;
     uint64_t end = start;
     while (j < spans.size() && spans[j].end - start <= kWindow) end = std::max(end, spans[j++].end);
-    if (j == i) {  // one span longer than a window: a window at a time
-      for (uint64_t first = start; first < spans[i].end; first += kWindow) {
-        const uint64_t n = std::min(kWindow, spans[i].end - first);
-        const ssize_t got = ::pread(pagemap_fd_, entries.data(), n * sizeof(uint64_t),
-                                    static_cast<off_t>(first * sizeof(uint64_t)));
-        if (got != static_cast<ssize_t>(n * sizeof(uint64_t))) return false;
-        for (uint64_t k = 0; k < n; ++k)
-          if (!(entries[k] & kPresent) || (access == Access::kWrite && (entries[k] & kUffdWp))) return false;
-      }
-      ++i;
-      continue;
-    }
     const ssize_t got = ::pread(pagemap_fd_, entries.data(), (end - start) * sizeof(uint64_t),
                                 static_cast<off_t>(start * sizeof(uint64_t)));
     if (got != static_cast<ssize_t>((end - start) * sizeof(uint64_t))) return false;

@@ -80,29 +80,32 @@ std::optional<std::string> interface_of(const sockaddr_storage& addr) {
   return name;
 }
 
+// UCX's transports between processes of one host.
+bool is_shared_memory(const std::string& transport) {
+  static const std::vector<std::string> kShared = {"sm", "shm", "posix", "sysv", "cma", "knem", "xpmem", "mm"};
+  return std::find(kShared.begin(), kShared.end(), transport) != kShared.end();
+}
+
+// The transports UCX_TLS names, in order.
+std::vector<std::string> transport_names(const std::string& transports) {
+  std::vector<std::string> names;
+  std::stringstream in(transports);
+  for (std::string t; std::getline(in, t, ',');) names.push_back(t);
+  return names;
+}
+
 // True when UCX_TLS names only TCP and intra-host transports: then no
 // network device but the address's own is needed.
 bool tcp_only(const std::string& transports) {
-  static const std::vector<std::string> kLocal = {"tcp", "sm", "shm", "posix", "sysv", "self",
-                                                  "cma", "knem", "xpmem", "mm"};
-  std::stringstream in(transports);
-  std::string t;
-  bool any = false;
-  while (std::getline(in, t, ',')) {
-    if (std::find(kLocal.begin(), kLocal.end(), t) == kLocal.end()) return false;
-    any = true;
-  }
-  return any;
+  const std::vector<std::string> names = transport_names(transports);
+  return !names.empty() && std::ranges::all_of(names, [](const std::string& t) {
+    return t == "tcp" || t == "self" || is_shared_memory(t);
+  });
 }
 
 // True when UCX_TLS names a shared-memory transport.
 bool names_shared_memory(const std::string& transports) {
-  static const std::vector<std::string> kShared = {"sm", "shm", "posix", "sysv", "cma", "knem", "xpmem", "mm"};
-  std::stringstream in(transports);
-  std::string t;
-  while (std::getline(in, t, ','))
-    if (std::find(kShared.begin(), kShared.end(), t) != kShared.end()) return true;
-  return false;
+  return std::ranges::any_of(transport_names(transports), is_shared_memory);
 }
 
 // The transports an endpoint's lanes use ("posix/memory.0, tcp/eth0.0"),
