@@ -83,6 +83,13 @@ def customize_hooks(bins, files):
         'chroot "$1" systemctl enable aggvm-workloads.service systemd-networkd.service',
         'chroot "$1" systemctl mask ' + " ".join(MASKED_UNITS),
         'chroot "$1" passwd -d root',
+        # Aggregated, udev announced the serial console's device 82-120 s
+        # after systemd began to wait for it: past systemd's 90 s default,
+        # the login prompt was given up.  The drop-in is what fstab's
+        # x-systemd.device-timeout writes for a disk.
+        'mkdir -p "$1/etc/systemd/system/dev-ttyS0.device.d"',
+        'printf "[Unit]\\nJobRunningTimeoutSec=10min\\n" '
+        '>"$1/etc/systemd/system/dev-ttyS0.device.d/aggvm-timeout.conf"',
         'echo MODULES=list >"$1/etc/initramfs-tools/conf.d/aggvm-modules"',
         f'printf "%s\\n" {" ".join(INITRAMFS_MODULES)} >>"$1/etc/initramfs-tools/modules"',
         'chroot "$1" update-initramfs -u -k all',
