@@ -9,6 +9,7 @@ binary has not been built (`meson test --no-rebuild` without `make qemu`).
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -52,7 +53,9 @@ class Qmp:
         rc = self.proc.wait(timeout=TIMEOUT_S)
         self.qmp.close()
         if rc != 0:
-            raise AssertionError(f"QEMU exited with {rc} after quit")
+            raise AssertionError(f"QEMU exited with {rc} after quit ({self.dir})")
+        self.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def expect_ok(resp, what):

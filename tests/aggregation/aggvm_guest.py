@@ -70,6 +70,7 @@ import queue
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import struct
 import subprocess
@@ -669,7 +670,19 @@ def finish(args, nodes, check, results, report, t0):
     log(f"{args.guest} {args.accel} hosts={args.hosts} vcpus={args.vcpus} "
         f"guest_vcpus={vcpus} guest_numa_nodes={numa} "
         f"wall_s={time.monotonic() - t0:.1f} status={report['status']}")
+    dispose_work(Path(report["log_dir"]), failed=bool(check.failures), asked_for=args.log_dir)
     return 0 if not check.failures else 1
+
+
+def dispose_work(work, failed, asked_for):
+    """Removes a passing run's work directory: its disk overlays and
+    checkpoint files run to hundreds of MiB, and `make check` would leave
+    gigabytes in /tmp each time.  A failing run's, or one under a --log-dir
+    the caller gave, stays for a look, and the last line says where."""
+    if failed or asked_for:
+        log(f"logs kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 CPU_LATENCY_DEVICE = "/dev/cpu_dma_latency"

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -182,6 +183,7 @@ def main():
     for f in failures:
         print(f"bad-config: FAIL: {f}")
     print(f"bad-config: {len(cases)} cases, {len(failures)} failures")
+    shutil.rmtree(work, ignore_errors=True)  # keys and empty RAM files; every message is above
     return 1 if failures else 0
 
 

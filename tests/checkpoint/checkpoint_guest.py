@@ -570,6 +570,7 @@ class Run:
         if self.opts.json:
             Path(self.opts.json).write_text(json.dumps(self.report, indent=2))
         log(f"{self.opts.scenario} {self.opts.accel}: status={self.report['status']}")
+        ag.dispose_work(self.work, failed=bool(self.check.failures), asked_for=self.opts.log_dir)
         return 1 if self.check.failures else 0
 
 
