@@ -174,7 +174,7 @@ def guest_command(args):
             qemu=args.qemu, accel=accel_value(args), machine=args.machine, cpu=args.cpu,
             smp=args.vcpus, mem=args.mem, kernel=args.kernel, initrd=args.initrd,
             run=args.linux_run, append=args.append.split() + debian_kernel_args(args),
-            numa_nodes=args.numa_nodes, qemu_arg=[])
+            numa_nodes=args.numa_nodes, nohz_full=args.nohz_full, qemu_arg=[])
         return linux.qemu_command(ns)
     ns = argparse.Namespace(
         workload=args.workload, append=args.append, accel=args.accel, machine=args.machine,
@@ -1268,6 +1268,9 @@ def parse_args(argv=None):
                    help="one stock process (the baseline): --hosts 1")
     p.add_argument("--qemu", default=os.environ.get("AGGVM_QEMU", ""))
     p.add_argument("--harness", default=os.environ.get("AGGVM_HARNESS", ""))
+    p.add_argument("--nohz-full", action="store_true",
+                   help="Linux: nohz_full= every vCPU but 0, so that the guest kernel's "
+                        "housekeeping stays on vCPU 0, on node 0 (run_linux_guest.py)")
     p.add_argument("--log-dir", default=None)
     p.add_argument("--json")
     p.add_argument("--verbose", action="store_true")

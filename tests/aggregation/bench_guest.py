@@ -38,6 +38,11 @@ In one run, with the same QEMU build throughout:
             halting, so a thread woken on one runs at once; the line
             "guest-scaling-qos: tcg_linux_boot_ratio=Y blk_ratio=B
             net_ratio=N shared_ratio=S" above the last gives its ratios
+  [nohz_full] the Linux boots again with nohz_full= every vCPU but 0 on the
+            guest's command line, stock and aggregated alike: the kernel's
+            own work (kernel threads, timers, RCU callbacks, timekeeping)
+            stays on vCPU 0, on node 0; "guest-scaling-nohz-full:
+            tcg_linux_boot_ratio=Y shared_ratio=S" gives its ratios
 compute, counters, pingpong and ipi run under KVM, or under TCG where
 /dev/kvm is unusable (said so above the last line).  The last line is
   guest-scaling: compute_ratio=X tcg_linux_boot_ratio=Y ipi_remote_us=R ipi_local_us=L
@@ -100,12 +105,12 @@ def stock_testos(args, accel, workload, append):
     return got[workload]
 
 
-def stock_linux(args):
+def stock_linux(args, extra=()):
     out = Path(tempfile.mkstemp(prefix="aggvm-bench-", suffix=".json")[1])
     cmd = [sys.executable, str(HERE.parent / "guest" / "linux" / "run_linux_guest.py"),
            "--kernel", args.linux_kernel, "--initrd", args.linux_initrd, "--smp", "4",
            "--numa-nodes", "2", "--machine", "pc", "--cpu", aggvm_guest.linux.DEFAULT_CPU + ",-x2apic",
-           "--accel", "tcg,thread=multi", "--json", str(out), "--timeout", "300"]
+           "--accel", "tcg,thread=multi", "--json", str(out), "--timeout", "300", *extra]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=dict(os.environ, AGGVM_QEMU=args.qemu))
     report = json.loads(out.read_text()) if out.stat().st_size else {}
@@ -223,15 +228,16 @@ def main():
         f"(aggvm-cluster spin-us=100): round trip {int(spun['results']['pingpong']['rtt_ns']) / 1000:.1f} us "
         f"(without: {pingpong_ns / 1000:.1f} us)")
 
-    def linux_boots(qos):
+    def linux_boots(qos, nohz_full=False):
         """Stock and aggregated Linux boots to the result; their ratio, and the
         OpenMP stencil's they ran."""
-        tag = " [qos]" if qos else ""
+        tag = " [qos]" if qos else " [nohz_full]" if nohz_full else ""
+        guest = ["--nohz-full"] if nohz_full else []
         with held_cpu_latency(0) if qos else contextlib.nullcontext():
-            stock_boot, stock_results = stock_linux(args)
+            stock_boot, stock_results = stock_linux(args, guest)
         agg = aggregated(args, ["--guest", "linux", "--accel", "tcg", "--hosts", "2",
                                 "--vcpus-per-host", "2", "--kernel", args.linux_kernel,
-                                "--initrd", args.linux_initrd]
+                                "--initrd", args.linux_initrd] + guest
                          + (["--cluster-prop", "cpu-latency-us=0"] if qos else []))
         agg_boot = agg["seconds_to_result"]
         boot_ratio = agg_boot / stock_boot
@@ -253,6 +259,9 @@ def main():
     # aggregated alike (aggvm-cluster cpu-latency-us=0): idle CPUs poll, and
     # a thread woken on one does not wait for the hypervisor to run it.
     qos_boot_ratio, qos_shared_ratio = linux_boots(qos=True)
+    # [nohz_full]: the guest's kernel keeps its housekeeping on vCPU 0
+    # (nohz_full= the others), stock and aggregated alike; the host default.
+    nohz_boot_ratio, nohz_shared_ratio = linux_boots(qos=False, nohz_full=True)
 
     ipi = {}
     for wait in ("spin", "halt"):
@@ -298,6 +307,10 @@ def main():
     # The same figures with the host's CPU wake-up latency held at 0 us: the
     # configuration a host whose idle CPUs halt slowly (a virtualised one
     # like this) should run; the last line keeps the default's.
+    # The same guest with nohz_full= every vCPU but 0 on its command line:
+    # the last line keeps the kernel's default.
+    print(f"guest-scaling-nohz-full: tcg_linux_boot_ratio={nohz_boot_ratio:.2f} "
+          f"shared_ratio={nohz_shared_ratio:.2f}", flush=True)
     print(f"guest-scaling-qos: tcg_linux_boot_ratio={qos_boot_ratio:.2f} blk_ratio={qos_blk_ratio:.2f} "
           f"net_ratio={qos_net_ratio:.2f} shared_ratio={qos_shared_ratio:.2f}", flush=True)
     print(f"guest-scaling: compute_ratio={compute_ratio:.3f} tcg_linux_boot_ratio={boot_ratio:.2f} "

@@ -210,9 +210,10 @@ class Cluster:
         return pids
 
     # --- domains --------------------------------------------------------
-    def domain_xml(self, name, hosts, run="topology,atomics", hold=True, edit=None):
+    def domain_xml(self, name, hosts, run="topology,atomics", hold=True, edit=None, kernel_args=()):
         """docs/examples/aggvm-guest.xml for this machine: `hosts` hosts,
-        one NUMA cell of 2 vCPUs and 512 MiB each."""
+        one NUMA cell of 2 vCPUs and 512 MiB each; kernel_args go on the
+        guest's command line."""
         tree = ET.parse(EXAMPLE)
         dom = tree.getroot()
         dom.find("name").text = name
@@ -222,7 +223,8 @@ class Cluster:
         os_el.find("kernel").text = self.tools.kernel
         os_el.find("initrd").text = self.tools.initrd
         cmdline = ("console=ttyS0 quiet panic=-1 lpj=10000000 cryptomgr.notests ipv6.disable=1 "
-                   f"aggvm.run={run}" + (" aggvm.hold=1" if hold else ""))
+                   f"aggvm.run={run}" + (" aggvm.hold=1" if hold else "")
+                   + "".join(f" {a}" for a in kernel_args))
         os_el.find("cmdline").text = cmdline
         numa = dom.find("cpu/numa")
         for cell in list(numa):
