@@ -304,13 +304,13 @@ def main():
     blk_ratio, net_ratio = disk_and_net(qos=False)
     qos_blk_ratio, qos_net_ratio = disk_and_net(qos=True)
 
+    # The boots with nohz_full= every vCPU but 0 on the guest's command
+    # line: the last line keeps the kernel's default.
+    print(f"guest-scaling-nohz-full: tcg_linux_boot_ratio={nohz_boot_ratio:.2f} "
+          f"shared_ratio={nohz_shared_ratio:.2f}", flush=True)
     # The same figures with the host's CPU wake-up latency held at 0 us: the
     # configuration a host whose idle CPUs halt slowly (a virtualised one
     # like this) should run; the last line keeps the default's.
-    # The same guest with nohz_full= every vCPU but 0 on its command line:
-    # the last line keeps the kernel's default.
-    print(f"guest-scaling-nohz-full: tcg_linux_boot_ratio={nohz_boot_ratio:.2f} "
-          f"shared_ratio={nohz_shared_ratio:.2f}", flush=True)
     print(f"guest-scaling-qos: tcg_linux_boot_ratio={qos_boot_ratio:.2f} blk_ratio={qos_blk_ratio:.2f} "
           f"net_ratio={qos_net_ratio:.2f} shared_ratio={qos_shared_ratio:.2f}", flush=True)
     print(f"guest-scaling: compute_ratio={compute_ratio:.3f} tcg_linux_boot_ratio={boot_ratio:.2f} "
