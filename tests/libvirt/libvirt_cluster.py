@@ -17,6 +17,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -24,6 +25,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO / "tests" / "guest" / "linux"))
+from run_linux_guest import KERNEL_ARGS  # noqa: E402
 EXAMPLE = REPO / "docs" / "examples" / "aggvm-guest.xml"
 NODED_CONF = REPO / "libvirt-driver" / "etc" / "noded.conf"
 NS = "https://aggvm.dev/xmlns/libvirt/1"
@@ -222,10 +225,8 @@ class Cluster:
         os_el = dom.find("os")
         os_el.find("kernel").text = self.tools.kernel
         os_el.find("initrd").text = self.tools.initrd
-        cmdline = ("console=ttyS0 quiet panic=-1 lpj=10000000 cryptomgr.notests ipv6.disable=1 "
-                   f"aggvm.run={run}" + (" aggvm.hold=1" if hold else "")
-                   + "".join(f" {a}" for a in kernel_args))
-        os_el.find("cmdline").text = cmdline
+        os_el.find("cmdline").text = " ".join(KERNEL_ARGS + [f"aggvm.run={run}"]
+                                              + (["aggvm.hold=1"] if hold else []) + list(kernel_args))
         numa = dom.find("cpu/numa")
         for cell in list(numa):
             numa.remove(cell)
