@@ -151,6 +151,13 @@ def check_results(args, results, check):
             continue
         check.expect(r.get("status") == "pass", f"aggvm-{name} status={r.get('status')}")
 
+    # The initramfs guest's topology step also reports its APICs (init.sh).
+    apic = results.get("apic")
+    if apic:
+        check.expect(apic.get("status") == "pass",
+                     f"the guest kernel found {apic.get('stale_irr')} APIC(s) with an interrupt "
+                     "nothing sent pending (Stale IRR)")
+
     nodes = args.expect_numa_nodes or args.numa_nodes or 1
     topo = results.get("topology")
     if topo:
