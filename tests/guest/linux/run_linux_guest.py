@@ -44,8 +44,11 @@ DEFAULT_CPU = "qemu64,vendor=GenuineIntel"
 # delay-loop calibration of each secondary vCPU (~0.3 s each, it fails under
 # TCG anyway), cryptomgr.notests the crypto self-tests (~0.3 s), ipv6.disable
 # the IPv6 stack (~0.1 s).  The TSC is left to the kernel's checks.
-KERNEL_ARGS = ["console=ttyS0", "quiet", "panic=-1", "lpj=10000000", "cryptomgr.notests",
-               "ipv6.disable=1"]
+# loglevel=5 after quiet: warnings, and the backtraces of a soft lockup or an
+# RCU stall, reach the console log a failing test leaves; errors alone do not
+# say where a vCPU is stuck.
+KERNEL_ARGS = ["console=ttyS0", "quiet", "loglevel=5", "panic=-1", "lpj=10000000",
+               "cryptomgr.notests", "ipv6.disable=1"]
 # After `done` the guest powers off at once; this is slack for a loaded host.
 EXIT_GRACE_S = 30
 
