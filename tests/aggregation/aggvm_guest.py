@@ -206,9 +206,8 @@ def debian_kernel_args(args):
     data back to a reader on node 0 (docs/performance.md, "Device interrupts")."""
     if not args.disk_image:
         return []
-    node0 = "0" if args.vcpus_per_host == 1 else f"0-{args.vcpus_per_host - 1}"
     return ["root=/dev/vda", "rw", "net.ifnames=0", "aggvm.scratch=/dev/sda",
-            f"irqaffinity={node0}"]
+            f"irqaffinity={linux.cpulist(0, args.vcpus_per_host - 1)}"]
 
 
 def virtual_size(image):
