@@ -170,7 +170,8 @@ def disk_guest(args, aggregate, qos=False):
                               "--net-bytes", str(NET_BYTES),
                               "--append", "aggvm.io_cpus=0,1 aggvm.net_cpu=0,1", "--timeout", "900"])
     blk, net = r["results"]["blk"], r["results"]["net"]
-    return {k: float(v) for k, v in {**blk, **net}.items() if re.match(r"cpu\d+_", k)}
+    return {k: float(v) for k, v in {**blk, **net}.items()
+            if re.match(r"cpu\d+_", k) and re.fullmatch(r"[\d.]+", v)}
 
 
 def main():
